@@ -1,0 +1,19 @@
+"""The entry point every experiment file calls: parse the command line over its config, run."""
+from __future__ import annotations
+
+import sys
+from typing import Optional, Sequence
+
+from .config import Config, parse
+from .data import DataError
+from .train import TrainingDiverged, run
+
+
+def main(defaults: Config, args: Optional[Sequence[str]] = None, description: str = "") -> dict:
+    cfg = parse(defaults, args, description)
+    try:
+        return run(cfg)
+    except (DataError, TrainingDiverged, ValueError) as e:
+        # problems the user can fix: one clear line instead of a traceback
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -1,0 +1,157 @@
+"""CIFAR-10 from its standard python-pickle layout, a stratified validation split, and loaders.
+
+`load_cifar10(root)` reads ROOT/cifar-10-batches-py/ itself (no md5 check, so re-exported
+copies load too) and asks torchvision to download the archive only when that folder is absent.
+Images stay uint8 NHWC in memory; augmentation happens per image in the loader's workers.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+FOLDER = "cifar-10-batches-py"
+TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
+TEST_FILES = ["test_batch"]
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+ARCHIVE_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+
+
+class DataError(RuntimeError):
+    """CIFAR-10 is missing, cannot be downloaded, or a file is not a CIFAR-10 batch."""
+
+
+@dataclass
+class Cifar10:
+    train_images: np.ndarray  # (N, 32, 32, 3) uint8
+    train_labels: np.ndarray  # (N,) int64
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    classes: tuple
+
+
+def load_cifar10(root: str | os.PathLike, download: bool = True) -> Cifar10:
+    folder = Path(root) / FOLDER
+    if not folder.is_dir():
+        if not download:
+            raise DataError(f"no CIFAR-10 at {folder}. {_where_to_put(folder)}")
+        _download(Path(root))
+    train = [_read_batch(folder / f) for f in TRAIN_FILES]
+    test = [_read_batch(folder / f) for f in TEST_FILES]
+    return Cifar10(
+        train_images=np.concatenate([b[0] for b in train]),
+        train_labels=np.concatenate([b[1] for b in train]),
+        test_images=np.concatenate([b[0] for b in test]),
+        test_labels=np.concatenate([b[1] for b in test]),
+        classes=_read_classes(folder / "batches.meta"),
+    )
+
+
+def _where_to_put(folder: Path) -> str:
+    return (f"Put the python version of CIFAR-10 ({ARCHIVE_URL}, extracted: data_batch_1..5, "
+            f"test_batch, batches.meta) in {folder}/, or pass --data_dir pointing at its parent.")
+
+
+def _download(root: Path) -> None:
+    from torchvision.datasets import CIFAR10
+
+    print(f"CIFAR-10 not found under {root}: downloading it with torchvision")
+    try:
+        CIFAR10(str(root), train=True, download=True)
+    except Exception as e:  # URLError, socket errors, HTTP errors: all mean the same to the user
+        raise DataError(f"could not download CIFAR-10 ({type(e).__name__}: {e}). "
+                        f"{_where_to_put(root / FOLDER)}") from e
+
+
+def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    if not path.is_file():
+        raise DataError(f"missing CIFAR-10 file {path}. {_where_to_put(path.parent)}")
+    try:
+        with open(path, "rb") as f:
+            batch = pickle.load(f, encoding="latin1")
+        data = np.asarray(batch["data"], dtype=np.uint8)
+        labels = np.asarray(batch["labels"], dtype=np.int64)
+    except Exception as e:  # truncated (EOFError), not a pickle, a pickle of something else
+        raise DataError(f"{path} is not a CIFAR-10 batch file ({type(e).__name__}: {e}); "
+                        f"it may be truncated or foreign: replace it") from e
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
+        raise DataError(f"{path}: expected data of shape (N, 3072) and N labels, "
+                        f"got {data.shape} and {len(labels)}")
+    if len(labels) and (labels.min() < 0 or labels.max() > 9):
+        raise DataError(f"{path}: labels outside 0..9")
+    # rows are CHW-flattened; the rest of the package (and albumentations) wants HWC
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy(), labels
+
+
+def _read_classes(path: Path) -> tuple:
+    try:
+        with open(path, "rb") as f:
+            names = tuple(pickle.load(f, encoding="latin1")["label_names"])
+        return names if len(names) == 10 else CLASSES
+    except Exception:  # the meta file is a nicety; the standard names are the fallback
+        return CLASSES
+
+
+def split_val(labels: np.ndarray, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified, seeded split of indices into (train, val): each class keeps its share."""
+    n = len(labels)
+    if not 0 <= val_size < n:
+        raise ValueError(f"val_size: must be in [0, {n}) for {n} training images (got {val_size})")
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    # largest-remainder rounding so the per-class quotas add up to val_size exactly
+    quota = counts * val_size / n
+    take = np.floor(quota).astype(int)
+    take[np.argsort(-(quota - take), kind="stable")[: val_size - take.sum()]] += 1
+    val = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take)]
+    val_idx = np.sort(np.concatenate(val)) if val else np.array([], dtype=np.int64)
+    train_idx = np.setdiff1d(np.arange(n), val_idx)
+    return train_idx, val_idx
+
+
+class CifarDataset(Dataset):
+    """(image, label) pairs like torchvision's; `transform` is an albumentations Compose."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform=None):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        image = self.images[i]
+        if self.transform is not None:
+            image = self.transform(image=image)["image"]
+        return image, int(self.labels[i])
+
+
+def _seed_worker(worker_id: int) -> None:
+    # A Compose is pickled into each worker with its RNG state, so without this every worker
+    # would draw the same crops and flips. torch.initial_seed() differs per worker and derives
+    # from the loader's generator, so the result is still reproducible from --seed.
+    info = torch.utils.data.get_worker_info()
+    transform = getattr(info.dataset, "transform", None)
+    if transform is not None and hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(torch.initial_seed() % 2**32)
+
+
+def make_loader(dataset: CifarDataset, batch_size: int, train: bool, workers: int | None,
+                seed: int = 0, pin_memory: bool = False) -> DataLoader:
+    if workers is None:
+        workers = os.cpu_count() or 1
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=train,
+        drop_last=train,  # a tiny last batch would skew BatchNorm; test uses every image
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=workers > 0,
+        worker_init_fn=_seed_worker if workers > 0 else None,
+        generator=torch.Generator().manual_seed(seed),
+    )
