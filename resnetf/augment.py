@@ -5,9 +5,14 @@ to tensor. Test: normalize, to tensor. Each op can be switched off from the conf
 """
 from __future__ import annotations
 
-import albumentations as A
-import cv2
-from albumentations.pytorch import ToTensorV2
+import os
+
+# albumentations looks up its latest version online at import; training must not wait on that
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import albumentations as A  # noqa: E402
+import cv2  # noqa: E402
+from albumentations.pytorch import ToTensorV2  # noqa: E402
 
 # per-channel statistics of the CIFAR-10 training set, on the 0-1 scale
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)

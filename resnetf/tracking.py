@@ -107,6 +107,11 @@ class Tracker:
     def log_steps(self, first_step: int, lrs: list[float], losses: list[float]) -> None:
         """One epoch's per-step LR and training loss, sent together after the epoch so that
         the loop never waits on the GPU inside an epoch."""
+        steps = pd.DataFrame({"step": range(first_step, first_step + len(lrs)), "lr": lrs,
+                              "train_loss": losses})
+        path = self.run_dir / "steps.csv"
+        steps.to_csv(path, mode="a", header=not path.exists(), index=False)
+
         def send(run):
             for i, (lr, loss) in enumerate(zip(lrs, losses)):
                 run.log({"step": first_step + i, "lr": lr, "train_loss_step": loss})

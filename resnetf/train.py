@@ -48,6 +48,13 @@ def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.SGD:
 
 
 def make_scheduler(optimizer, cfg: Config, steps_per_epoch: int):
+    total = cfg.epochs * steps_per_epoch
+    # OneCycleLR divides by the length of each phase: a phase under one step would crash it
+    phase_ends = ([cfg.pct_start * total - 1, 2 * cfg.pct_start * total - 2, total - 1]
+                  if cfg.three_phase else [cfg.pct_start * total - 1, total - 1])
+    if any(b - a <= 0 for a, b in zip([0.0] + phase_ends, phase_ends)):
+        raise ValueError(f"pct_start: {cfg.pct_start} of {total} steps leaves a One Cycle phase "
+                         f"with no step; train longer or change pct_start")
     return torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=cfg.max_lr, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch,
         pct_start=cfg.pct_start, anneal_strategy=cfg.anneal_strategy,
@@ -186,11 +193,10 @@ def run(cfg: Config) -> dict:
                     model, val_loader, device, autocast, memory_format, cfg.tta_flip)
             metrics["test_loss"], metrics["test_acc"] = evaluate(
                 model, test_loader, device, autocast, memory_format, cfg.tta_flip)
-            metrics["lr"] = lrs[-1]
             metrics["epoch_seconds"] = epoch_seconds
             best_acc = max(best_acc, metrics["test_acc"])
             tracker.log_epoch(metrics)
-            tqdm.write(_epoch_line(metrics))
+            tqdm.write(_epoch_line(metrics, lrs[-1]))
     except BaseException as e:  # divergence, Ctrl-C, crashes: keep what was logged, then re-raise
         status = "diverged" if isinstance(e, TrainingDiverged) else "failed"
         tracker.finish(_summary(tracker, n_params, train_seconds, best_acc, wall_start, status),
@@ -215,8 +221,8 @@ def _summary(tracker, n_params, train_seconds, best_acc, wall_start, status) -> 
     return summary
 
 
-def _epoch_line(m: dict) -> str:
+def _epoch_line(m: dict, lr: float) -> str:
     val = f"  val {m['val_acc']:.2%}" if "val_acc" in m else ""
-    return (f"epoch {m['epoch']:>3}  lr {m['lr']:.4f}  train loss {m['train_loss']:.3f} "
+    return (f"epoch {m['epoch']:>3}  lr {lr:.4f}  train loss {m['train_loss']:.3f} "
             f"acc {m['train_acc']:.2%}{val}  test loss {m['test_loss']:.3f} "
             f"acc {m['test_acc']:.2%}  {m['epoch_seconds']:.1f}s")

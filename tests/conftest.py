@@ -1,0 +1,100 @@
+"""Shared fixtures: a synthetic CIFAR-10 folder in the standard layout, a real subset from
+../shared (skipped when absent), a tiny config for CPU runs, and a reader for W&B's files."""
+from __future__ import annotations
+
+import json
+import pickle
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from resnetf import Config
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def write_standard_layout(root: Path, n_train: int = 100, n_test: int = 50, seed: int = 0) -> Path:
+    """Random images in ROOT/cifar-10-batches-py/, pickled as the original archive is; class k's
+    images are brighter with k, so a model can learn something from them."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def batch(n):
+        labels = np.arange(n) % 10
+        images = rng.integers(0, 100, (n, 3, 32, 32)) + labels[:, None, None, None] * 15
+        return {"data": images.reshape(n, -1).astype(np.uint8), "labels": labels.tolist()}
+
+    per = n_train // 5
+    for i in range(1, 6):
+        with open(folder / f"data_batch_{i}", "wb") as f:
+            pickle.dump(batch(per), f)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump(batch(n_test), f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"class{k}" for k in range(10)]}, f)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    return write_standard_layout(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def real_subset(tmp_path_factory) -> Path:
+    """5,000 train / 1,000 test real CIFAR-10 images (the JPEG set) in the standard layout."""
+    pack, tool = SHARED / "data" / "cifar10-jpeg.npz", SHARED / "tools" / "cifar10_unpack.py"
+    if not (pack.exists() and tool.exists()):
+        pytest.skip(f"needs the JPEG CIFAR-10 pack and unpack tool under {SHARED}")
+    root = tmp_path_factory.mktemp("real")
+    subprocess.run([sys.executable, str(tool), str(pack), str(root), "--train", "5000",
+                    "--test", "1000"], check=True, capture_output=True)
+    return root
+
+
+@pytest.fixture
+def tiny_cfg(tiny_data, tmp_path) -> Config:
+    """A run that takes seconds on a CPU: narrow net, 20-image batches, no W&B, no workers."""
+    return Config(name="tiny", model="resnet9", width=0.0625, epochs=2, batch_size=20,
+                  data_dir=str(tiny_data), runs_dir=str(tmp_path / "runs"), workers=0,
+                  device="cpu", wandb_mode="disabled", progress=False, max_lr=0.2)
+
+
+def run_dir_of(summary: dict) -> Path:
+    return Path(summary["run_dir"])
+
+
+# --- reading W&B's offline files -------------------------------------------------------------------
+
+def read_wandb_history(run_dir: Path) -> list[dict]:
+    """Every history row of the offline run under run_dir, decoded from its .wandb file: a
+    LevelDB-style log (7-byte file header, 32 KiB blocks, 7-byte chunk headers) of protobuf
+    Records, as W&B writes it."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    (path,) = Path(run_dir).glob("wandb/offline-run-*/run-*.wandb")
+    raw = path.read_bytes()
+    ident, _magic, _version = struct.unpack("<4sHB", raw[:7])
+    assert ident == b":W&B", f"{path} is not a W&B datastore"
+    block, pos, pending, rows = 32768, 7, b"", []
+    while pos + 7 <= len(raw):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        _crc, length, kind = struct.unpack("<IHB", raw[pos:pos + 7])
+        chunk = raw[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        pending = chunk if kind in (1, 2) else pending + chunk  # 1 full, 2 first, 3 mid, 4 last
+        if kind in (1, 4):
+            record = pb.Record()
+            record.ParseFromString(pending)
+            if record.WhichOneof("record_type") == "history":
+                rows.append({(item.key or "/".join(item.nested_key)): json.loads(item.value_json)
+                             for item in record.history.item})
+    return rows

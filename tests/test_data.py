@@ -1,0 +1,102 @@
+import pickle
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import write_standard_layout
+from resnetf import augment
+from resnetf.config import Config
+from resnetf.data import CifarDataset, DataError, load_cifar10, make_loader, split_val
+
+
+def test_loads_standard_layout_as_uint8_hwc(tmp_path):
+    write_standard_layout(tmp_path, n_train=100, n_test=50)
+    c = load_cifar10(tmp_path, download=False)
+    assert c.train_images.shape == (100, 32, 32, 3) and c.train_images.dtype == np.uint8
+    assert c.test_images.shape == (50, 32, 32, 3)
+    assert c.train_labels.dtype == np.int64 and list(c.test_labels[:12]) == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+    assert c.classes[3] == "class3"
+    # CHW rows become HWC images: channel c of pixel (y, x) is row[c*1024 + y*32 + x]
+    with open(tmp_path / "cifar-10-batches-py" / "test_batch", "rb") as f:
+        row = pickle.load(f, encoding="latin1")["data"][5]
+    assert c.test_images[5, 2, 7, 1] == row[1 * 1024 + 2 * 32 + 7]
+
+
+def test_truncated_file_gives_a_clear_error(tmp_path):
+    write_standard_layout(tmp_path)
+    path = tmp_path / "cifar-10-batches-py" / "data_batch_3"
+    path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(DataError, match="data_batch_3.*not a CIFAR-10 batch"):
+        load_cifar10(tmp_path, download=False)
+
+
+def test_foreign_pickle_gives_a_clear_error(tmp_path):
+    write_standard_layout(tmp_path)
+    with open(tmp_path / "cifar-10-batches-py" / "test_batch", "wb") as f:
+        pickle.dump(["not", "a", "batch"], f)
+    with pytest.raises(DataError, match="test_batch"):
+        load_cifar10(tmp_path, download=False)
+
+
+def test_wrong_shape_gives_a_clear_error(tmp_path):
+    write_standard_layout(tmp_path)
+    with open(tmp_path / "cifar-10-batches-py" / "test_batch", "wb") as f:
+        pickle.dump({"data": np.zeros((4, 100), np.uint8), "labels": [0, 1, 2, 3]}, f)
+    with pytest.raises(DataError, match=r"shape \(N, 3072\)"):
+        load_cifar10(tmp_path, download=False)
+
+
+def test_missing_file_names_it(tmp_path):
+    write_standard_layout(tmp_path)
+    (tmp_path / "cifar-10-batches-py" / "data_batch_5").unlink()
+    with pytest.raises(DataError, match="missing CIFAR-10 file .*data_batch_5"):
+        load_cifar10(tmp_path, download=False)
+
+
+def test_absent_folder_offline_says_where_to_put_the_files(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    with pytest.raises(DataError, match="could not download") as e:
+        load_cifar10(tmp_path / "nowhere")
+    assert str(tmp_path / "nowhere" / "cifar-10-batches-py") in str(e.value)
+
+
+def test_absent_folder_without_download(tmp_path):
+    with pytest.raises(DataError, match="no CIFAR-10 at"):
+        load_cifar10(tmp_path, download=False)
+
+
+def test_split_val_is_stratified_disjoint_and_seeded():
+    labels = np.repeat(np.arange(10), 100)[np.random.default_rng(0).permutation(1000)]
+    train, val = split_val(labels, 250, seed=1)
+    assert len(val) == 250 and len(train) == 750
+    assert set(train).isdisjoint(val) and set(train) | set(val) == set(range(1000))
+    assert sorted(np.bincount(labels[val])) == [25] * 10
+    assert np.array_equal(val, split_val(labels, 250, seed=1)[1])
+    assert not np.array_equal(val, split_val(labels, 250, seed=2)[1])
+    assert len(split_val(labels, 0, seed=1)[1]) == 0
+    with pytest.raises(ValueError, match="val_size"):
+        split_val(labels, 1000, seed=1)
+
+
+def _crop_flip_loader(workers, seed):
+    # 64 copies of one image with distinct pixels: each output reveals the crop and flip drawn
+    image = np.arange(32 * 32 * 3, dtype=np.uint32).reshape(32, 32, 3).astype(np.uint8)
+    cfg = Config(cutout=0, normalize=False)
+    ds = CifarDataset(np.repeat(image[None], 64, 0), np.zeros(64, np.int64),
+                      augment.train_transform(cfg, seed=seed))
+    return make_loader(ds, batch_size=8, train=False, workers=workers, seed=seed)
+
+
+def test_workers_draw_different_augmentations_reproducibly():
+    batches = [x for x, _ in _crop_flip_loader(workers=2, seed=3)]
+    # with batch_size 8 and 2 workers, batch 0 comes from worker 0 and batch 1 from worker 1:
+    # identical batches would mean both workers share one RNG state
+    assert not torch.equal(batches[0], batches[1])
+    again = [x for x, _ in _crop_flip_loader(workers=2, seed=3)]
+    assert all(torch.equal(a, b) for a, b in zip(batches, again))

@@ -1,0 +1,92 @@
+import json
+from contextlib import nullcontext
+from pathlib import Path
+import math
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import REPO, run_dir_of
+from resnetf import Config, augment, run
+from resnetf.data import CifarDataset, load_cifar10, make_loader
+from resnetf.train import TrainingDiverged, evaluate
+
+
+def test_short_run_on_real_images_beats_chance(real_subset, tmp_path):
+    cfg = Config(name="real", model="resnet9", width=0.125, epochs=3, batch_size=128,
+                 max_lr=0.4, pct_start=0.25, label_smoothing=0.2, data_dir=str(real_subset),
+                 runs_dir=str(tmp_path), workers=2, device="cpu", wandb_mode="disabled",
+                 progress=False)
+    summary = run(cfg)
+    assert summary["final_test_acc"] >= 0.35  # chance is 0.10
+    metrics = pd.read_csv(run_dir_of(summary) / "metrics.csv")
+    assert metrics["train_loss"].iloc[-1] < metrics["train_loss"].iloc[0]
+
+
+def test_test_accuracy_covers_the_whole_test_split(tiny_data):
+    # a net that always answers class 0 is right on exactly the class-0 images: 5 of the 50
+    # test images. Dropping the partial last batch of 16 would give 5/48 instead.
+    cifar = load_cifar10(tiny_data, download=False)
+    ds = CifarDataset(cifar.test_images, cifar.test_labels, augment.test_transform(Config()))
+    loader = make_loader(ds, batch_size=16, train=False, workers=0)
+    always_zero = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3072, 10))
+    torch.nn.init.zeros_(always_zero[1].weight)
+    with torch.no_grad():
+        always_zero[1].bias.copy_(torch.arange(10, 0, -1.0))
+    _, acc = evaluate(always_zero, loader, torch.device("cpu"), nullcontext(),
+                      torch.contiguous_format)
+    assert acc == 5 / 50
+
+
+def test_schedule_too_short_for_its_phases_is_a_clear_error(tiny_cfg):
+    with pytest.raises(ValueError, match="pct_start"):
+        run(tiny_cfg.replace(epochs=1))  # 5 steps: a warm-up of 0.2 * 5 - 1 = 0 steps
+
+
+def test_validation_split_is_reported_and_taken_from_train(tiny_cfg):
+    summary = run(tiny_cfg.replace(val_size=20))
+    config = json.loads((run_dir_of(summary) / "config.json").read_text())
+    assert (config["train_images"], config["val_images"]) == (80, 20)
+    assert "val_acc" in pd.read_csv(run_dir_of(summary) / "metrics.csv")
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_what_was_logged(tiny_cfg, monkeypatch):
+    calls = {"n": 0}
+    original = torch.nn.CrossEntropyLoss.forward
+
+    def poisoned(self, input, target):
+        calls["n"] += 1
+        loss = original(self, input, target)
+        return loss * math.nan if calls["n"] == 8 else loss  # step 3 of epoch 2 (5 per epoch)
+    monkeypatch.setattr(torch.nn.CrossEntropyLoss, "forward", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"nan at epoch 2, step 3 of 5 \(lr"):
+        run(tiny_cfg.replace(epochs=3))
+    (run_dir,) = Path(tiny_cfg.runs_dir).iterdir()
+    assert len(pd.read_csv(run_dir / "metrics.csv")) == 1
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "diverged" and summary["epochs_done"] == 1
+
+
+def test_experiment_runs_end_to_end_from_the_command_line(tiny_data, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "experiments/seed_resnetf.py", f"--data_dir={tiny_data}",
+         f"--runs_dir={tmp_path}", "--epochs=2", "--batch_size=20", "--width=0.0625",
+         "--workers=0", "--wandb_mode=disabled", "--no_progress"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = tmp_path.iterdir()
+    assert run_dir.name.startswith("seed_resnetf_s0_")
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["softmax_head"] and config["pad"] == 0 and config["weight_decay"] == 0
+    assert "final test accuracy" in proc.stdout
+
+
+def test_missing_data_exits_with_a_message_not_a_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "experiments/oc_24ep.py", f"--data_dir={tmp_path}", "--no_download",
+         "--wandb_mode=disabled"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert "no CIFAR-10 at" in proc.stderr and "Traceback" not in proc.stderr
