@@ -35,6 +35,9 @@ class Config:
     """Images held out of the training set (stratified, seeded) as a validation split; 0: none."""
     workers: Optional[int] = None
     """DataLoader worker processes; None: one per CPU core, 0: load in the main process."""
+    backend: Literal["albumentations", "gpu"] = "albumentations"
+    """albumentations: per-image crop/flip in loader workers; gpu: data held on the device and
+    augmented batch-wise there. Normalize and cutout run batch-wise on the device for both."""
 
     # --- augmentation (albumentations, training set only) -------------------------------------
     pad: int = 4
@@ -44,7 +47,7 @@ class Config:
     flip: bool = True
     """Random horizontal flip with p=0.5."""
     cutout: int = 8
-    """Side of the one square hole cut out of each image (CoarseDropout); 0 turns it off."""
+    """Side of the one square hole cut out of each image (Cutout); 0 turns it off."""
     normalize: bool = True
     """Normalize with the CIFAR-10 per-channel mean and std (train and test)."""
 
@@ -91,6 +94,11 @@ class Config:
     # --- evaluation --------------------------------------------------------------------------
     tta_flip: bool = False
     """Test-time augmentation: average the logits of each test image and its mirror."""
+    ema: float = 0.0
+    """Decay of an exponential moving average of the weights, updated every step and used for
+    evaluation; 0 turns it off."""
+    eval_every: int = 1
+    """Evaluate every N epochs (the last epoch always); 0: only after the last epoch."""
 
     # --- hardware ----------------------------------------------------------------------------
     device: str = "auto"
@@ -99,6 +107,8 @@ class Config:
     """bf16 autocast on CUDA (ignored on CPU)."""
     channels_last: bool = True
     """channels_last memory format on CUDA (faster convolutions on tensor cores)."""
+    compile: bool = False
+    """torch.compile the model; compile time is reported apart from training time."""
 
     # --- tracking ----------------------------------------------------------------------------
     wandb_mode: Optional[Literal["online", "offline", "disabled"]] = None
@@ -131,6 +141,8 @@ class Config:
             ("pad", 0 <= self.pad <= 16, "must be in [0, 16]"),
             ("cutout", 0 <= self.cutout <= 32, "must be in [0, 32]"),
             ("val_size", 0 <= self.val_size < 50_000, "must be in [0, 50000)"),
+            ("ema", 0 <= self.ema < 1, "must be in [0, 1)"),
+            ("eval_every", self.eval_every >= 0, "must be >= 0"),
             ("workers", self.workers is None or self.workers >= 0, "must be >= 0"),
             ("device", self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
              "must be auto, cpu, cuda or cuda:N"),

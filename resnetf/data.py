@@ -115,7 +115,8 @@ def split_val(labels: np.ndarray, val_size: int, seed: int) -> tuple[np.ndarray,
 
 
 class CifarDataset(Dataset):
-    """(image, label) pairs like torchvision's; `transform` is an albumentations Compose."""
+    """(image, label) pairs like torchvision's, the image a uint8 CHW tensor; `transform` is an
+    albumentations Compose working on the HWC uint8 array."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, transform=None):
         self.images, self.labels, self.transform = images, labels, transform
@@ -123,11 +124,24 @@ class CifarDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, i):
+    def _image(self, i) -> np.ndarray:
         image = self.images[i]
-        if self.transform is not None:
-            image = self.transform(image=image)["image"]
-        return image, int(self.labels[i])
+        return image if self.transform is None else self.transform(image=image)["image"]
+
+    def __getitem__(self, i):
+        return torch.from_numpy(np.ascontiguousarray(self._image(i))).permute(2, 0, 1), int(self.labels[i])
+
+    def __getitems__(self, indices):
+        # DataLoader fetches a whole batch through here: filling one array and converting it
+        # once beats a tensor per image plus a collate (measured: 27k vs 17k images/s, 2 cores)
+        batch = np.empty((len(indices), 32, 32, 3), np.uint8)
+        for k, i in enumerate(indices):
+            batch[k] = self._image(i)
+        return torch.from_numpy(batch).permute(0, 3, 1, 2), torch.from_numpy(self.labels[indices])
+
+
+def _collated(batch):
+    return batch  # __getitems__ already returns the batch as (images, labels)
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -147,6 +161,7 @@ def make_loader(dataset: CifarDataset, batch_size: int, train: bool, workers: in
     return DataLoader(
         dataset,
         batch_size=batch_size,
+        collate_fn=_collated,
         shuffle=train,
         drop_last=train,  # a tiny last batch would skew BatchNorm; test uses every image
         num_workers=workers,
@@ -155,3 +170,28 @@ def make_loader(dataset: CifarDataset, batch_size: int, train: bool, workers: in
         worker_init_fn=_seed_worker if workers > 0 else None,
         generator=torch.Generator().manual_seed(seed),
     )
+
+
+class DeviceLoader:
+    """The gpu backend's loader: the images live on the device as uint8 NCHW and batches are
+    index gathers there, so an epoch moves no image across PCIe. Yields uint8 (x, y) pairs,
+    as the albumentations loader does; `BatchAugment` turns them into network input."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, train: bool,
+                 device: torch.device, seed: int = 0):
+        self.images = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).contiguous()
+        self.labels = torch.from_numpy(labels).to(device)
+        self.batch_size, self.train = batch_size, train
+        self.generator = torch.Generator(device=device).manual_seed(seed) if train else None
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.train else -(-n // self.batch_size)
+
+    def __iter__(self):
+        n = len(self.labels)
+        order = (torch.randperm(n, device=self.labels.device, generator=self.generator)
+                 if self.train else torch.arange(n, device=self.labels.device))
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            yield self.images[idx], self.labels[idx]

@@ -5,6 +5,7 @@ losses and correct counts stay on the device and come back once per epoch.
 """
 from __future__ import annotations
 
+import copy
 import math
 import random
 import time
@@ -17,6 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import augment, data, models
+from .batch_augment import BatchAugment
 from .config import Config
 from .tracking import Tracker, new_run_dir
 
@@ -62,40 +64,64 @@ def make_scheduler(optimizer, cfg: Config, steps_per_epoch: int):
         three_phase=cfg.three_phase, cycle_momentum=cfg.cycle_momentum)
 
 
-def make_loaders(cfg: Config, cifar: data.Cifar10, pin_memory: bool):
-    """train, test and (when val_size > 0) validation loaders; val is carved out of train."""
+def make_loaders(cfg: Config, cifar: data.Cifar10, device: torch.device):
+    """Train, val (None when val_size is 0) and test loaders, all yielding uint8 batches.
+    Evaluation needs no augmentation, so its images go to the device once, whatever the backend."""
     train_idx, val_idx = data.split_val(cifar.train_labels, cfg.val_size, cfg.seed)
     if len(train_idx) < cfg.batch_size:
         raise ValueError(f"batch_size: {cfg.batch_size} is larger than the {len(train_idx)} "
                          f"training images, so an epoch would have no full batch")
-    train_ds = data.CifarDataset(cifar.train_images[train_idx], cifar.train_labels[train_idx],
-                                 augment.train_transform(cfg, seed=cfg.seed))
-    test_tf = augment.test_transform(cfg)
+    images, labels = cifar.train_images[train_idx], cifar.train_labels[train_idx]
+    if cfg.backend == "gpu":
+        train = data.DeviceLoader(images, labels, cfg.batch_size, True, device, cfg.seed)
+    else:
+        dataset = data.CifarDataset(images, labels, augment.train_transform(cfg, seed=cfg.seed))
+        train = data.make_loader(dataset, cfg.batch_size, True, cfg.workers, cfg.seed,
+                                 pin_memory=device.type == "cuda")
     eval_bs = max(cfg.batch_size, 1024)
-
-    def loader(ds, train):
-        return data.make_loader(ds, cfg.batch_size if train else eval_bs, train, cfg.workers,
-                                cfg.seed, pin_memory)
-
     val = None
     if len(val_idx):
-        val = loader(data.CifarDataset(cifar.train_images[val_idx], cifar.train_labels[val_idx],
-                                       test_tf), False)
-    test = loader(data.CifarDataset(cifar.test_images, cifar.test_labels, test_tf), False)
-    return loader(train_ds, True), val, test
+        val = data.DeviceLoader(cifar.train_images[val_idx], cifar.train_labels[val_idx],
+                                eval_bs, False, device)
+    test = data.DeviceLoader(cifar.test_images, cifar.test_labels, eval_bs, False, device)
+    return train, val, test
+
+
+def compile_model(model, train_shape, eval_batch_sizes, criterion, autocast):
+    """torch.compile the model and compile it for every batch shape the run will see, on zero
+    batches, then restore the weights and BatchNorm statistics: the compile time is spent here
+    and reported apart, not inside the first epoch."""
+    compiled = torch.compile(model)
+    state = copy.deepcopy(model.state_dict())
+    device = next(model.parameters()).device
+    t0 = time.perf_counter()
+    with autocast:
+        out = compiled(torch.zeros(train_shape, device=device))
+        loss = criterion(out, torch.zeros(train_shape[0], dtype=torch.long, device=device))
+    loss.backward()
+    compiled.eval()
+    with torch.no_grad(), autocast:
+        for b in sorted(set(eval_batch_sizes)):
+            compiled(torch.zeros((b, *train_shape[1:]), device=device))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    model.load_state_dict(state)
+    model.zero_grad(set_to_none=True)
+    return compiled, time.perf_counter() - t0
 
 
 # --- one epoch -----------------------------------------------------------------------------------
 
-def train_epoch(model, loader, optimizer, scheduler, criterion, device, autocast, memory_format,
+def train_epoch(model, loader, finish, optimizer, scheduler, criterion, autocast, ema=None,
                 progress: str | None = None):
     """Returns per-step LRs, per-step losses (host floats) and the epoch's accuracy."""
     model.train()
+    device = finish.device
     lrs, losses = [], []
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
     for x, y in tqdm(loader, desc=progress, leave=False, disable=progress is None):
-        x = x.to(device, non_blocking=True, memory_format=memory_format)
+        x = finish(x.to(device, non_blocking=True))
         y = y.to(device, non_blocking=True)
         with autocast:
             out = model(x)
@@ -105,6 +131,8 @@ def train_epoch(model, loader, optimizer, scheduler, criterion, device, autocast
         lrs.append(scheduler.get_last_lr()[0])  # the LR this step used, known on the host
         optimizer.step()
         scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
         losses.append(loss.detach())
         correct += (out.argmax(1) == y).sum()
         seen += len(y)
@@ -114,14 +142,15 @@ def train_epoch(model, loader, optimizer, scheduler, criterion, device, autocast
 
 
 @torch.no_grad()
-def evaluate(model, loader, device, autocast, memory_format, tta_flip: bool = False):
+def evaluate(model, loader, finish, autocast, tta_flip: bool = False):
     """(mean cross-entropy, accuracy) over every image of the loader."""
     model.eval()
+    device = finish.device
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     n = 0
     for x, y in loader:
-        x = x.to(device, non_blocking=True, memory_format=memory_format)
+        x = finish(x.to(device, non_blocking=True))
         y = y.to(device, non_blocking=True)
         with autocast:
             out = model(x)
@@ -148,9 +177,12 @@ def run(cfg: Config) -> dict:
     if cuda:
         torch.backends.cudnn.benchmark = True
     cifar = data.load_cifar10(cfg.data_dir, download=cfg.download)
-    train_loader, val_loader, test_loader = make_loaders(cfg, cifar, pin_memory=cuda)
+    train_loader, val_loader, test_loader = make_loaders(cfg, cifar, device)
+    eval_loaders = [l for l in (val_loader, test_loader) if l is not None]
 
     memory_format = torch.channels_last if cuda and cfg.channels_last else torch.contiguous_format
+    train_finish = BatchAugment(cfg, device, True, cfg.backend == "gpu", memory_format)
+    eval_finish = BatchAugment(cfg, device, False, False, memory_format)
     model = models.build(cfg).to(device, memory_format=memory_format)
     n_params = models.count_parameters(model)
     optimizer = make_optimizer(model, cfg)
@@ -158,15 +190,26 @@ def run(cfg: Config) -> dict:
     scheduler = make_scheduler(optimizer, cfg, steps)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and cfg.amp else nullcontext()
+    ema = (torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+        if cfg.ema > 0 else None)
+    net, compile_seconds = model, 0.0
+    if cfg.compile:
+        sizes = [min(l.batch_size, len(l.labels) - i) for l in eval_loaders
+                 for i in range(0, len(l.labels), l.batch_size)]
+        net, compile_seconds = compile_model(model, (cfg.batch_size, 3, 32, 32), sizes,
+                                             criterion, autocast)
+    eval_net = ema.module if ema is not None else net
 
     run_dir = new_run_dir(cfg.runs_dir, cfg.name, cfg.seed)
-    tracker = Tracker(cfg, run_dir, extra_config={
-        "parameters": n_params, "train_images": len(train_loader.dataset),
-        "val_images": len(val_loader.dataset) if val_loader else 0,
-        "test_images": len(test_loader.dataset), "device": str(device)})
+    n_val = len(val_loader.labels) if val_loader else 0
+    counts = {"train_images": len(cifar.train_labels) - n_val, "val_images": n_val,
+              "test_images": len(test_loader.labels)}
+    info = {"parameters": n_params, **counts}
+    tracker = Tracker(cfg, run_dir, extra_config={"device": str(device), **info})
     print(f"{cfg.name}: {cfg.model} ({n_params:,} parameters) on {device}, "
-          f"{len(train_loader.dataset)} train / {len(test_loader.dataset)} test images, "
-          f"{cfg.epochs} epochs of {steps} steps -> {run_dir}")
+          f"{counts['train_images']} train / {counts['test_images']} test images, "
+          f"{cfg.backend} backend, {cfg.epochs} epochs of {steps} steps -> {run_dir}")
 
     train_seconds, best_acc, status = 0.0, 0.0, "finished"
     wall_start = time.perf_counter()
@@ -174,8 +217,8 @@ def run(cfg: Config) -> dict:
         for epoch in range(cfg.epochs):
             t0 = time.perf_counter()
             desc = f"epoch {epoch + 1}/{cfg.epochs}" if cfg.progress else None
-            lrs, losses, train_acc = train_epoch(model, train_loader, optimizer, scheduler,
-                                                 criterion, device, autocast, memory_format, desc)
+            lrs, losses, train_acc = train_epoch(net, train_loader, train_finish, optimizer,
+                                                 scheduler, criterion, autocast, ema, desc)
             if cuda:
                 torch.cuda.synchronize()
             epoch_seconds = time.perf_counter() - t0
@@ -188,34 +231,40 @@ def run(cfg: Config) -> dict:
                     f"of {steps} (lr {lrs[bad]:.4g}); lower max_lr or check the data")
             metrics = {"epoch": epoch + 1, "train_loss": sum(losses) / len(losses),
                        "train_acc": train_acc}
-            if val_loader is not None:
-                metrics["val_loss"], metrics["val_acc"] = evaluate(
-                    model, val_loader, device, autocast, memory_format, cfg.tta_flip)
-            metrics["test_loss"], metrics["test_acc"] = evaluate(
-                model, test_loader, device, autocast, memory_format, cfg.tta_flip)
+            last = epoch + 1 == cfg.epochs
+            if last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
+                if val_loader is not None:
+                    metrics["val_loss"], metrics["val_acc"] = evaluate(
+                        eval_net, val_loader, eval_finish, autocast, cfg.tta_flip)
+                metrics["test_loss"], metrics["test_acc"] = evaluate(
+                    eval_net, test_loader, eval_finish, autocast, cfg.tta_flip)
+                best_acc = max(best_acc, metrics["test_acc"])
             metrics["epoch_seconds"] = epoch_seconds
-            best_acc = max(best_acc, metrics["test_acc"])
             tracker.log_epoch(metrics)
             tqdm.write(_epoch_line(metrics, lrs[-1]))
     except BaseException as e:  # divergence, Ctrl-C, crashes: keep what was logged, then re-raise
         status = "diverged" if isinstance(e, TrainingDiverged) else "failed"
-        tracker.finish(_summary(tracker, n_params, train_seconds, best_acc, wall_start, status),
-                       exit_code=1)
+        tracker.finish(_summary(tracker, info, train_seconds, compile_seconds, best_acc,
+                                wall_start, status), exit_code=1)
         raise
-    summary = _summary(tracker, n_params, train_seconds, best_acc, wall_start, status)
-    tracker.finish(summary, model if cfg.save_model else None)
+    summary = _summary(tracker, info, train_seconds, compile_seconds, best_acc, wall_start, status)
+    tracker.finish(summary, (ema.module if ema is not None else model) if cfg.save_model else None)
     print(pd.DataFrame(tracker.epochs).to_string(index=False, float_format="%.4f"))
     print(f"final test accuracy {summary['final_test_acc']:.2%} (best {best_acc:.2%}), "
-          f"{train_seconds:.1f} s training; run folder {run_dir}")
+          f"{train_seconds:.2f} s training"
+          + (f" + {compile_seconds:.1f} s compiling" if cfg.compile else "")
+          + f"; run folder {run_dir}")
     return summary
 
 
-def _summary(tracker, n_params, train_seconds, best_acc, wall_start, status) -> dict:
+def _summary(tracker, info, train_seconds, compile_seconds, best_acc, wall_start,
+             status) -> dict:
     last = tracker.epochs[-1] if tracker.epochs else {}
     summary = {"status": status, "epochs_done": len(tracker.epochs),
                "final_test_acc": last.get("test_acc"), "best_test_acc": best_acc,
-               "train_seconds": train_seconds, "wall_seconds": time.perf_counter() - wall_start,
-               "parameters": n_params, "run_dir": str(tracker.run_dir)}
+               "train_seconds": train_seconds, "compile_seconds": compile_seconds,
+               "wall_seconds": time.perf_counter() - wall_start,
+               **info, "run_dir": str(tracker.run_dir)}
     if "val_acc" in last:
         summary["final_val_acc"] = last["val_acc"]
     return summary
@@ -223,6 +272,6 @@ def _summary(tracker, n_params, train_seconds, best_acc, wall_start, status) -> 
 
 def _epoch_line(m: dict, lr: float) -> str:
     val = f"  val {m['val_acc']:.2%}" if "val_acc" in m else ""
+    test = f"  test loss {m['test_loss']:.3f} acc {m['test_acc']:.2%}" if "test_acc" in m else ""
     return (f"epoch {m['epoch']:>3}  lr {lr:.4f}  train loss {m['train_loss']:.3f} "
-            f"acc {m['train_acc']:.2%}{val}  test loss {m['test_loss']:.3f} "
-            f"acc {m['test_acc']:.2%}  {m['epoch_seconds']:.1f}s")
+            f"acc {m['train_acc']:.2%}{val}{test}  {m['epoch_seconds']:.2f}s")

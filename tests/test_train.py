@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from conftest import REPO, run_dir_of
-from resnetf import Config, augment, run
-from resnetf.data import CifarDataset, load_cifar10, make_loader
+from resnetf import Config, run
+from resnetf.batch_augment import BatchAugment
+from resnetf.data import DeviceLoader, load_cifar10
 from resnetf.train import TrainingDiverged, evaluate
 
 
@@ -30,14 +31,13 @@ def test_test_accuracy_covers_the_whole_test_split(tiny_data):
     # a net that always answers class 0 is right on exactly the class-0 images: 5 of the 50
     # test images. Dropping the partial last batch of 16 would give 5/48 instead.
     cifar = load_cifar10(tiny_data, download=False)
-    ds = CifarDataset(cifar.test_images, cifar.test_labels, augment.test_transform(Config()))
-    loader = make_loader(ds, batch_size=16, train=False, workers=0)
+    loader = DeviceLoader(cifar.test_images, cifar.test_labels, 16, False, torch.device("cpu"))
+    finish = BatchAugment(Config(), torch.device("cpu"), train=False, geometric=False)
     always_zero = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3072, 10))
     torch.nn.init.zeros_(always_zero[1].weight)
     with torch.no_grad():
         always_zero[1].bias.copy_(torch.arange(10, 0, -1.0))
-    _, acc = evaluate(always_zero, loader, torch.device("cpu"), nullcontext(),
-                      torch.contiguous_format)
+    _, acc = evaluate(always_zero, loader, finish, nullcontext())
     assert acc == 5 / 50
 
 

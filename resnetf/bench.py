@@ -1,0 +1,140 @@
+"""Benchmark an experiment: data-pipeline speed of both backends, training throughput, and
+time-to-accuracy over seeds. Prints the figures and writes them as CSV; asserts nothing.
+
+    python -m resnetf.bench experiments/oc_24ep.py --seeds 3 [--out runs/bench] [-- --data_dir=...]
+
+Flags after `--` override the experiment's config as on its own command line. Seeds run in this
+one process after a one-epoch warm-up run that is not counted (cudnn autotuning, allocator and
+compile caches), each with its own run folder.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .batch_augment import BatchAugment
+from .config import Config, parse
+from .data import load_cifar10
+from .train import make_loaders, pick_device, run
+
+
+def load_experiment(path: str | os.PathLike) -> Config:
+    """The CONFIG of an experiment file, without running it."""
+    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.CONFIG
+
+
+def environment(device: torch.device) -> dict:
+    import albumentations
+
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
+    return {"device": str(device), "gpu": gpu, "cpu_cores": os.cpu_count(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "albumentations": albumentations.__version__}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def pipeline_throughput(cfg: Config, cifar, device: torch.device) -> float:
+    """Training images per second from loader to augmented device batch, over one epoch after
+    the first batch (so worker start-up is left out), with no model in the way."""
+    loader, _, _ = make_loaders(cfg, cifar, device)
+    # on a CPU-only machine the device-side ops would compete with the workers for the same
+    # cores, so there the albumentations figure is the loader's alone
+    finish = (BatchAugment(cfg, device, True, cfg.backend == "gpu")
+              if device.type == "cuda" or cfg.backend == "gpu" else None)
+    batches = iter(loader)
+    next(batches)
+    _sync(device)
+    t0, n = time.perf_counter(), 0
+    for x, _ in batches:
+        if finish is not None:
+            finish(x.to(device, non_blocking=True))
+        n += len(x)
+    _sync(device)
+    return n / (time.perf_counter() - t0)
+
+
+def per_image_rate(cfg: Config, images, n: int = 2000) -> float:
+    """Images per second of the albumentations train transform alone, on one core."""
+    from .augment import train_transform
+
+    tf = train_transform(cfg, seed=0)
+    t0 = time.perf_counter()
+    for image in images[:n]:
+        tf(image=image)
+    return min(n, len(images)) / (time.perf_counter() - t0)
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    cut = argv.index("--") if "--" in argv else len(argv)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("experiment", help="an experiment file, e.g. experiments/oc_24ep.py")
+    ap.add_argument("--seeds", type=int, default=3, help="timed runs, seeds 0..N-1 (0: none)")
+    ap.add_argument("--no_pipeline", action="store_true", help="skip the data-pipeline figures")
+    ap.add_argument("--out", default=None, help="folder for the CSV files and run folders")
+    args = ap.parse_args(argv[:cut])
+    cfg = parse(load_experiment(args.experiment), argv[cut + 1:])
+    name = Path(args.experiment).stem
+    out = Path(args.out or f"runs/bench_{name}_{time.strftime('%Y%m%d-%H%M%S')}")
+    out.mkdir(parents=True, exist_ok=True)
+    device = pick_device(cfg.device)
+
+    env = environment(device)
+    print(" ".join(f"{k}={v}" for k, v in env.items()))
+    rows = []
+    if not args.no_pipeline:
+        cifar = load_cifar10(cfg.data_dir, download=cfg.download)
+        workers = cfg.workers if cfg.workers is not None else os.cpu_count()
+        rate = per_image_rate(cfg, cifar.train_images)
+        rows.append({"what": "albumentations transform, 1 core", "images_per_s": rate})
+        for backend in ("albumentations", "gpu"):
+            rate = pipeline_throughput(cfg.replace(backend=backend), cifar, device)
+            where = f"{workers} workers" if backend == "albumentations" else str(device)
+            rows.append({"what": f"{backend} pipeline ({where})", "images_per_s": rate})
+        for r in rows:
+            print(f"{r['what']:<45} {r['images_per_s']:>12,.0f} images/s")
+        pd.DataFrame([{**env, **r} for r in rows]).to_csv(out / "pipeline.csv", index=False)
+
+    if args.seeds > 0:
+        runs_dir = str(out / "runs")
+        run(cfg.replace(epochs=1, seed=10_000, runs_dir=runs_dir, wandb_mode="disabled",
+                        progress=False, save_model=False, pct_start=min(cfg.pct_start, 0.25)))
+        results = []
+        for seed in range(args.seeds):
+            s = run(cfg.replace(seed=seed, runs_dir=runs_dir))
+            steps_images = s["train_images"] * s["epochs_done"]
+            results.append({"experiment": name, "backend": cfg.backend, "seed": seed,
+                            "test_acc": s["final_test_acc"], "train_seconds": s["train_seconds"],
+                            "compile_seconds": s["compile_seconds"],
+                            "epoch_seconds": s["train_seconds"] / s["epochs_done"],
+                            "train_images_per_s": steps_images / s["train_seconds"], **env})
+        table = pd.DataFrame(results)
+        table.to_csv(out / "seeds.csv", index=False)
+        cols = ["seed", "test_acc", "train_seconds", "epoch_seconds", "train_images_per_s"]
+        print(table[cols].to_string(index=False, float_format="%.4f"))
+        acc, sec = table["test_acc"] * 100, table["train_seconds"]
+        print(f"{name} ({cfg.backend}) on {env['gpu'] if device.type == 'cuda' else 'cpu'}: "
+              f"test accuracy {acc.mean():.2f} +- {acc.std():.2f} % (n={len(table)}), "
+              f"train seconds {sec.mean():.2f} +- {sec.std():.2f}, "
+              f"{table['train_images_per_s'].mean():,.0f} train images/s")
+    print(f"CSV in {out}")
+
+
+if __name__ == "__main__":
+    main()
