@@ -4,7 +4,7 @@ oc_24ep's ResNet-9 and One Cycle schedule, shortened, with the data held and aug
 GPU, evaluated only at the end. EPOCHS was picked on a validation split carved from the
 training set (--val_size=5000), never on the test split; see the README's results.
 
-    python experiments/fast94.py [--epochs=12 --compile ...]
+    python experiments/fast94.py [--epochs=14 --compile ...]
 """
 from resnetf import Config, main
 
@@ -13,7 +13,7 @@ CONFIG = Config(
     model="resnet9",
     backend="gpu",
     dropout=0.0,
-    epochs=12,
+    epochs=14,
     max_lr=0.4,
     pct_start=0.25,
     div_factor=20.0,
