@@ -13,74 +13,70 @@ def _ch(c: int, width: float) -> int:
     return max(1, round(c * width))
 
 
-# --- ResnetF: the course project's net ----------------------------------------------------------
-
 def _conv_relu_bn(cin: int, cout: int, pool: bool = False) -> nn.Sequential:
-    # the published order: conv (with bias) -> [maxpool] -> ReLU -> BatchNorm
+    # ResnetF's published order: conv (with bias) -> [maxpool] -> ReLU -> BatchNorm
     return nn.Sequential(nn.Conv2d(cin, cout, 3, 1, 1), *([nn.MaxPool2d(2, 2)] if pool else []),
                          nn.ReLU(), nn.BatchNorm2d(cout))
 
 
-class ResnetF(nn.Module):
-    """6,575,370 parameters at width 1. `softmax=True` reproduces the published head, whose
-    probabilities the course project fed to CrossEntropyLoss; the default returns logits."""
-
-    def __init__(self, num_classes: int = 10, width: float = 1.0, dropout: float = 0.1,
-                 softmax: bool = False):
-        super().__init__()
-        c1, c2, c3, c4 = (_ch(c, width) for c in (64, 128, 256, 512))
-        self.prep = _conv_relu_bn(3, c1)
-        self.layer1 = _conv_relu_bn(c1, c2, pool=True)
-        self.residual1 = nn.Sequential(_conv_relu_bn(c2, c2), _conv_relu_bn(c2, c2))
-        self.layer2 = _conv_relu_bn(c2, c3, pool=True)
-        self.layer3 = nn.Sequential(_conv_relu_bn(c3, c4, pool=True), nn.Dropout(dropout))
-        self.residual2 = nn.Sequential(_conv_relu_bn(c4, c4), _conv_relu_bn(c4, c4))
-        self.pool = nn.MaxPool2d(4, 2)
-        self.fc = nn.Linear(c4, num_classes)
-        self.softmax = softmax
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.layer1(self.prep(x))
-        x = x + self.residual1(x)
-        x = self.layer3(self.layer2(x))
-        x = x + self.residual2(x)
-        x = self.fc(self.pool(x).flatten(1))
-        return x.softmax(dim=1) if self.softmax else x
-
-
-# --- ResNet9: the corrected variant ---------------------------------------------------------------
-
 def _conv_bn_relu(cin: int, cout: int, pool: bool = False) -> nn.Sequential:
-    # BatchNorm right after the conv (so the conv needs no bias), pooling before normalising
+    # ResNet9's order: BatchNorm right after the conv (so the conv needs no bias), pooling
+    # before normalising
     return nn.Sequential(nn.Conv2d(cin, cout, 3, 1, 1, bias=False),
                          *([nn.MaxPool2d(2)] if pool else []),
                          nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
-class ResNet9(nn.Module):
+class _Backbone(nn.Module):
+    """prep -> layer1 (+residual1) -> layer2 -> layer3 + dropout (+residual2), from `block`."""
+
+    def __init__(self, block, width: float, dropout: float):
+        super().__init__()
+        c1, c2, c3, c4 = (_ch(c, width) for c in (64, 128, 256, 512))
+        self.prep = block(3, c1)
+        self.layer1 = block(c1, c2, pool=True)
+        self.residual1 = nn.Sequential(block(c2, c2), block(c2, c2))
+        self.layer2 = block(c2, c3, pool=True)
+        self.layer3 = nn.Sequential(block(c3, c4, pool=True), nn.Dropout(dropout))
+        self.residual2 = nn.Sequential(block(c4, c4), block(c4, c4))
+        self.channels = c4
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer1(self.prep(x))
+        x = x + self.residual1(x)
+        x = self.layer3(self.layer2(x))
+        return x + self.residual2(x)
+
+
+class ResnetF(_Backbone):
+    """The course project's net: 6,575,370 parameters at width 1. `softmax=True` reproduces the
+    published head, whose probabilities the course project fed to CrossEntropyLoss; the default
+    returns logits."""
+
+    def __init__(self, num_classes: int = 10, width: float = 1.0, dropout: float = 0.1,
+                 softmax: bool = False):
+        super().__init__(_conv_relu_bn, width, dropout)
+        self.pool = nn.MaxPool2d(4, 2)
+        self.fc = nn.Linear(self.channels, num_classes)
+        self.softmax = softmax
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.fc(self.pool(self.features(x)).flatten(1))
+        return x.softmax(dim=1) if self.softmax else x
+
+
+class ResNet9(_Backbone):
     """Page's DAWNBench ResNet-9: conv-BN-ReLU, bias-free convs, logits scaled by 1/8 so that
     the softmax starts soft and the large LR of the One Cycle peak stays stable."""
 
     def __init__(self, num_classes: int = 10, width: float = 1.0, dropout: float = 0.0,
                  logit_scale: float = 0.125):
-        super().__init__()
-        c1, c2, c3, c4 = (_ch(c, width) for c in (64, 128, 256, 512))
-        self.prep = _conv_bn_relu(3, c1)
-        self.layer1 = _conv_bn_relu(c1, c2, pool=True)
-        self.residual1 = nn.Sequential(_conv_bn_relu(c2, c2), _conv_bn_relu(c2, c2))
-        self.layer2 = _conv_bn_relu(c2, c3, pool=True)
-        self.layer3 = nn.Sequential(_conv_bn_relu(c3, c4, pool=True), nn.Dropout(dropout))
-        self.residual3 = nn.Sequential(_conv_bn_relu(c4, c4), _conv_bn_relu(c4, c4))
-        self.fc = nn.Linear(c4, num_classes, bias=False)
+        super().__init__(_conv_bn_relu, width, dropout)
+        self.fc = nn.Linear(self.channels, num_classes, bias=False)
         self.logit_scale = logit_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.layer1(self.prep(x))
-        x = x + self.residual1(x)
-        x = self.layer3(self.layer2(x))
-        x = x + self.residual3(x)
-        x = torch.amax(x, dim=(2, 3))
-        return self.fc(x) * self.logit_scale
+        return self.fc(torch.amax(self.features(x), dim=(2, 3))) * self.logit_scale
 
 
 def build(cfg) -> nn.Module:

@@ -2,19 +2,13 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import scheduler_lrs
 from resnetf.config import Config
 from resnetf.train import make_optimizer, make_scheduler
 
 
 def _lrs(cfg, steps_per_epoch):
-    opt = make_optimizer(torch.nn.Linear(2, 2), cfg)
-    sched = make_scheduler(opt, cfg, steps_per_epoch)
-    out = []
-    for _ in range(cfg.epochs * steps_per_epoch):
-        out.append(sched.get_last_lr()[0])
-        opt.step()
-        sched.step()
-    return np.array(out)
+    return np.array(scheduler_lrs(cfg, steps_per_epoch))
 
 
 def test_seed_settings_give_the_course_projects_one_cycle():

@@ -5,20 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import read_wandb_history, run_dir_of
+from conftest import read_wandb_history, run_dir_of, scheduler_lrs
 from resnetf import run, tracking
-from resnetf.train import make_optimizer, make_scheduler
-
-
-def _expected_lrs(cfg, steps_per_epoch):
-    opt = make_optimizer(torch.nn.Linear(2, 2), cfg)
-    sched = make_scheduler(opt, cfg, steps_per_epoch)
-    lrs = []
-    for _ in range(cfg.epochs * steps_per_epoch):
-        lrs.append(sched.get_last_lr()[0])
-        opt.step()
-        sched.step()
-    return lrs
 
 
 def test_offline_wandb_run_holds_the_schedulers_lr_and_the_epoch_metrics(tiny_cfg):
@@ -28,7 +16,7 @@ def test_offline_wandb_run_holds_the_schedulers_lr_and_the_epoch_metrics(tiny_cf
     step_rows = [r for r in rows if "train_loss_step" in r]
     steps_per_epoch = 100 // cfg.batch_size
     assert [r["step"] for r in step_rows] == list(range(3 * steps_per_epoch))
-    assert [r["lr"] for r in step_rows] == pytest.approx(_expected_lrs(cfg, steps_per_epoch))
+    assert [r["lr"] for r in step_rows] == pytest.approx(scheduler_lrs(cfg, steps_per_epoch))
     epoch_rows = [r for r in rows if "test_acc" in r]
     assert [r["epoch"] for r in epoch_rows] == [1, 2, 3]
     assert epoch_rows[-1]["test_acc"] == summary["final_test_acc"]
