@@ -12,6 +12,12 @@ from .train import TrainingDiverged, run
 def main(defaults: Config, args: Optional[Sequence[str]] = None, description: str = "") -> dict:
     cfg = parse(defaults, args, description)
     try:
+        if cfg.lr_range_test:
+            from .lr_range import run_lr_range_test
+            return {"suggested_max_lr": run_lr_range_test(cfg)}
+        if cfg.tune:
+            from .tune import tune
+            return tune(cfg)
         return run(cfg)
     except (DataError, TrainingDiverged, ValueError) as e:
         # problems the user can fix: one clear line instead of a traceback

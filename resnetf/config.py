@@ -110,6 +110,35 @@ class Config:
     compile: bool = False
     """torch.compile the model; compile time is reported apart from training time."""
 
+    # --- tuning (Optuna) -----------------------------------------------------------------------
+    tune: int = 0
+    """Run an Optuna study until it has N finished trials, tuning max_lr, pct_start and dropout on
+    the validation split (5000 images unless val_size is set); 0: train once."""
+    study: Optional[str] = None
+    """Optuna study name; None: the experiment's name."""
+    storage: Optional[str] = None
+    """Optuna storage URL (sqlite:///path.db, postgresql://user:pw@host/db); None: a SQLite file
+    runs/tune/<study>.db. Workers pointed at one URL share the study."""
+    tune_worker: int = 0
+    """Index of this worker when several share a study: offsets the sampler's seed so that
+    workers explore different points."""
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    """Stop unpromising trials early on their per-epoch validation accuracy."""
+    max_lr_range: tuple[float, float] = (0.01, 1.0)
+    """Search range of max_lr, sampled log-uniformly."""
+    pct_start_range: tuple[float, float] = (0.1, 0.5)
+    """Search range of pct_start."""
+    dropout_range: tuple[float, float] = (0.0, 0.3)
+    """Search range of dropout."""
+    heartbeat: int = 60
+    """Seconds between a running trial's heartbeats; a trial silent for 2x this (a killed
+    worker) is marked failed and the study goes on."""
+    retrain_best: bool = False
+    """After the study, train once with the best parameters on the whole training set and
+    report test accuracy."""
+    lr_range_test: bool = False
+    """Instead of training, run an LR range test: print a suggested max_lr, save the curve."""
+
     # --- tracking ----------------------------------------------------------------------------
     wandb_mode: Optional[Literal["online", "offline", "disabled"]] = None
     """W&B mode; None: online when logged in to W&B, else offline (sync later with `wandb sync`)."""
@@ -117,6 +146,8 @@ class Config:
     """W&B project."""
     wandb_entity: Optional[str] = None
     """W&B entity (user or team); None: your default."""
+    wandb_group: Optional[str] = None
+    """W&B group; None: the experiment's name (a study groups its trials under its own name)."""
     runs_dir: str = "runs"
     """Where run folders (config, metrics, summary, model, W&B files) are written."""
     save_model: bool = True
@@ -142,6 +173,14 @@ class Config:
             ("cutout", 0 <= self.cutout <= 32, "must be in [0, 32]"),
             ("val_size", 0 <= self.val_size < 50_000, "must be in [0, 50000)"),
             ("ema", 0 <= self.ema < 1, "must be in [0, 1)"),
+            ("tune", self.tune >= 0, "must be >= 0"),
+            ("heartbeat", self.heartbeat >= 1, "must be >= 1 second"),
+            ("max_lr_range", 0 < self.max_lr_range[0] < self.max_lr_range[1],
+             "must be two numbers, 0 < low < high"),
+            ("pct_start_range", 0 < self.pct_start_range[0] < self.pct_start_range[1] < 1,
+             "must be two numbers, 0 < low < high < 1"),
+            ("dropout_range", 0 <= self.dropout_range[0] < self.dropout_range[1] < 1,
+             "must be two numbers, 0 <= low < high < 1"),
             ("eval_every", self.eval_every >= 0, "must be >= 0"),
             ("workers", self.workers is None or self.workers >= 0, "must be >= 0"),
             ("device", self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),

@@ -67,7 +67,7 @@ class Tracker:
 
             self.wandb_run = wandb.init(
                 project=cfg.wandb_project, entity=cfg.wandb_entity, mode=mode,
-                name=self.run_dir.name, group=cfg.name, job_type="train", tags=[cfg.model],
+                name=self.run_dir.name, group=cfg.wandb_group or cfg.name, job_type="train", tags=[cfg.model],
                 config=config, dir=str(self.run_dir), reinit="create_new",
             )
             # per-step series against the optimiser step, per-epoch series against the epoch
@@ -121,6 +121,13 @@ class Tracker:
         self.epochs.append(metrics)
         pd.DataFrame(self.epochs).to_csv(self.run_dir / "metrics.csv", index=False)
         self._wandb("log", lambda run: run.log(metrics))
+
+    def log_image(self, key: str, path: Path, caption: str = "") -> None:
+        """An image already saved in the run folder, also sent to W&B."""
+        def send(run):
+            import wandb
+            run.log({key: wandb.Image(str(path), caption=caption)})
+        self._wandb("log", send)
 
     def finish(self, summary: dict, model: Optional[torch.nn.Module] = None,
                exit_code: int = 0) -> None:

@@ -27,6 +27,15 @@ class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
+class RunStopped(Exception):
+    """Raised by an `on_epoch` hook to end a run early, e.g. a pruned Optuna trial; the run's
+    files are completed with `status` before it propagates."""
+
+    def __init__(self, status: str, message: str = ""):
+        super().__init__(message or status)
+        self.status = status
+
+
 # --- setup ---------------------------------------------------------------------------------------
 
 def seed_everything(seed: int) -> None:
@@ -169,7 +178,9 @@ def _first_bad_step(losses: list[float]) -> int:
 
 # --- the run -------------------------------------------------------------------------------------
 
-def run(cfg: Config) -> dict:
+def run(cfg: Config, on_epoch=None, extra_config: dict | None = None) -> dict:
+    """Train one model as `cfg` says and return its summary. `on_epoch(metrics)` is called after
+    each epoch is logged and may raise RunStopped; `extra_config` is recorded with the config."""
     cfg.validate()
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
@@ -206,7 +217,8 @@ def run(cfg: Config) -> dict:
     counts = {"train_images": len(cifar.train_labels) - n_val, "val_images": n_val,
               "test_images": len(test_loader.labels)}
     info = {"parameters": n_params, **counts}
-    tracker = Tracker(cfg, run_dir, extra_config={"device": str(device), **info})
+    tracker = Tracker(cfg, run_dir, extra_config={"device": str(device), **info,
+                                                  **(extra_config or {})})
     print(f"{cfg.name}: {cfg.model} ({n_params:,} parameters) on {device}, "
           f"{counts['train_images']} train / {counts['test_images']} test images, "
           f"{cfg.backend} backend, {cfg.epochs} epochs of {steps} steps -> {run_dir}")
@@ -242,10 +254,13 @@ def run(cfg: Config) -> dict:
             metrics["epoch_seconds"] = epoch_seconds
             tracker.log_epoch(metrics)
             tqdm.write(_epoch_line(metrics, lrs[-1]))
+            if on_epoch is not None:
+                on_epoch(metrics)
     except BaseException as e:  # divergence, Ctrl-C, crashes: keep what was logged, then re-raise
-        status = "diverged" if isinstance(e, TrainingDiverged) else "failed"
+        status = (e.status if isinstance(e, RunStopped)
+                  else "diverged" if isinstance(e, TrainingDiverged) else "failed")
         tracker.finish(_summary(tracker, info, train_seconds, compile_seconds, best_acc,
-                                wall_start, status), exit_code=1)
+                                wall_start, status), exit_code=0 if isinstance(e, RunStopped) else 1)
         raise
     summary = _summary(tracker, info, train_seconds, compile_seconds, best_acc, wall_start, status)
     tracker.finish(summary, (ema.module if ema is not None else model) if cfg.save_model else None)

@@ -1,0 +1,241 @@
+"""Optuna studies (pruning, resume after a kill, two workers on SQLite and on PostgreSQL), the
+W&B sweep file, and the LR range test."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import torch
+import yaml
+from optuna.trial import TrialState
+
+from conftest import REPO
+from resnetf.lr_range import lr_range_test, suggest_max_lr
+
+TINY = ["--width=0.0625", "--batch_size=10", "--epochs=3", "--val_size=20", "--workers=0",
+        "--wandb_mode=disabled", "--no_progress", "--backend=gpu"]
+
+
+def _experiment(*args, **kw):
+    return subprocess.Popen([sys.executable, "experiments/oc_24ep.py", *map(str, args)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def _finish(proc, timeout=300):
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out
+    return out
+
+
+def _trials(storage, study="oc_24ep"):
+    return optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
+
+
+def test_study_on_real_images_prunes_and_writes_its_trials_table(real_subset, tmp_path):
+    out = _finish(_experiment(
+        "--tune=6", f"--data_dir={real_subset}", f"--runs_dir={tmp_path}", "--width=0.0625",
+        "--epochs=3", "--batch_size=128", "--val_size=1000", "--backend=gpu",
+        "--wandb_mode=disabled", "--no_progress"))
+    table = pd.read_csv(tmp_path / "tune" / "oc_24ep_trials.csv")
+    assert len(table) == 6
+    assert (table["state"] == "PRUNED").sum() >= 1 and (table["state"] == "COMPLETE").sum() >= 2
+    for p, (lo, hi) in {"max_lr": (0.01, 1.0), "pct_start": (0.1, 0.5), "dropout": (0, 0.3)}.items():
+        assert table[f"params_{p}"].between(lo, hi).all()
+    best = table[table["state"] == "COMPLETE"]["value"].max()
+    assert f"validation accuracy {best:.2%}" in out
+    # each trial is its own run, on the validation split, grouped under the study
+    runs = list((tmp_path / "tune" / "oc_24ep").iterdir())
+    assert len(runs) == 6
+    config = json.loads((runs[0] / "config.json").read_text())
+    assert config["val_images"] == 1000 and config["wandb_group"] == "oc_24ep"
+
+
+def test_killed_study_resumes_and_the_killed_trial_is_marked_failed(tiny_data, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    args = ["--tune=4", f"--storage={storage}", "--heartbeat=1", f"--data_dir={tiny_data}",
+            f"--runs_dir={tmp_path}", *TINY]
+    proc = _experiment(*args, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill it in the middle of its second trial
+        if (tmp_path / "study.db").exists():
+            try:
+                states = [t.state for t in _trials(storage)]
+            except Exception:  # the study table may not exist yet
+                states = []
+            if len(states) == 2 and states[-1] == TrialState.RUNNING:
+                break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert [t.state for t in _trials(storage)][-1] == TrialState.RUNNING  # left dangling
+    time.sleep(2.5)  # past the grace period of 2 heartbeats
+    _finish(_experiment(*args))
+    trials = _trials(storage)
+    assert trials[1].state == TrialState.FAIL  # the killed one, failed by its missing heartbeat
+    done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(done) == 4
+
+
+def _two_workers(storage, tmp_path, tiny_data, n=6):
+    common = ["--tune", n, f"--storage={storage}", f"--data_dir={tiny_data}", *TINY]
+    procs = [_experiment(*common, f"--tune_worker={k}", f"--runs_dir={tmp_path / str(k)}")
+             for k in range(2)]
+    outs = [_finish(p) for p in procs]
+    trials = _trials(storage)
+    done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    # MaxTrialsCallback stops both workers at n; a race can add one trial per extra worker
+    assert n <= len(done) <= n + 1
+    assert len({t.number for t in trials}) == len(trials)
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == len(trials)  # none twice
+    assert all(t.state != TrialState.RUNNING for t in trials)
+    ran = [len(list((tmp_path / str(k)).glob("tune/oc_24ep/*"))) for k in range(2)]
+    assert all(r >= 1 for r in ran) and sum(ran) == len(trials), (ran, outs)
+
+
+def test_two_workers_share_a_sqlite_study(tiny_data, tmp_path):
+    _two_workers(f"sqlite:///{tmp_path / 'shared.db'}", tmp_path, tiny_data)
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throwaway PostgreSQL server on 127.0.0.1 (the machine's own binaries; .ci/run installs
+    them). As root, the server runs as the postgres user: PostgreSQL refuses to run as root, and
+    its folder lives outside pytest's root-only temp tree."""
+    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+    initdb = bins[-1] / "initdb" if bins else shutil.which("initdb")
+    if not initdb or not Path(initdb).exists():
+        pytest.skip("PostgreSQL server binaries not installed (.ci/run installs them)")
+    pg_ctl = Path(initdb).parent / "pg_ctl"
+    folder = Path(tempfile.mkdtemp(prefix="resnetf-pg-"))
+    as_user = []
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres")
+        folder.chmod(0o700)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = folder / "data"
+    subprocess.run([*as_user, str(initdb), "-D", str(data), "-A", "trust", "-U", "resnetf"],
+                   check=True, capture_output=True)
+    subprocess.run([*as_user, str(pg_ctl), "-D", str(data), "-l", str(folder / "log"), "-w",
+                    "-o", f"-h 127.0.0.1 -p {port} -k {folder}", "start"],
+                   check=True, capture_output=True)
+    yield f"postgresql://resnetf@127.0.0.1:{port}/postgres"
+    subprocess.run([*as_user, str(pg_ctl), "-D", str(data), "-m", "fast", "stop"],
+                   capture_output=True)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_two_workers_share_a_postgresql_study(postgres_url, tiny_data, tmp_path):
+    _two_workers(postgres_url, tmp_path, tiny_data)
+
+
+def test_retrain_best_reports_test_accuracy(tiny_data, tmp_path):
+    out = _finish(_experiment("--tune=2", "--retrain_best", f"--data_dir={tiny_data}",
+                              f"--runs_dir={tmp_path}", *TINY))
+    assert "retrained with the best parameters on the whole training set: test accuracy" in out
+    (best_run,) = tmp_path.glob("oc_24ep_best_*")
+    assert json.loads((best_run / "config.json").read_text())["val_images"] == 0
+
+
+# --- the W&B sweep ---------------------------------------------------------------------------------
+
+SWEEP = yaml.safe_load((REPO / "sweeps" / "lr.yaml").read_text())
+
+
+def test_sweep_file_passes_wandbs_own_schema():
+    sweeps = pytest.importorskip("sweeps", reason="W&B's sweep engine (pip install --no-deps sweeps)")
+    assert sweeps.schema_violations_from_proposed_config(SWEEP) == []
+    broken = {**SWEEP, "parameters": {**SWEEP["parameters"],
+                                      "max_lr": {"distribution": "log_uniform_valuez"}}}
+    assert sweeps.schema_violations_from_proposed_config(broken) != []
+
+
+def test_sweep_searches_the_same_space_as_optuna():
+    from resnetf.config import Config
+
+    p, cfg = SWEEP["parameters"], Config()
+    assert (p["max_lr"]["min"], p["max_lr"]["max"]) == cfg.max_lr_range
+    assert p["max_lr"]["distribution"] == "log_uniform_values"
+    assert (p["pct_start"]["min"], p["pct_start"]["max"]) == cfg.pct_start_range
+    assert (p["dropout"]["min"], p["dropout"]["max"]) == cfg.dropout_range
+    assert SWEEP["metric"] == {"name": "val_acc", "goal": "maximize"}
+
+
+def test_experiment_runs_with_the_arguments_the_agent_builds(tiny_data, tmp_path):
+    from wandb.sdk.launch.sweeps import utils as sweep_utils
+
+    # what wandb's agent does with a suggestion: its own helpers build the flags, then each
+    # ${macro} of the command is replaced as the agent replaces it
+    suggestion = {"max_lr": {"value": 0.3}, "pct_start": {"value": 0.25}, "dropout": {"value": 0.1}}
+    flags = sweep_utils.create_sweep_command_args({"args": suggestion})
+    macros = {**flags, "env": [], "interpreter": [sys.executable], "program": [SWEEP["program"]]}
+    command = []
+    for chunk in sweep_utils.create_sweep_command(list(SWEEP["command"])):
+        command += macros[chunk[2:-1]] if chunk.startswith("${") else [chunk]
+    assert "--max_lr=0.3" in command and "--val_size=5000" in command
+    # the tiny settings come after the agent's flags: the last value of a flag wins
+    tiny = [f"--data_dir={tiny_data}", f"--runs_dir={tmp_path}", "--val_size=20", "--width=0.0625",
+            "--batch_size=20", "--epochs=2", "--workers=0", "--wandb_mode=disabled"]
+    proc = subprocess.run(command + tiny, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = tmp_path.iterdir()
+    config = json.loads((run_dir / "config.json").read_text())
+    assert (config["max_lr"], config["pct_start"], config["dropout"]) == (0.3, 0.25, 0.1)
+    assert "val_acc" in pd.read_csv(run_dir / "metrics.csv")  # the sweep's metric is logged
+
+
+# --- the LR range test -----------------------------------------------------------------------------
+
+def _toy_problem(seed=0):
+    """Two Gaussian blobs, a linear classifier: SGD on it diverges somewhere around lr ~ 10."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(4096, 20, generator=g)
+    y = (x[:, :5].sum(1) > 0).long()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=64,
+                                         shuffle=True, generator=g)
+    model = torch.nn.Linear(20, 2)
+    return model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9), loader
+
+
+def test_lr_range_test_suggests_a_sane_lr_and_leaves_model_and_optimizer_untouched():
+    torch.manual_seed(0)
+    model, optimizer, loader = _toy_problem()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    lrs, losses, suggestion = lr_range_test(model, optimizer, torch.nn.CrossEntropyLoss(), loader,
+                                            torch.device("cpu"), start_lr=1e-5, end_lr=100,
+                                            num_iter=300)
+    assert 0.01 <= suggestion <= 3
+    assert len(lrs) < 300  # stopped on divergence before the end of the sweep
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert optimizer.param_groups[0]["lr"] == 0.01
+
+
+def test_suggestion_is_a_tenth_of_the_minimum():
+    lrs = list(np.logspace(-4, 1, 50))
+    losses = [(np.log10(lr) + 1) ** 2 for lr in lrs]  # lowest at lr = 0.1
+    assert suggest_max_lr(lrs, losses, skip_end=0) == pytest.approx(lrs[int(np.argmin(losses))] / 10)
+
+
+def test_lr_range_test_from_the_command_line(tiny_data, tmp_path):
+    proc = subprocess.run([sys.executable, "experiments/lr_range_test.py", f"--data_dir={tiny_data}",
+                           f"--runs_dir={tmp_path}", "--width=0.0625", "--batch_size=20",
+                           "--workers=0", "--wandb_mode=offline"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = tmp_path.iterdir()
+    assert (run_dir / "lr_range.png").stat().st_size > 1000
+    result = json.loads((run_dir / "lr_range.json").read_text())
+    assert f"suggested max_lr {result['suggested_max_lr']:.4g}" in proc.stdout
+    assert list(run_dir.glob("wandb/offline-run-*"))  # logged to W&B too
