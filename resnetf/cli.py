@@ -18,6 +18,9 @@ def main(defaults: Config, args: Optional[Sequence[str]] = None, description: st
         if cfg.tune:
             from .tune import tune
             return tune(cfg)
+        if cfg.seeds > 1:
+            from .repeat import run_seeds
+            return run_seeds(cfg)
         return run(cfg)
     except (DataError, TrainingDiverged, ValueError) as e:
         # problems the user can fix: one clear line instead of a traceback

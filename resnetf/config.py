@@ -100,6 +100,14 @@ class Config:
     eval_every: int = 1
     """Evaluate every N epochs (the last epoch always); 0: only after the last epoch."""
 
+    analysis: bool = True
+    """After training: misclassified grid, confusion matrix, per-class accuracy and Grad-CAM
+    overlays, as PNG/CSV in the run folder and in W&B."""
+    gradcam_images: int = 4
+    """Misclassified test images shown with Grad-CAM maps; 0: no Grad-CAM."""
+    seeds: int = 1
+    """Run the experiment N times (seeds seed..seed+N-1) and report mean +- std."""
+
     # --- hardware ----------------------------------------------------------------------------
     device: str = "auto"
     """auto (cuda when available, else cpu), cpu, cuda or cuda:N."""
@@ -174,6 +182,8 @@ class Config:
             ("val_size", 0 <= self.val_size < 50_000, "must be in [0, 50000)"),
             ("ema", 0 <= self.ema < 1, "must be in [0, 1)"),
             ("tune", self.tune >= 0, "must be >= 0"),
+            ("seeds", self.seeds >= 1, "must be >= 1"),
+            ("gradcam_images", 0 <= self.gradcam_images <= 16, "must be in [0, 16]"),
             ("heartbeat", self.heartbeat >= 1, "must be >= 1 second"),
             ("max_lr_range", 0 < self.max_lr_range[0] < self.max_lr_range[1],
              "must be two numbers, 0 < low < high"),

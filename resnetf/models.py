@@ -89,5 +89,16 @@ def build(cfg) -> nn.Module:
     raise ValueError(f"model: unknown model {cfg.model!r} (resnetf or resnet9)")
 
 
+def summary(model: nn.Module, device=None) -> str:
+    """torchinfo's layer table for one 32x32 image; the model is left as it was."""
+    import torchinfo
+
+    was_training = model.training
+    text = str(torchinfo.summary(model, input_size=(1, 3, 32, 32), device=device, verbose=0,
+                                 col_names=("output_size", "num_params")))
+    model.train(was_training)
+    return text
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

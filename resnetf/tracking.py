@@ -67,7 +67,8 @@ class Tracker:
 
             self.wandb_run = wandb.init(
                 project=cfg.wandb_project, entity=cfg.wandb_entity, mode=mode,
-                name=self.run_dir.name, group=cfg.wandb_group or cfg.name, job_type="train", tags=[cfg.model],
+                name=self.run_dir.name, group=cfg.wandb_group or cfg.name, job_type="train",
+                tags=[cfg.name, cfg.model, cfg.backend],
                 config=config, dir=str(self.run_dir), reinit="create_new",
             )
             # per-step series against the optimiser step, per-epoch series against the epoch
@@ -127,6 +128,20 @@ class Tracker:
         def send(run):
             import wandb
             run.log({key: wandb.Image(str(path), caption=caption)})
+        self._wandb("log", send)
+
+    def log_confusion(self, labels, preds, classes) -> None:
+        def send(run):
+            import wandb
+            run.log({"confusion": wandb.plot.confusion_matrix(
+                y_true=list(map(int, labels)), preds=list(map(int, preds)),
+                class_names=list(classes))})
+        self._wandb("log", send)
+
+    def log_table(self, key: str, frame: pd.DataFrame) -> None:
+        def send(run):
+            import wandb
+            run.log({key: wandb.Table(dataframe=frame)})
         self._wandb("log", send)
 
     def finish(self, summary: dict, model: Optional[torch.nn.Module] = None,

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import augment, data, models
+from . import analysis, augment, data, models
 from .batch_augment import BatchAugment
 from .config import Config
 from .tracking import Tracker, new_run_dir
@@ -196,6 +196,7 @@ def run(cfg: Config, on_epoch=None, extra_config: dict | None = None) -> dict:
     eval_finish = BatchAugment(cfg, device, False, False, memory_format)
     model = models.build(cfg).to(device, memory_format=memory_format)
     n_params = models.count_parameters(model)
+    model_summary = models.summary(model, device)
     optimizer = make_optimizer(model, cfg)
     steps = len(train_loader)
     scheduler = make_scheduler(optimizer, cfg, steps)
@@ -219,6 +220,8 @@ def run(cfg: Config, on_epoch=None, extra_config: dict | None = None) -> dict:
     info = {"parameters": n_params, **counts}
     tracker = Tracker(cfg, run_dir, extra_config={"device": str(device), **info,
                                                   **(extra_config or {})})
+    (run_dir / "model_summary.txt").write_text(model_summary + "\n")
+    print(model_summary)
     print(f"{cfg.name}: {cfg.model} ({n_params:,} parameters) on {device}, "
           f"{counts['train_images']} train / {counts['test_images']} test images, "
           f"{cfg.backend} backend, {cfg.epochs} epochs of {steps} steps -> {run_dir}")
@@ -263,6 +266,9 @@ def run(cfg: Config, on_epoch=None, extra_config: dict | None = None) -> dict:
                                 wall_start, status), exit_code=0 if isinstance(e, RunStopped) else 1)
         raise
     summary = _summary(tracker, info, train_seconds, compile_seconds, best_acc, wall_start, status)
+    if cfg.analysis:  # on the eager net: Grad-CAM needs hooks and gradients
+        analysis.analyze(ema.module if ema is not None else model, test_loader, eval_finish,
+                         autocast, cfg, cifar.classes, run_dir, tracker)
     tracker.finish(summary, (ema.module if ema is not None else model) if cfg.save_model else None)
     print(pd.DataFrame(tracker.epochs).to_string(index=False, float_format="%.4f"))
     print(f"final test accuracy {summary['final_test_acc']:.2%} (best {best_acc:.2%}), "

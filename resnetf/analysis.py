@@ -1,0 +1,135 @@
+"""After training: where the model goes wrong. A grid of misclassified test images, the confusion
+matrix with per-class accuracy, and Grad-CAM overlays, saved as PNG/CSV in the run folder and
+logged to W&B through the Tracker.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+GRID = 5  # the misclassified grid is GRID x GRID images
+FIG_PX = 1000  # figures are fixed-size (10 x 10 in at 100 dpi): no tight bbox, so sizes are known
+
+
+@torch.no_grad()
+def predict(model, loader, finish, autocast, tta_flip: bool):
+    """(predictions, labels, uint8 HWC images) for every image of the loader, on the host."""
+    model.eval()
+    preds, labels, images = [], [], []
+    for x, y in loader:
+        inputs = finish(x.to(finish.device, non_blocking=True))
+        with autocast:
+            out = model(inputs)
+            if tta_flip:
+                out = out + model(inputs.flip(3))
+        preds.append(out.argmax(1).cpu())
+        labels.append(y.cpu())
+        images.append(x.permute(0, 2, 3, 1).cpu())
+    return torch.cat(preds).numpy(), torch.cat(labels).numpy(), torch.cat(images).numpy()
+
+
+def confusion_matrix(labels: np.ndarray, preds: np.ndarray, n: int = 10) -> np.ndarray:
+    """Rows: true class, columns: predicted class."""
+    return np.bincount(labels * n + preds, minlength=n * n).reshape(n, n)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_confusion(cm: np.ndarray, classes, path: Path) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10, 10), dpi=100)
+    ax.imshow(cm, cmap="Blues")
+    for i in range(len(cm)):
+        for j in range(len(cm)):
+            ax.text(j, i, cm[i, j], ha="center", va="center",
+                    color="white" if cm[i, j] > cm.max() / 2 else "black")
+    per_class = cm.diagonal() / np.maximum(cm.sum(1), 1)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), [f"{c} ({a:.0%})" for c, a in zip(classes, per_class)])
+    ax.set(xlabel="predicted", ylabel="true (per-class accuracy)", title="confusion matrix")
+    fig.subplots_adjust(left=0.2, bottom=0.15)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_misclassified(images, labels, preds, classes, path: Path) -> Path:
+    plt = _pyplot()
+    wrong = np.flatnonzero(labels != preds)[:GRID * GRID]
+    fig, axes = plt.subplots(GRID, GRID, figsize=(10, 10), dpi=100)
+    for ax, k in zip(axes.flat, list(wrong) + [None] * (GRID * GRID - len(wrong))):
+        ax.axis("off")
+        if k is not None:
+            ax.imshow(images[k])
+            ax.set_title(f"{classes[labels[k]]} -> {classes[preds[k]]}", fontsize=9)
+    fig.suptitle("misclassified test images (true -> predicted)")
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def gradcam_maps(model, inputs: torch.Tensor, targets, layer) -> np.ndarray:
+    """Grad-CAM heat maps (N, H, W) in [0, 1] for the given target classes (pytorch-grad-cam)."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    with GradCAM(model=model, target_layers=[layer]) as cam:
+        return cam(input_tensor=inputs, targets=[ClassifierOutputTarget(int(t)) for t in targets])
+
+
+def plot_gradcam(model, images, labels, preds, classes, finish, path: Path, count: int) -> Path:
+    """For the first `count` misclassified images: the image, then Grad-CAM for the predicted
+    class and for the true class, side by side."""
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    plt = _pyplot()
+    wrong = np.flatnonzero(labels != preds)[:count]
+    fig, axes = plt.subplots(count, 3, figsize=(10, 10), dpi=100, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    if len(wrong):
+        x = torch.from_numpy(images[wrong]).permute(0, 3, 1, 2)
+        inputs = finish(x.to(finish.device)).float().contiguous()
+        model = model.float().eval()
+        for col, targets in ((1, preds[wrong]), (2, labels[wrong])):
+            maps = gradcam_maps(model, inputs, targets, model.residual2)
+            for row, k in enumerate(wrong):
+                overlay = show_cam_on_image(images[k] / 255.0, maps[row], use_rgb=True)
+                axes[row, col].imshow(overlay)
+                what = "predicted" if col == 1 else "true"
+                axes[row, col].set_title(f"{what}: {classes[targets[row]]}", fontsize=9)
+        for row, k in enumerate(wrong):
+            axes[row, 0].imshow(images[k])
+    fig.suptitle("Grad-CAM on misclassified test images")
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def analyze(model, loader, finish, autocast, cfg, classes, run_dir: Path, tracker) -> dict:
+    preds, labels, images = predict(model, loader, finish, autocast, cfg.tta_flip)
+    cm = confusion_matrix(labels, preds, len(classes))
+    per_class = pd.DataFrame({"class": classes, "images": cm.sum(1), "correct": cm.diagonal(),
+                              "accuracy": cm.diagonal() / np.maximum(cm.sum(1), 1)})
+    per_class.to_csv(run_dir / "per_class.csv", index=False)
+    pd.DataFrame(cm, index=classes, columns=classes).to_csv(run_dir / "confusion.csv")
+    pngs = {"confusion_matrix": plot_confusion(cm, classes, run_dir / "confusion.png"),
+            "misclassified": plot_misclassified(images, labels, preds, classes,
+                                                run_dir / "misclassified.png")}
+    if cfg.gradcam_images > 0:
+        pngs["gradcam"] = plot_gradcam(model, images, labels, preds, classes, finish,
+                                       run_dir / "gradcam.png", cfg.gradcam_images)
+    for key, png in pngs.items():
+        tracker.log_image(key, png)
+    tracker.log_confusion(labels, preds, classes)
+    tracker.log_table("per_class_accuracy", per_class)
+    return {"accuracy": float(cm.trace() / cm.sum()), "confusion_matrix": cm}

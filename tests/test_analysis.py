@@ -1,0 +1,79 @@
+"""After-training analysis, run comparison, --seeds, and the model summary."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from conftest import REPO, read_wandb_history, run_dir_of
+from resnetf import run
+from resnetf.analysis import confusion_matrix
+from resnetf.compare import compare_table, find_runs
+
+
+def test_analysis_files_exist_with_expected_sizes_and_agree_with_the_accuracy(tiny_cfg):
+    summary = run(tiny_cfg.replace(wandb_mode="offline", gradcam_images=3))
+    d = run_dir_of(summary)
+    for name in ("misclassified.png", "confusion.png", "gradcam.png"):
+        with Image.open(d / name) as image:
+            assert image.size == (1000, 1000), name
+    cm = pd.read_csv(d / "confusion.csv", index_col=0).to_numpy()
+    assert cm.shape == (10, 10) and cm.sum() == 50  # every test image, once
+    assert np.trace(cm) / cm.sum() == summary["final_test_acc"]
+    per_class = pd.read_csv(d / "per_class.csv")
+    assert per_class["images"].tolist() == cm.sum(1).tolist()
+    np.testing.assert_allclose(per_class["accuracy"], np.diag(cm) / cm.sum(1))
+    logged = {key.split("/")[0] for row in read_wandb_history(d) for key in row}
+    assert {"misclassified", "confusion_matrix", "gradcam", "confusion_table",
+            "per_class_accuracy"} <= logged
+    summary_txt = (d / "model_summary.txt").read_text()
+    assert "Total params" in summary_txt and f"{summary['parameters']:,}" in summary_txt
+
+
+def test_confusion_matrix_rows_are_true_classes():
+    cm = confusion_matrix(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 1]), 3)
+    assert cm.tolist() == [[1, 1, 0], [0, 1, 0], [0, 1, 0]]
+
+
+def test_analysis_can_be_switched_off(tiny_cfg):
+    d = run_dir_of(run(tiny_cfg.replace(analysis=False)))
+    assert not (d / "confusion.png").exists() and (d / "metrics.csv").exists()
+
+
+def test_compare_lists_the_runs_and_only_the_fields_that_differ(tiny_cfg, tmp_path):
+    a = run_dir_of(run(tiny_cfg.replace(analysis=False)))
+    b = run_dir_of(run(tiny_cfg.replace(analysis=False, max_lr=0.05, label_smoothing=0.1)))
+    proc = subprocess.run([sys.executable, "-m", "resnetf.compare", str(tmp_path / "runs" / "*"),
+                           f"--out={tmp_path / 'cmp'}"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    table = pd.read_csv(tmp_path / "cmp.csv")
+    assert sorted(table["run"]) == sorted([a.name, b.name])
+    assert {"max_lr", "label_smoothing"} <= set(table.columns)
+    assert "epochs" not in table and "batch_size" not in table  # equal in both runs
+    row = table.set_index("run").loc[b.name]
+    assert row["max_lr"] == 0.05
+    assert row["final_test_acc"] == json.loads((b / "summary.json").read_text())["final_test_acc"]
+    with Image.open(tmp_path / "cmp.png") as image:
+        assert image.size == (1200, 500)
+
+
+def test_seeds_runs_n_times_and_reports_the_spread(tiny_data, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "experiments/oc_24ep.py", "--seeds=2", "--seed=3", f"--data_dir={tiny_data}",
+         f"--runs_dir={tmp_path}", "--epochs=2", "--batch_size=20", "--width=0.0625",
+         "--workers=0", "--wandb_mode=disabled", "--no_progress", "--no_analysis"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    runs = find_runs([str(tmp_path)])
+    assert sorted(json.loads((r / "config.json").read_text())["seed"] for r in runs) == [3, 4]
+    (agg,) = tmp_path.glob("oc_24ep_seeds_*")
+    result = json.loads((agg / "summary.json").read_text())
+    accs = [json.loads((r / "summary.json").read_text())["final_test_acc"] for r in runs]
+    assert result["runs"] == 2 and result["test_acc_mean"] == np.mean(accs)
+    assert result["test_acc_std"] == np.std(accs, ddof=1)
+    assert len(pd.read_csv(agg / "seeds.csv")) == 2
+    assert "over seeds 3..4: test accuracy" in proc.stdout
+    assert len(compare_table(runs)) == 2
