@@ -10,7 +10,6 @@ compile caches), each with its own run folder.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import platform
 import sys
@@ -21,17 +20,9 @@ import pandas as pd
 import torch
 
 from .batch_augment import BatchAugment
-from .config import Config, parse
+from .config import Config, load_experiment, parse
 from .data import load_cifar10
 from .train import make_loaders, pick_device, run
-
-
-def load_experiment(path: str | os.PathLike) -> Config:
-    """The CONFIG of an experiment file, without running it."""
-    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.CONFIG
 
 
 def environment(device: torch.device) -> dict:

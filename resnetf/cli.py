@@ -14,7 +14,7 @@ def main(defaults: Config, args: Optional[Sequence[str]] = None, description: st
     try:
         if cfg.lr_range_test:
             from .lr_range import run_lr_range_test
-            return {"suggested_max_lr": run_lr_range_test(cfg)}
+            return run_lr_range_test(cfg)
         if cfg.tune:
             from .tune import tune
             return tune(cfg)

@@ -217,6 +217,20 @@ class Config:
         return json.dumps(self.to_dict(), indent=2)
 
 
+def load_experiment(path) -> Config:
+    """The CONFIG of an experiment file (experiments/NAME.py), without running it."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no experiment file {path}")
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.CONFIG
+
+
 def parse(defaults: Config, args: Optional[Sequence[str]] = None, description: str = "") -> Config:
     """Command line -> validated Config. Any field can be overridden as --field=value or
     --field value; a bad value exits with status 2 and a message naming the field."""

@@ -55,7 +55,9 @@ def lr_range_test(model: nn.Module, optimizer, criterion, batches, device, start
     return lrs, losses, suggest_max_lr(lrs, losses)
 
 
-def run_lr_range_test(cfg: Config, num_iter: int = 200) -> float:
+def run_lr_range_test(cfg: Config, num_iter: int = 200) -> dict:
+    """The range test on the experiment's model and data; returns the suggestion and where the
+    curve was saved."""
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     cifar = data.load_cifar10(cfg.data_dir, download=cfg.download)
@@ -75,7 +77,7 @@ def run_lr_range_test(cfg: Config, num_iter: int = 200) -> float:
     tracker.finish({"suggested_max_lr": suggestion, "steps": len(lrs)})
     print(f"LR range test over {len(lrs)} steps: suggested max_lr {suggestion:.4g} "
           f"(curve: {png})")
-    return suggestion
+    return {"suggested_max_lr": suggestion, "plot": str(png), "run_dir": str(run_dir)}
 
 
 def save_plot(lrs, losses, suggestion: float, path: Path) -> Path:
