@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .augment import CIFAR10_MEAN, CIFAR10_STD
+from .data import epoch_seed
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
@@ -64,6 +65,10 @@ class BatchAugment:
         self.cfg, self.device, self.train, self.geometric = cfg, device, train, geometric
         self.memory_format = memory_format
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed + 1) if train else None
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.generator is not None:
+            self.generator.manual_seed(epoch_seed(self.cfg.seed, epoch, salt=1))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         cfg, g = self.cfg, self.generator

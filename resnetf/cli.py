@@ -4,13 +4,16 @@ from __future__ import annotations
 import sys
 from typing import Optional, Sequence
 
-from .config import Config, parse
+from .config import Config, load_run_config, parse
 from .data import DataError
 from .train import TrainingDiverged, run
 
 
 def main(defaults: Config, args: Optional[Sequence[str]] = None, description: str = "") -> dict:
     cfg = parse(defaults, args, description)
+    if cfg.resume:  # the run continues with the config it was started with
+        cfg = load_run_config(cfg.resume).replace(resume=cfg.resume, progress=cfg.progress,
+                                                  workers=cfg.workers)
     try:
         if cfg.lr_range_test:
             from .lr_range import run_lr_range_test
@@ -22,7 +25,7 @@ def main(defaults: Config, args: Optional[Sequence[str]] = None, description: st
             from .repeat import run_seeds
             return run_seeds(cfg)
         return run(cfg)
-    except (DataError, TrainingDiverged, ValueError) as e:
+    except (DataError, TrainingDiverged, ValueError, OSError) as e:
         # problems the user can fix: one clear line instead of a traceback
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -158,6 +158,10 @@ class Config:
     """W&B group; None: the experiment's name (a study groups its trials under its own name)."""
     runs_dir: str = "runs"
     """Where run folders (config, metrics, summary, model, W&B files) are written."""
+    resume: Optional[str] = None
+    """A run folder to continue from its last checkpoint (the run's saved config is used)."""
+    checkpoint: bool = True
+    """Write checkpoint.pt (model, optimizer, scheduler, EMA, metrics) after every epoch."""
     save_model: bool = True
     """Save the final weights as model.pt in the run folder."""
     progress: bool = True
@@ -215,6 +219,19 @@ class Config:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
+
+
+def load_run_config(run_dir) -> Config:
+    """The Config a run folder was started with (config.json), for --resume."""
+    from pathlib import Path
+
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"resume: no config.json in {run_dir}")
+    saved = json.loads(path.read_text())
+    names = {f.name for f in dataclasses.fields(Config)}
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in names}
+    return Config(**fields)
 
 
 def load_experiment(path) -> Config:

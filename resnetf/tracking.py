@@ -33,6 +33,17 @@ def default_wandb_mode() -> str:
         return "offline"
 
 
+def check_runs_dir(runs_dir: str | os.PathLike) -> None:
+    """Fail before any training when run folders cannot be written there."""
+    path = Path(runs_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"runs_dir: cannot create {path} ({e.strerror or e})") from None
+    if not os.access(path, os.W_OK):
+        raise ValueError(f"runs_dir: {path} is not writable")
+
+
 def new_run_dir(runs_dir: str | os.PathLike, name: str, seed: int) -> Path:
     """A fresh folder runs/<name>_s<seed>_<time>[-k]; mkdir without exist_ok makes two runs
     started in the same second take different folders."""
@@ -50,23 +61,33 @@ def new_run_dir(runs_dir: str | os.PathLike, name: str, seed: int) -> Path:
 
 
 class Tracker:
-    def __init__(self, cfg, run_dir: Path, extra_config: Optional[dict] = None):
+    def __init__(self, cfg, run_dir: Path, extra_config: Optional[dict] = None,
+                 resumed: Optional[dict] = None):
+        """`resumed`: a checkpoint to continue from; its metrics are kept, the steps it had not
+        checkpointed are dropped from steps.csv, and the same W&B run is continued."""
         self.run_dir = Path(run_dir)
-        self.epochs: list[dict] = []
+        self.epochs: list[dict] = list(resumed["epochs"]) if resumed else []
         self.wandb_run = None
         config = {**cfg.to_dict(), **(extra_config or {})}
-        (self.run_dir / "config.json").write_text(json.dumps(config, indent=2))
+        if resumed:
+            steps = self.run_dir / "steps.csv"
+            if steps.exists():  # steps logged after the checkpoint will be trained again
+                kept = pd.read_csv(steps)
+                kept[kept["step"] < resumed["steps_done"]].to_csv(steps, index=False)
+        else:
+            (self.run_dir / "config.json").write_text(json.dumps(config, indent=2))
         mode = cfg.wandb_mode or default_wandb_mode()
         if mode != "disabled":
-            self._start_wandb(cfg, config, mode)
+            self._start_wandb(cfg, config, mode, resumed and resumed.get("wandb_id"))
 
     # --- W&B, guarded ------------------------------------------------------------------------
-    def _start_wandb(self, cfg, config: dict, mode: str) -> None:
+    def _start_wandb(self, cfg, config: dict, mode: str, run_id: Optional[str] = None) -> None:
         try:
             import wandb
 
             self.wandb_run = wandb.init(
                 project=cfg.wandb_project, entity=cfg.wandb_entity, mode=mode,
+                id=run_id, resume="allow" if run_id else None,
                 name=self.run_dir.name, group=cfg.wandb_group or cfg.name, job_type="train",
                 tags=[cfg.name, cfg.model, cfg.backend],
                 config=config, dir=str(self.run_dir), reinit="create_new",
@@ -101,8 +122,8 @@ class Tracker:
             self._drop_wandb(when, e)
 
     @property
-    def wandb_dir(self) -> Optional[str]:
-        return None if self.wandb_run is None else self.wandb_run.dir
+    def wandb_id(self) -> Optional[str]:
+        return None if self.wandb_run is None else self.wandb_run.id
 
     # --- what the loop calls -----------------------------------------------------------------
     def log_steps(self, first_step: int, lrs: list[float], losses: list[float]) -> None:

@@ -10,6 +10,7 @@ import math
 import random
 import time
 from contextlib import nullcontext
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,10 +18,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import analysis, augment, data, models
+from . import analysis, augment, checkpoint, data, models
 from .batch_augment import BatchAugment
 from .config import Config
-from .tracking import Tracker, new_run_dir
+from .tracking import Tracker, check_runs_dir, new_run_dir
 
 
 class TrainingDiverged(RuntimeError):
@@ -84,7 +85,8 @@ def make_loaders(cfg: Config, cifar: data.Cifar10, device: torch.device):
     if cfg.backend == "gpu":
         train = data.DeviceLoader(images, labels, cfg.batch_size, True, device, cfg.seed)
     else:
-        dataset = data.CifarDataset(images, labels, augment.train_transform(cfg, seed=cfg.seed))
+        dataset = data.CifarDataset(images, labels, augment.train_transform(cfg, seed=cfg.seed),
+                                    seed=cfg.seed)
         train = data.make_loader(dataset, cfg.batch_size, True, cfg.workers, cfg.seed,
                                  pin_memory=device.type == "cuda")
     eval_bs = max(cfg.batch_size, 1024)
@@ -187,6 +189,9 @@ def run(cfg: Config, on_epoch=None, extra_config: dict | None = None) -> dict:
     cuda = device.type == "cuda"
     if cuda:
         torch.backends.cudnn.benchmark = True
+    resumed = checkpoint.load(cfg.resume) if cfg.resume else None
+    if not resumed:
+        check_runs_dir(cfg.runs_dir)
     cifar = data.load_cifar10(cfg.data_dir, download=cfg.download)
     train_loader, val_loader, test_loader = make_loaders(cfg, cifar, device)
     eval_loaders = [l for l in (val_loader, test_loader) if l is not None]
@@ -205,6 +210,12 @@ def run(cfg: Config, on_epoch=None, extra_config: dict | None = None) -> dict:
     ema = (torch.optim.swa_utils.AveragedModel(
         model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
         if cfg.ema > 0 else None)
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        scheduler.load_state_dict(resumed["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(resumed["ema"])
     net, compile_seconds = model, 0.0
     if cfg.compile:
         sizes = [min(l.batch_size, len(l.labels) - i) for l in eval_loaders
@@ -213,13 +224,13 @@ def run(cfg: Config, on_epoch=None, extra_config: dict | None = None) -> dict:
                                              criterion, autocast)
     eval_net = ema.module if ema is not None else net
 
-    run_dir = new_run_dir(cfg.runs_dir, cfg.name, cfg.seed)
+    run_dir = Path(cfg.resume) if resumed else new_run_dir(cfg.runs_dir, cfg.name, cfg.seed)
     n_val = len(val_loader.labels) if val_loader else 0
     counts = {"train_images": len(cifar.train_labels) - n_val, "val_images": n_val,
               "test_images": len(test_loader.labels)}
     info = {"parameters": n_params, **counts}
     tracker = Tracker(cfg, run_dir, extra_config={"device": str(device), **info,
-                                                  **(extra_config or {})})
+                                                  **(extra_config or {})}, resumed=resumed)
     (run_dir / "model_summary.txt").write_text(model_summary + "\n")
     print(model_summary)
     print(f"{cfg.name}: {cfg.model} ({n_params:,} parameters) on {device}, "
@@ -227,9 +238,16 @@ def run(cfg: Config, on_epoch=None, extra_config: dict | None = None) -> dict:
           f"{cfg.backend} backend, {cfg.epochs} epochs of {steps} steps -> {run_dir}")
 
     train_seconds, best_acc, status = 0.0, 0.0, "finished"
+    if resumed:
+        train_seconds, best_acc = resumed["train_seconds"], resumed["best_acc"]
+        print(f"resuming {run_dir} after epoch {resumed['epoch']}")
     wall_start = time.perf_counter()
     try:
-        for epoch in range(cfg.epochs):
+        for epoch in range(resumed["epoch"] if resumed else 0, cfg.epochs):
+            # all randomness of an epoch derives from (seed, epoch): resuming repeats it exactly
+            torch.manual_seed(data.epoch_seed(cfg.seed, epoch))
+            data.set_epoch(train_loader, cfg.seed, epoch)
+            train_finish.set_epoch(epoch)
             t0 = time.perf_counter()
             desc = f"epoch {epoch + 1}/{cfg.epochs}" if cfg.progress else None
             lrs, losses, train_acc = train_epoch(net, train_loader, train_finish, optimizer,
@@ -257,6 +275,14 @@ def run(cfg: Config, on_epoch=None, extra_config: dict | None = None) -> dict:
             metrics["epoch_seconds"] = epoch_seconds
             tracker.log_epoch(metrics)
             tqdm.write(_epoch_line(metrics, lrs[-1]))
+            if cfg.checkpoint:
+                checkpoint.save(run_dir, {
+                    "epoch": epoch + 1, "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "ema": ema.state_dict() if ema is not None else None,
+                    "epochs": tracker.epochs, "steps_done": (epoch + 1) * steps,
+                    "train_seconds": train_seconds,
+                    "best_acc": best_acc, "wandb_id": tracker.wandb_id})
             if on_epoch is not None:
                 on_epoch(metrics)
     except BaseException as e:  # divergence, Ctrl-C, crashes: keep what was logged, then re-raise
