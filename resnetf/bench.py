@@ -80,7 +80,11 @@ def main(argv=None) -> None:
     ap.add_argument("--no_pipeline", action="store_true", help="skip the data-pipeline figures")
     ap.add_argument("--out", default=None, help="folder for the CSV files and run folders")
     args = ap.parse_args(argv[:cut])
-    cfg = parse(load_experiment(args.experiment), argv[cut + 1:])
+    try:
+        experiment = load_experiment(args.experiment)
+    except (FileNotFoundError, AttributeError) as e:
+        raise SystemExit(f"error: {args.experiment} is not an experiment file ({e})") from None
+    cfg = parse(experiment, argv[cut + 1:])
     name = Path(args.experiment).stem
     out = Path(args.out or f"runs/bench_{name}_{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 
 from .config import Config, load_run_config, parse
 from .data import DataError
-from .train import TrainingDiverged, run
+from .train import RunStopped, TrainingDiverged, run
 
 
 def main(defaults: Config, args: Optional[Sequence[str]] = None, description: str = "") -> dict:
@@ -25,6 +25,9 @@ def main(defaults: Config, args: Optional[Sequence[str]] = None, description: st
             from .repeat import run_seeds
             return run_seeds(cfg)
         return run(cfg)
+    except RunStopped as e:  # Ctrl-C or SIGTERM: the run folder says how to continue
+        print(f"stopped: {e}", file=sys.stderr)
+        raise SystemExit(130) from None
     except (DataError, TrainingDiverged, ValueError, OSError) as e:
         # problems the user can fix: one clear line instead of a traceback
         print(f"error: {e}", file=sys.stderr)

@@ -115,6 +115,9 @@ class Config:
     """bf16 autocast on CUDA (ignored on CPU)."""
     channels_last: bool = True
     """channels_last memory format on CUDA (faster convolutions on tensor cores)."""
+    deterministic: bool = False
+    """PyTorch's deterministic algorithms and no cudnn autotuning: identical runs on CUDA too,
+    at some cost in speed."""
     compile: bool = False
     """torch.compile the model; compile time is reported apart from training time."""
 

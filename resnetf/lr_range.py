@@ -7,7 +7,6 @@ restores the model and optimizer afterwards; this module feeds it the run's own 
 from __future__ import annotations
 
 import json
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import random
+import signal
+import sys
+import threading
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -29,12 +33,40 @@ class TrainingDiverged(RuntimeError):
 
 
 class RunStopped(Exception):
-    """Raised by an `on_epoch` hook to end a run early, e.g. a pruned Optuna trial; the run's
-    files are completed with `status` before it propagates."""
+    """Ends a run early: a pruned Optuna trial (raised by an `on_epoch` hook) or a Ctrl-C. The
+    run's files are completed with `status` before it propagates; `failed` marks the W&B run
+    as unsuccessful."""
 
-    def __init__(self, status: str, message: str = ""):
+    def __init__(self, status: str, message: str = "", failed: bool = False):
         super().__init__(message or status)
-        self.status = status
+        self.status, self.failed = status, failed
+
+
+class StopOnSignal:
+    """While active, a first SIGINT/SIGTERM asks the run to stop after the current step; a
+    second one raises KeyboardInterrupt at once. Only the main thread can own signals, so
+    elsewhere (a notebook thread, say) it does nothing."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self.handle)
+        return self
+
+    def handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: stopping now")
+        self.requested = True
+        print(f"\n{signal.Signals(signum).name}: stopping after this step "
+              f"(again to stop at once)", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 # --- setup ---------------------------------------------------------------------------------------
@@ -124,7 +156,7 @@ def compile_model(model, train_shape, eval_batch_sizes, criterion, autocast):
 # --- one epoch -----------------------------------------------------------------------------------
 
 def train_epoch(model, loader, finish, optimizer, scheduler, criterion, autocast, ema=None,
-                progress: str | None = None):
+                progress: str | None = None, stop: StopOnSignal | None = None):
     """Returns per-step LRs, per-step losses (host floats) and the epoch's accuracy."""
     model.train()
     device = finish.device
@@ -147,6 +179,8 @@ def train_epoch(model, loader, finish, optimizer, scheduler, criterion, autocast
         losses.append(loss.detach())
         correct += (out.argmax(1) == y).sum()
         seen += len(y)
+        if stop is not None and stop.requested:
+            raise RunStopped("interrupted", "interrupted by a signal", failed=True)
     # the one device-to-host transfer of the epoch
     losses = torch.stack(losses).float().cpu().tolist()
     return lrs, losses, correct.item() / seen
@@ -187,8 +221,10 @@ def run(cfg: Config, on_epoch=None, extra_config: dict | None = None) -> dict:
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     cuda = device.type == "cuda"
-    if cuda:
-        torch.backends.cudnn.benchmark = True
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it to comply
+        torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = cuda and not cfg.deterministic
     resumed = checkpoint.load(cfg.resume) if cfg.resume else None
     if not resumed:
         check_runs_dir(cfg.runs_dir)
@@ -242,55 +278,60 @@ def run(cfg: Config, on_epoch=None, extra_config: dict | None = None) -> dict:
         train_seconds, best_acc = resumed["train_seconds"], resumed["best_acc"]
         print(f"resuming {run_dir} after epoch {resumed['epoch']}")
     wall_start = time.perf_counter()
-    try:
-        for epoch in range(resumed["epoch"] if resumed else 0, cfg.epochs):
-            # all randomness of an epoch derives from (seed, epoch): resuming repeats it exactly
-            torch.manual_seed(data.epoch_seed(cfg.seed, epoch))
-            data.set_epoch(train_loader, cfg.seed, epoch)
-            train_finish.set_epoch(epoch)
-            t0 = time.perf_counter()
-            desc = f"epoch {epoch + 1}/{cfg.epochs}" if cfg.progress else None
-            lrs, losses, train_acc = train_epoch(net, train_loader, train_finish, optimizer,
-                                                 scheduler, criterion, autocast, ema, desc)
-            if cuda:
-                torch.cuda.synchronize()
-            epoch_seconds = time.perf_counter() - t0
-            train_seconds += epoch_seconds
-            tracker.log_steps(epoch * steps, lrs, losses)
-            if not all(math.isfinite(v) for v in losses):
-                bad = _first_bad_step(losses)
-                raise TrainingDiverged(
-                    f"training loss became {losses[bad]} at epoch {epoch + 1}, step {bad + 1} "
-                    f"of {steps} (lr {lrs[bad]:.4g}); lower max_lr or check the data")
-            metrics = {"epoch": epoch + 1, "train_loss": sum(losses) / len(losses),
-                       "train_acc": train_acc}
-            last = epoch + 1 == cfg.epochs
-            if last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
-                if val_loader is not None:
-                    metrics["val_loss"], metrics["val_acc"] = evaluate(
-                        eval_net, val_loader, eval_finish, autocast, cfg.tta_flip)
-                metrics["test_loss"], metrics["test_acc"] = evaluate(
-                    eval_net, test_loader, eval_finish, autocast, cfg.tta_flip)
-                best_acc = max(best_acc, metrics["test_acc"])
-            metrics["epoch_seconds"] = epoch_seconds
-            tracker.log_epoch(metrics)
-            tqdm.write(_epoch_line(metrics, lrs[-1]))
-            if cfg.checkpoint:
-                checkpoint.save(run_dir, {
-                    "epoch": epoch + 1, "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "ema": ema.state_dict() if ema is not None else None,
-                    "epochs": tracker.epochs, "steps_done": (epoch + 1) * steps,
-                    "train_seconds": train_seconds,
-                    "best_acc": best_acc, "wandb_id": tracker.wandb_id})
-            if on_epoch is not None:
-                on_epoch(metrics)
-    except BaseException as e:  # divergence, Ctrl-C, crashes: keep what was logged, then re-raise
-        status = (e.status if isinstance(e, RunStopped)
-                  else "diverged" if isinstance(e, TrainingDiverged) else "failed")
-        tracker.finish(_summary(tracker, info, train_seconds, compile_seconds, best_acc,
-                                wall_start, status), exit_code=0 if isinstance(e, RunStopped) else 1)
-        raise
+    with StopOnSignal() as stop:
+        try:
+            for epoch in range(resumed["epoch"] if resumed else 0, cfg.epochs):
+                # all randomness of an epoch derives from (seed, epoch): resuming repeats it exactly
+                torch.manual_seed(data.epoch_seed(cfg.seed, epoch))
+                data.set_epoch(train_loader, cfg.seed, epoch)
+                train_finish.set_epoch(epoch)
+                t0 = time.perf_counter()
+                desc = f"epoch {epoch + 1}/{cfg.epochs}" if cfg.progress else None
+                lrs, losses, train_acc = train_epoch(net, train_loader, train_finish, optimizer,
+                                                     scheduler, criterion, autocast, ema, desc, stop)
+                if cuda:
+                    torch.cuda.synchronize()
+                epoch_seconds = time.perf_counter() - t0
+                train_seconds += epoch_seconds
+                tracker.log_steps(epoch * steps, lrs, losses)
+                if not all(math.isfinite(v) for v in losses):
+                    bad = _first_bad_step(losses)
+                    raise TrainingDiverged(
+                        f"training loss became {losses[bad]} at epoch {epoch + 1}, step {bad + 1} "
+                        f"of {steps} (lr {lrs[bad]:.4g}); lower max_lr or check the data")
+                metrics = {"epoch": epoch + 1, "train_loss": sum(losses) / len(losses),
+                           "train_acc": train_acc}
+                last = epoch + 1 == cfg.epochs
+                if last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
+                    if val_loader is not None:
+                        metrics["val_loss"], metrics["val_acc"] = evaluate(
+                            eval_net, val_loader, eval_finish, autocast, cfg.tta_flip)
+                    metrics["test_loss"], metrics["test_acc"] = evaluate(
+                        eval_net, test_loader, eval_finish, autocast, cfg.tta_flip)
+                    best_acc = max(best_acc, metrics["test_acc"])
+                metrics["epoch_seconds"] = epoch_seconds
+                tracker.log_epoch(metrics)
+                tqdm.write(_epoch_line(metrics, lrs[-1]))
+                if cfg.checkpoint:
+                    checkpoint.save(run_dir, {
+                        "epoch": epoch + 1, "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                        "ema": ema.state_dict() if ema is not None else None,
+                        "epochs": tracker.epochs, "steps_done": (epoch + 1) * steps,
+                        "train_seconds": train_seconds,
+                        "best_acc": best_acc, "wandb_id": tracker.wandb_id})
+                if on_epoch is not None:
+                    on_epoch(metrics)
+        except BaseException as e:  # divergence, Ctrl-C, crashes: keep what was logged, then re-raise
+            status = (e.status if isinstance(e, RunStopped)
+                      else "diverged" if isinstance(e, TrainingDiverged) else "failed")
+            ok = isinstance(e, RunStopped) and not e.failed
+            tracker.finish(_summary(tracker, info, train_seconds, compile_seconds, best_acc,
+                                    wall_start, status), exit_code=0 if ok else 1)
+            if cfg.checkpoint and (run_dir / checkpoint.NAME).exists() and not ok:
+                print(f"the last completed epoch is checkpointed; continue with: "
+                      f"python {sys.argv[0]} --resume {run_dir}", file=sys.stderr)
+            raise
     summary = _summary(tracker, info, train_seconds, compile_seconds, best_acc, wall_start, status)
     if cfg.analysis:  # on the eager net: Grad-CAM needs hooks and gradients
         analysis.analyze(ema.module if ema is not None else model, test_loader, eval_finish,

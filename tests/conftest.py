@@ -88,9 +88,15 @@ def run_dir_of(summary: dict) -> Path:
 # --- reading W&B's offline files -------------------------------------------------------------------
 
 def read_wandb_history(run_dir: Path) -> list[dict]:
-    """Every history row of the offline run under run_dir, decoded from its .wandb file: a
-    LevelDB-style log (7-byte file header, 32 KiB blocks, 7-byte chunk headers) of protobuf
-    Records, as W&B writes it."""
+    """Every history row of the offline run under run_dir."""
+    return [{(item.key or "/".join(item.nested_key)): json.loads(item.value_json)
+             for item in record.history.item} for record in read_wandb_records(run_dir, "history")]
+
+
+def read_wandb_records(run_dir: Path, kind: str) -> list:
+    """The protobuf Records of one kind (history, exit, ...) of the offline run under run_dir,
+    decoded from its .wandb file: a LevelDB-style log (7-byte file header, 32 KiB blocks, 7-byte
+    chunk headers) of protobuf Records, as W&B writes it."""
     from wandb.proto import wandb_internal_pb2 as pb
 
     (path,) = Path(run_dir).glob("wandb/offline-run-*/run-*.wandb")
@@ -102,14 +108,14 @@ def read_wandb_history(run_dir: Path) -> list[dict]:
         if block - pos % block < 7:  # a block's tail too short for a header is padding
             pos += block - pos % block
             continue
-        _crc, length, kind = struct.unpack("<IHB", raw[pos:pos + 7])
+        _crc, length, chunk_type = struct.unpack("<IHB", raw[pos:pos + 7])
         chunk = raw[pos + 7:pos + 7 + length]
         pos += 7 + length
-        pending = chunk if kind in (1, 2) else pending + chunk  # 1 full, 2 first, 3 mid, 4 last
-        if kind in (1, 4):
+        # chunk types: 1 full, 2 first, 3 middle, 4 last
+        pending = chunk if chunk_type in (1, 2) else pending + chunk
+        if chunk_type in (1, 4):
             record = pb.Record()
             record.ParseFromString(pending)
-            if record.WhichOneof("record_type") == "history":
-                rows.append({(item.key or "/".join(item.nested_key)): json.loads(item.value_json)
-                             for item in record.history.item})
+            if record.WhichOneof("record_type") == kind:
+                rows.append(record)
     return rows

@@ -1,5 +1,4 @@
 """The Colab notebook runs top to bottom with tiny settings, and is committed without outputs."""
-import json
 
 import nbformat
 import pytest

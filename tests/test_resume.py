@@ -1,18 +1,16 @@
 """Checkpoints, resume, and what happens when a run is interrupted or the disk fills up."""
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
-from conftest import REPO, run_dir_of
+from conftest import REPO, read_wandb_records, run_dir_of
 from resnetf import checkpoint, run
 from resnetf.train import RunStopped
 
@@ -79,3 +77,71 @@ def test_unwritable_runs_folder_is_a_clear_error(tiny_data, tmp_path):
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert "runs_dir" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_after_the_step_keeps_the_checkpoint_and_says_how_to_resume(tiny_data,
+                                                                                 tmp_path, sig):
+    proc = subprocess.Popen(
+        [sys.executable, "experiments/oc_24ep.py", f"--data_dir={tiny_data}",
+         f"--runs_dir={tmp_path}", "--epochs=200", "--batch_size=10", "--width=0.0625",
+         "--workers=0", "--backend=gpu", "--wandb_mode=offline", "--no_progress"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(tmp_path.glob("*/checkpoint.pt")) and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    (run_dir,) = tmp_path.iterdir()
+    assert f"--resume {run_dir}" in err
+    summary = json.loads((run_dir / "summary.json").read_text())
+    done = checkpoint.load(run_dir)["epoch"]
+    assert summary["status"] == "interrupted" and 1 <= done < 200
+    assert len(pd.read_csv(run_dir / "metrics.csv")) >= done
+    # the W&B run was closed as unsuccessful
+    (exit_record,) = read_wandb_records(run_dir, "exit")
+    assert exit_record.exit.exit_code == 1
+
+
+def test_second_signal_stops_at_once():
+    from resnetf.train import StopOnSignal
+
+    stop = StopOnSignal()
+    stop.handle(signal.SIGINT, None)
+    assert stop.requested
+    with pytest.raises(KeyboardInterrupt):
+        stop.handle(signal.SIGINT, None)
+
+
+def test_resume_from_the_command_line_finishes_the_run(tiny_cfg):
+    cfg = tiny_cfg.replace(epochs=3, analysis=False)
+    with pytest.raises(RunStopped):
+        run(cfg, on_epoch=_stop_after(1))
+    (run_dir,) = Path(cfg.runs_dir).iterdir()
+    again = subprocess.run([sys.executable, "experiments/oc_24ep.py", f"--resume={run_dir}"],
+                           cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert f"resuming {run_dir} after epoch 1" in again.stdout
+    assert pd.read_csv(run_dir / "metrics.csv")["epoch"].tolist() == [1, 2, 3]
+    assert pd.read_csv(run_dir / "steps.csv")["step"].tolist() == list(range(3 * 5))
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "finished"
+
+
+def test_deterministic_runs_match_and_turn_on_deterministic_algorithms(tiny_cfg):
+    cfg = tiny_cfg.replace(deterministic=True, analysis=False)
+    try:
+        a, b = run(cfg), run(cfg)
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    ma, mb = (pd.read_csv(run_dir_of(s) / "metrics.csv") for s in (a, b))
+    pd.testing.assert_frame_equal(ma[COLS], mb[COLS], check_exact=True)
+
+
+def test_unknown_experiment_is_a_clear_error(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "resnetf.bench", "experiments/nope.py"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "experiments/nope.py is not an experiment file" in proc.stderr
+    assert "Traceback" not in proc.stderr
