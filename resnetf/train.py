@@ -20,7 +20,9 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+# not tqdm.auto: its asyncio class calls iter() on the loader once more, which with persistent
+# workers prefetches batches it throws away and draws a second shuffle from the sampler
+from tqdm import tqdm
 
 from . import analysis, augment, checkpoint, data, models
 from .batch_augment import BatchAugment

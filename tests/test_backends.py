@@ -89,3 +89,12 @@ def test_benchmark_runs_on_a_cpu_with_tiny_settings(tiny_data, tmp_path):
     assert seeds["seed"].tolist() == [0, 1]  # the warm-up run is not counted
     assert {"torch", "gpu", "test_acc", "train_seconds", "train_images_per_s"} <= set(seeds)
     assert "test accuracy" in proc.stdout
+
+
+def test_albumentations_run_does_not_depend_on_the_number_of_workers(tiny_cfg):
+    # each batch's augmentations are seeded by (seed, epoch, batch), and the loader is iterated
+    # exactly once per epoch (a progress bar that called iter() twice once broke this)
+    runs = [run(tiny_cfg.replace(backend="albumentations", workers=w, analysis=False))
+            for w in (0, 2)]
+    a, b = (pd.read_csv(run_dir_of(s) / "steps.csv") for s in runs)
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
