@@ -130,9 +130,6 @@ class Config:
     storage: Optional[str] = None
     """Optuna storage URL (sqlite:///path.db, postgresql://user:pw@host/db); None: a SQLite file
     runs/tune/<study>.db. Workers pointed at one URL share the study."""
-    tune_worker: int = 0
-    """Index of this worker when several share a study: offsets the sampler's seed so that
-    workers explore different points."""
     pruner: Literal["median", "hyperband", "none"] = "median"
     """Stop unpromising trials early on their per-epoch validation accuracy."""
     max_lr_range: tuple[float, float] = (0.01, 1.0)

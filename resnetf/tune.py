@@ -4,7 +4,7 @@
 
 `--tune N` runs trials until the study holds N finished (complete or pruned) trials, so the same
 command run again resumes the study, and the same command on several processes or machines
-against one storage URL shares it (give each worker its own `--tune_worker`). Trials report
+against one storage URL shares it. Trials report
 validation accuracy each epoch to the pruner; a worker killed mid-trial stops sending heartbeats
 and its trial is marked failed by the next worker; a NaN loss fails its trial, not the study.
 The test split is never looked at, except by `--retrain_best`, after the search is over.
@@ -59,6 +59,24 @@ def _storage(cfg: Config, study_name: str, attempts: int = 5) -> optuna.storages
             time.sleep(0.2 + random.random())
 
 
+class TrialSeededTPESampler(optuna.samplers.TPESampler):
+    """TPE whose random draws for trial n are seeded from (seed, n). One worker replays a study
+    from --seed; workers sharing a study, started with the very same command, still draw
+    different points, because the storage hands each trial a number of its own. The constant
+    liar keeps them from converging on one point while their trials run."""
+
+    def __init__(self, seed: int):
+        super().__init__(seed=seed, constant_liar=True)
+        self._base_seed = seed
+
+    def before_trial(self, study: optuna.Study, trial) -> None:
+        super().before_trial(study, trial)
+        seed = (self._base_seed * 1_000_003 + trial.number) % 2**32
+        # the numpy RandomStates that TPESampler.reseed_rng() reseeds, seeded instead of random
+        self._rng.rng.seed(seed)
+        self._random_sampler._rng.rng.seed(seed)
+
+
 def make_study(cfg: Config, study_name: str) -> optuna.Study:
     storage = _storage(cfg, study_name)
     pruner = {"median": optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
@@ -66,7 +84,7 @@ def make_study(cfg: Config, study_name: str) -> optuna.Study:
               "none": optuna.pruners.NopPruner()}[cfg.pruner]
     return optuna.create_study(
         study_name=study_name, storage=storage, direction="maximize", load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=cfg.seed + 1000 * cfg.tune_worker),
+        sampler=TrialSeededTPESampler(cfg.seed),
         pruner=pruner)
 
 

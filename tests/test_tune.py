@@ -88,8 +88,8 @@ def test_killed_study_resumes_and_the_killed_trial_is_marked_failed(tiny_data, t
 
 def _two_workers(storage, tmp_path, tiny_data, n=6):
     common = ["--tune", n, f"--storage={storage}", f"--data_dir={tiny_data}", *TINY]
-    procs = [_experiment(*common, f"--tune_worker={k}", f"--runs_dir={tmp_path / str(k)}")
-             for k in range(2)]
+    # the very same command twice (only the local run folders differ, to count who ran what)
+    procs = [_experiment(*common, f"--runs_dir={tmp_path / str(k)}") for k in range(2)]
     outs = [_finish(p) for p in procs]
     trials = _trials(storage)
     done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
@@ -239,3 +239,12 @@ def test_lr_range_test_from_the_command_line(tiny_data, tmp_path):
     result = json.loads((run_dir / "lr_range.json").read_text())
     assert f"suggested max_lr {result['suggested_max_lr']:.4g}" in proc.stdout
     assert list(run_dir.glob("wandb/offline-run-*"))  # logged to W&B too
+
+
+def test_a_study_replays_from_its_seed(tiny_data, tmp_path):
+    params = []
+    for k in range(2):
+        _finish(_experiment("--tune=3", "--pruner=none", f"--storage=sqlite:///{tmp_path}/s{k}.db",
+                            f"--data_dir={tiny_data}", f"--runs_dir={tmp_path / str(k)}", *TINY))
+        params.append([t.params for t in _trials(f"sqlite:///{tmp_path}/s{k}.db")])
+    assert params[0] == params[1]
