@@ -4,9 +4,9 @@
 
 `--tune N` runs trials until the study holds N finished (complete or pruned) trials, so the same
 command run again resumes the study, and the same command on several processes or machines
-against one storage URL shares it. Trials report
-validation accuracy each epoch to the pruner; a worker killed mid-trial stops sending heartbeats
-and its trial is marked failed by the next worker; a NaN loss fails its trial, not the study.
+against one storage URL shares it. Trials report validation accuracy each epoch to the pruner;
+a worker killed mid-trial stops sending heartbeats and its trial is marked failed by the next
+worker; a NaN loss fails its trial, not the study.
 The test split is never looked at, except by `--retrain_best`, after the search is over.
 """
 from __future__ import annotations
