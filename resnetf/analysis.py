@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .models import logits
+
 GRID = 5  # the misclassified grid is GRID x GRID images
 FIG_PX = 1000  # figures are fixed-size (10 x 10 in at 100 dpi): no tight bbox, so sizes are known
 
@@ -22,10 +24,7 @@ def predict(model, loader, finish, autocast, tta_flip: bool):
     for x, y in loader:
         inputs = finish(x.to(finish.device, non_blocking=True))
         with autocast:
-            out = model(inputs)
-            if tta_flip:
-                out = out + model(inputs.flip(3))
-        preds.append(out.argmax(1).cpu())
+            preds.append(logits(model, inputs, tta_flip).argmax(1).cpu())
         labels.append(y.cpu())
         images.append(x.permute(0, 2, 3, 1).cpu())
     return torch.cat(preds).numpy(), torch.cat(labels).numpy(), torch.cat(images).numpy()

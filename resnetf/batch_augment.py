@@ -19,10 +19,15 @@ from .augment import CIFAR10_MEAN, CIFAR10_STD
 from .data import epoch_seed
 
 
-def normalize(x: torch.Tensor) -> torch.Tensor:
+def cifar10_stats(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std on the 0..255 scale, shaped to broadcast over NCHW."""
+    mean = torch.tensor(CIFAR10_MEAN, device=device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(CIFAR10_STD, device=device).view(1, 3, 1, 1) * 255
+    return mean, std
+
+
+def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """NCHW in 0..255 -> float32, per-channel (x/255 - mean) / std."""
-    mean = torch.tensor(CIFAR10_MEAN, device=x.device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(CIFAR10_STD, device=x.device).view(1, 3, 1, 1) * 255
     return (x.float() - mean) / std
 
 
@@ -64,6 +69,8 @@ class BatchAugment:
                  memory_format=torch.contiguous_format):
         self.cfg, self.device, self.train, self.geometric = cfg, device, train, geometric
         self.memory_format = memory_format
+        # made once: building them per batch would be two small host-to-device copies a step
+        self.mean, self.std = cifar10_stats(device)
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed + 1) if train else None
 
     def set_epoch(self, epoch: int) -> None:
@@ -79,7 +86,7 @@ class BatchAugment:
             if cfg.flip:
                 x = random_flip(x, g)
         if cfg.normalize:
-            x = normalize(x)
+            x = normalize(x, self.mean, self.std)
         if self.train and cfg.cutout > 0:
             x = cutout(x, cfg.cutout, g)
         return x.contiguous(memory_format=self.memory_format)

@@ -89,6 +89,12 @@ def build(cfg) -> nn.Module:
     raise ValueError(f"model: unknown model {cfg.model!r} (resnetf or resnet9)")
 
 
+def logits(model: nn.Module, inputs: torch.Tensor, tta_flip: bool = False) -> torch.Tensor:
+    """The net's logits, averaged with those of the mirrored images when tta_flip is on."""
+    out = model(inputs)
+    return (out + model(inputs.flip(3))) / 2 if tta_flip else out
+
+
 def summary(model: nn.Module, device=None) -> str:
     """torchinfo's layer table for one 32x32 image; the model is left as it was."""
     import torchinfo

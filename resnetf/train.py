@@ -200,10 +200,7 @@ def evaluate(model, loader, finish, autocast, tta_flip: bool = False):
         x = finish(x.to(device, non_blocking=True))
         y = y.to(device, non_blocking=True)
         with autocast:
-            out = model(x)
-            if tta_flip:
-                out = (out + model(x.flip(3))) / 2
-        out = out.float()
+            out = models.logits(model, x, tta_flip).float()
         loss_sum += nn.functional.cross_entropy(out, y, reduction="sum")
         correct += (out.argmax(1) == y).sum()
         n += len(y)
@@ -260,7 +257,8 @@ def run(cfg: Config, on_epoch=None, extra_config: dict | None = None) -> dict:
                  for i in range(0, len(l.labels), l.batch_size)]
         net, compile_seconds = compile_model(model, (cfg.batch_size, 3, 32, 32), sizes,
                                              criterion, autocast)
-    eval_net = ema.module if ema is not None else net
+    final_net = ema.module if ema is not None else model  # what is analysed and saved
+    eval_net = ema.module if ema is not None else net  # the same, compiled where it can be
 
     run_dir = Path(cfg.resume) if resumed else new_run_dir(cfg.runs_dir, cfg.name, cfg.seed)
     n_val = len(val_loader.labels) if val_loader else 0
@@ -305,11 +303,10 @@ def run(cfg: Config, on_epoch=None, extra_config: dict | None = None) -> dict:
                            "train_acc": train_acc}
                 last = epoch + 1 == cfg.epochs
                 if last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
-                    if val_loader is not None:
-                        metrics["val_loss"], metrics["val_acc"] = evaluate(
-                            eval_net, val_loader, eval_finish, autocast, cfg.tta_flip)
-                    metrics["test_loss"], metrics["test_acc"] = evaluate(
-                        eval_net, test_loader, eval_finish, autocast, cfg.tta_flip)
+                    for split, loader in (("val", val_loader), ("test", test_loader)):
+                        if loader is not None:
+                            metrics[f"{split}_loss"], metrics[f"{split}_acc"] = evaluate(
+                                eval_net, loader, eval_finish, autocast, cfg.tta_flip)
                     best_acc = max(best_acc, metrics["test_acc"])
                 metrics["epoch_seconds"] = epoch_seconds
                 tracker.log_epoch(metrics)
@@ -336,9 +333,9 @@ def run(cfg: Config, on_epoch=None, extra_config: dict | None = None) -> dict:
             raise
     summary = _summary(tracker, info, train_seconds, compile_seconds, best_acc, wall_start, status)
     if cfg.analysis:  # on the eager net: Grad-CAM needs hooks and gradients
-        analysis.analyze(ema.module if ema is not None else model, test_loader, eval_finish,
-                         autocast, cfg, cifar.classes, run_dir, tracker)
-    tracker.finish(summary, (ema.module if ema is not None else model) if cfg.save_model else None)
+        analysis.analyze(final_net, test_loader, eval_finish, autocast, cfg, cifar.classes,
+                         run_dir, tracker)
+    tracker.finish(summary, final_net if cfg.save_model else None)
     print(pd.DataFrame(tracker.epochs).to_string(index=False, float_format="%.4f"))
     print(f"final test accuracy {summary['final_test_acc']:.2%} (best {best_acc:.2%}), "
           f"{train_seconds:.2f} s training"
