@@ -1,6 +1,7 @@
-"""After training: where the model goes wrong. A grid of misclassified test images, the confusion
+"""After training: where the model goes wrong. A grid of misclassified images, the confusion
 matrix with per-class accuracy, and Grad-CAM overlays, saved as PNG/CSV in the run folder and
-logged to W&B through the Tracker.
+logged to W&B through the Tracker. A run analyses its test split; a tuning trial, which never
+looks at the test split, its validation split. Figures are 10 x 10 in at 100 dpi.
 """
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ import pandas as pd
 import torch
 
 from .models import logits
+from .plots import pyplot
 
 GRID = 5  # the misclassified grid is GRID x GRID images
-FIG_PX = 1000  # figures are fixed-size (10 x 10 in at 100 dpi): no tight bbox, so sizes are known
 
 
 @torch.no_grad()
@@ -35,16 +36,8 @@ def confusion_matrix(labels: np.ndarray, preds: np.ndarray, n: int = 10) -> np.n
     return np.bincount(labels * n + preds, minlength=n * n).reshape(n, n)
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display needed
-    import matplotlib.pyplot as plt
-    return plt
-
-
 def plot_confusion(cm: np.ndarray, classes, path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(10, 10), dpi=100)
     ax.imshow(cm, cmap="Blues")
     for i in range(len(cm)):
@@ -61,8 +54,8 @@ def plot_confusion(cm: np.ndarray, classes, path: Path) -> Path:
     return path
 
 
-def plot_misclassified(images, labels, preds, classes, path: Path) -> Path:
-    plt = _pyplot()
+def plot_misclassified(images, labels, preds, classes, path: Path, split: str = "test") -> Path:
+    plt = pyplot()
     wrong = np.flatnonzero(labels != preds)[:GRID * GRID]
     fig, axes = plt.subplots(GRID, GRID, figsize=(10, 10), dpi=100)
     for ax, k in zip(axes.flat, list(wrong) + [None] * (GRID * GRID - len(wrong))):
@@ -70,7 +63,7 @@ def plot_misclassified(images, labels, preds, classes, path: Path) -> Path:
         if k is not None:
             ax.imshow(images[k])
             ax.set_title(f"{classes[labels[k]]} -> {classes[preds[k]]}", fontsize=9)
-    fig.suptitle("misclassified test images (true -> predicted)")
+    fig.suptitle(f"misclassified {split} images (true -> predicted)")
     fig.savefig(path)
     plt.close(fig)
     return path
@@ -85,12 +78,13 @@ def gradcam_maps(model, inputs: torch.Tensor, targets, layer) -> np.ndarray:
         return cam(input_tensor=inputs, targets=[ClassifierOutputTarget(int(t)) for t in targets])
 
 
-def plot_gradcam(model, images, labels, preds, classes, finish, path: Path, count: int) -> Path:
+def plot_gradcam(model, images, labels, preds, classes, finish, path: Path, count: int,
+                 split: str = "test") -> Path:
     """For the first `count` misclassified images: the image, then Grad-CAM for the predicted
     class and for the true class, side by side."""
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
-    plt = _pyplot()
+    plt = pyplot()
     wrong = np.flatnonzero(labels != preds)[:count]
     fig, axes = plt.subplots(count, 3, figsize=(10, 10), dpi=100, squeeze=False)
     for ax in axes.flat:
@@ -100,7 +94,7 @@ def plot_gradcam(model, images, labels, preds, classes, finish, path: Path, coun
         inputs = finish(x.to(finish.device)).float().contiguous()
         model = model.float().eval()
         for col, targets in ((1, preds[wrong]), (2, labels[wrong])):
-            maps = gradcam_maps(model, inputs, targets, model.residual2)
+            maps = gradcam_maps(model, inputs, targets, model.cam_layer)
             for row, k in enumerate(wrong):
                 overlay = show_cam_on_image(images[k] / 255.0, maps[row], use_rgb=True)
                 axes[row, col].imshow(overlay)
@@ -108,13 +102,14 @@ def plot_gradcam(model, images, labels, preds, classes, finish, path: Path, coun
                 axes[row, col].set_title(f"{what}: {classes[targets[row]]}", fontsize=9)
         for row, k in enumerate(wrong):
             axes[row, 0].imshow(images[k])
-    fig.suptitle("Grad-CAM on misclassified test images")
+    fig.suptitle(f"Grad-CAM on misclassified {split} images")
     fig.savefig(path)
     plt.close(fig)
     return path
 
 
-def analyze(model, loader, finish, autocast, cfg, classes, run_dir: Path, tracker) -> dict:
+def analyze(model, loader, finish, autocast, cfg, classes, run_dir: Path, tracker,
+            split: str = "test") -> dict:
     preds, labels, images = predict(model, loader, finish, autocast, cfg.tta_flip)
     cm = confusion_matrix(labels, preds, len(classes))
     per_class = pd.DataFrame({"class": classes, "images": cm.sum(1), "correct": cm.diagonal(),
@@ -123,10 +118,10 @@ def analyze(model, loader, finish, autocast, cfg, classes, run_dir: Path, tracke
     pd.DataFrame(cm, index=classes, columns=classes).to_csv(run_dir / "confusion.csv")
     pngs = {"confusion_matrix": plot_confusion(cm, classes, run_dir / "confusion.png"),
             "misclassified": plot_misclassified(images, labels, preds, classes,
-                                                run_dir / "misclassified.png")}
+                                                run_dir / "misclassified.png", split)}
     if cfg.gradcam_images > 0:
         pngs["gradcam"] = plot_gradcam(model, images, labels, preds, classes, finish,
-                                       run_dir / "gradcam.png", cfg.gradcam_images)
+                                       run_dir / "gradcam.png", cfg.gradcam_images, split)
     for key, png in pngs.items():
         tracker.log_image(key, png)
     tracker.log_confusion(labels, preds, classes)

@@ -15,8 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .augment import CIFAR10_MEAN, CIFAR10_STD
-from .data import epoch_seed
+from .data import CIFAR10_MEAN, CIFAR10_STD, epoch_seed
 
 
 def cifar10_stats(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

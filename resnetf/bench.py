@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -22,16 +21,14 @@ import torch
 from .batch_augment import BatchAugment
 from .config import Config, load_experiment, parse
 from .data import load_cifar10
+from .repeat import fmt, run_each, spread
+from .tracking import provenance
 from .train import make_loaders, pick_device, run
 
 
 def environment(device: torch.device) -> dict:
-    import albumentations
-
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
-    return {"device": str(device), "gpu": gpu, "cpu_cores": os.cpu_count(),
-            "python": platform.python_version(), "torch": torch.__version__,
-            "albumentations": albumentations.__version__}
+    return {**provenance(device), "gpu": gpu, "cpu_cores": os.cpu_count()}
 
 
 def _sync(device: torch.device) -> None:
@@ -111,22 +108,20 @@ def main(argv=None) -> None:
         run(cfg.replace(epochs=1, seed=10_000, runs_dir=runs_dir, wandb_mode="disabled",
                         progress=False, save_model=False, pct_start=min(cfg.pct_start, 0.25)))
         results = []
-        for seed in range(args.seeds):
-            s = run(cfg.replace(seed=seed, runs_dir=runs_dir))
-            steps_images = s["train_images"] * s["epochs_done"]
-            results.append({"experiment": name, "backend": cfg.backend, "seed": seed,
+        for s in run_each(cfg.replace(runs_dir=runs_dir), range(args.seeds)):
+            results.append({"experiment": name, "backend": cfg.backend, "seed": s["seed"],
                             "test_acc": s["final_test_acc"], "train_seconds": s["train_seconds"],
                             "compile_seconds": s["compile_seconds"],
                             "epoch_seconds": s["train_seconds"] / s["epochs_done"],
-                            "train_images_per_s": steps_images / s["train_seconds"], **env})
+                            "train_images_per_s": s["train_images"] * s["epochs_done"]
+                            / s["train_seconds"], **env})
         table = pd.DataFrame(results)
         table.to_csv(out / "seeds.csv", index=False)
         cols = ["seed", "test_acc", "train_seconds", "epoch_seconds", "train_images_per_s"]
         print(table[cols].to_string(index=False, float_format="%.4f"))
-        acc, sec = table["test_acc"] * 100, table["train_seconds"]
         print(f"{name} ({cfg.backend}) on {env['gpu'] if device.type == 'cuda' else 'cpu'}: "
-              f"test accuracy {acc.mean():.2f} +- {acc.std():.2f} % (n={len(table)}), "
-              f"train seconds {sec.mean():.2f} +- {sec.std():.2f}, "
+              f"test accuracy {fmt(*spread(table['test_acc']), 100)} % (n={len(table)}), "
+              f"train seconds {fmt(*spread(table['train_seconds']))}, "
               f"{table['train_images_per_s'].mean():,.0f} train images/s")
     print(f"CSV in {out}")
 

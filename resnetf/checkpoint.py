@@ -1,22 +1,66 @@
-"""Per-epoch checkpoints, written atomically: a crash or a full disk mid-write leaves the last
-good checkpoint in place, never a truncated one."""
+"""What a checkpoint holds, writing it atomically, restoring it, and what `--resume` may change.
+
+A checkpoint is written after every epoch: the tensors (model, optimizer, scheduler, EMA) and the
+run's `Progress` (epochs done, their metrics, seconds, best accuracy, W&B run id). Writing goes
+through a temporary file and a rename: a crash or a full disk mid-write leaves the last good
+checkpoint in place, never a truncated one.
+
+A resumed run continues with the config it was started with (config.json in its folder): what it
+computes cannot change half-way. Only the fields of RESUME_FREE, which say how it runs, may.
+"""
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from .config import Config, ConfigError
+
 NAME = "checkpoint.pt"
+FORMAT = 2  # 1: the flat layout before Progress existed
+RESUME_FREE = ("progress", "workers", "device")
 
 
-def save(run_dir: Path, state: dict) -> bool:
-    """Write state to run_dir/checkpoint.pt via a temporary file and a rename. On failure (a
-    full disk, say) warn, delete the partial file, keep the previous checkpoint, return False."""
+@dataclass
+class Progress:
+    """A run's bookkeeping so far: what a checkpoint restores besides the tensors."""
+    epoch: int = 0  # epochs completed
+    steps_done: int = 0
+    metrics: list[dict] = field(default_factory=list)  # one row per completed epoch
+    train_seconds: float = 0.0
+    best: dict = field(default_factory=dict)  # split -> best accuracy so far
+    wandb_id: str | None = None
+
+
+def state(setup, progress: Progress) -> dict:
+    """Everything needed to continue `setup`'s run exactly after `progress.epoch` epochs."""
+    return {"format": FORMAT, "progress": dataclasses.asdict(progress),
+            "model": setup.model.state_dict(), "optimizer": setup.optimizer.state_dict(),
+            "scheduler": setup.scheduler.state_dict(),
+            "ema": setup.ema.state_dict() if setup.ema is not None else None}
+
+
+def restore(setup, saved: dict) -> Progress:
+    """Load the tensors of `saved` into `setup` (in place); return its Progress."""
+    setup.model.load_state_dict(saved["model"])
+    setup.optimizer.load_state_dict(saved["optimizer"])
+    setup.scheduler.load_state_dict(saved["scheduler"])
+    if setup.ema is not None:
+        setup.ema.load_state_dict(saved["ema"])
+    return Progress(**saved["progress"])
+
+
+def save(run_dir: Path, checkpoint: dict) -> bool:
+    """Write run_dir/checkpoint.pt via a temporary file and a rename. On failure (a full disk,
+    say) warn, delete the partial file, keep the previous checkpoint, return False."""
     path, tmp = Path(run_dir) / NAME, Path(run_dir) / (NAME + ".tmp")
     try:
-        torch.save(state, tmp)
+        torch.save(checkpoint, tmp)
         os.replace(tmp, path)
         return True
     except OSError as e:
@@ -27,7 +71,51 @@ def save(run_dir: Path, state: dict) -> bool:
 
 
 def load(run_dir: Path) -> dict:
-    path = Path(run_dir) / NAME
+    """The checkpoint of a run folder, or a ValueError that says what is wrong with it."""
+    run_dir = Path(run_dir)
+    saved_config(run_dir)  # a run folder at all?
+    path = run_dir / NAME
     if not path.is_file():
-        raise ValueError(f"resume: no {NAME} in {run_dir} (was it a resnetf run folder?)")
-    return torch.load(path, map_location="cpu", weights_only=False)
+        raise ValueError(f"resume: {run_dir} has no {NAME}: the run stopped before its first "
+                         f"epoch ended (or ran with --no_checkpoint), so there is nothing to "
+                         f"continue; start it again")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # truncated (EOFError, RuntimeError), not a torch file (UnpicklingError)
+        raise ValueError(f"resume: {path} cannot be read ({type(e).__name__}: {e}); it may be "
+                         f"truncated or damaged") from None
+    if not isinstance(saved, dict) or saved.get("format") != FORMAT:
+        raise ValueError(f"resume: {path} is not a checkpoint this version of resnetf writes")
+    return saved
+
+
+def saved_config(run_dir: Path) -> Config:
+    """The Config a run folder was started with (its config.json)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ValueError(f"resume: no run folder at {run_dir}")
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise ValueError(f"resume: {run_dir} is not a resnetf run folder (no config.json)")
+    saved = json.loads(path.read_text())
+    names = {f.name for f in dataclasses.fields(Config)}
+    return Config(**{k: tuple(v) if isinstance(v, list) else v
+                     for k, v in saved.items() if k in names})
+
+
+def resume_config(command_line: Config, defaults: Config) -> Config:
+    """The config of a `--resume RUN_DIR` command: the run's own, plus the RESUME_FREE fields
+    of the command line. A flag set on the command line (it differs from the experiment's
+    default) that would change the saved run is refused, naming it."""
+    saved = saved_config(command_line.resume)
+    for f in dataclasses.fields(Config):
+        if f.name in RESUME_FREE or f.name == "resume":
+            continue
+        given, default, was = (getattr(c, f.name) for c in (command_line, defaults, saved))
+        if given != default and given != was:
+            raise ConfigError(
+                f"resume: --{f.name}={given} differs from the run's {was!r}; a resumed run "
+                f"keeps the config it was started with (only --{', --'.join(RESUME_FREE)} "
+                f"may change)")
+    return saved.replace(resume=command_line.resume,
+                         **{k: getattr(command_line, k) for k in RESUME_FREE})

@@ -4,30 +4,37 @@ from __future__ import annotations
 import sys
 from typing import Optional, Sequence
 
-from .config import Config, load_run_config, parse
+from .checkpoint import resume_config
+from .config import Config, parse
 from .data import DataError
 from .train import RunStopped, TrainingDiverged, run
 
 
-def main(defaults: Config, args: Optional[Sequence[str]] = None, description: str = "") -> dict:
+def dispatch(cfg: Config):
+    """One mode per command: LR range test, study, several seeds, or one run."""
+    if cfg.lr_range_test:
+        from .lr_range import run_lr_range_test
+        return run_lr_range_test(cfg)
+    if cfg.tune:
+        from .tune import tune
+        return tune(cfg)
+    if cfg.seeds > 1:
+        from .repeat import run_seeds
+        return run_seeds(cfg)
+    return run(cfg)
+
+
+def main(defaults: Config, args: Optional[Sequence[str]] = None, description: str = ""):
     cfg = parse(defaults, args, description)
-    if cfg.resume:  # the run continues with the config it was started with
-        cfg = load_run_config(cfg.resume).replace(resume=cfg.resume, progress=cfg.progress,
-                                                  workers=cfg.workers)
     try:
-        if cfg.lr_range_test:
-            from .lr_range import run_lr_range_test
-            return run_lr_range_test(cfg)
-        if cfg.tune:
-            from .tune import tune
-            return tune(cfg)
-        if cfg.seeds > 1:
-            from .repeat import run_seeds
-            return run_seeds(cfg)
-        return run(cfg)
-    except RunStopped as e:  # Ctrl-C or SIGTERM: the run folder says how to continue
+        if cfg.resume:  # the run continues with the config it was started with
+            cfg = resume_config(cfg, defaults)
+        return dispatch(cfg)
+    except RunStopped as e:
         print(f"stopped: {e}", file=sys.stderr)
-        raise SystemExit(130) from None
+        # a sweep's early termination is a verdict, not a failure: W&B's agent shuts itself
+        # down after a few runs that exit non-zero
+        raise SystemExit(130 if e.failed else 0) from None
     except (DataError, TrainingDiverged, ValueError, OSError) as e:
         # problems the user can fix: one clear line instead of a traceback
         print(f"error: {e}", file=sys.stderr)

@@ -1,46 +1,74 @@
 """Compare runs without the W&B UI: a table and one figure from their run folders.
 
-    python -m resnetf.compare runs/oc_24ep_* runs/fast94_s0_*      (folders or glob patterns)
+    python -m resnetf.compare runs/                           (every run below, trials included)
+    python -m resnetf.compare 'runs/oc_24ep_*' runs/fast94_s0_*   (folders or glob patterns)
 
-The table has one row per run: its name, the config fields that differ between the runs, final
-and best test accuracy and train seconds; it is printed and written as CSV. The figure shows the
-runs' LR curves (per step) and test accuracy curves (per epoch).
+The table has one row per training run (plain runs, tuning trials, retrained bests, interrupted
+runs): its name, job type and status, the config fields that differ between the runs, final and
+best validation and test accuracy, train seconds and the git commit that produced it; it is
+printed and written as CSV. The figure shows the runs' LR, training-loss and accuracy curves.
+Folders that are not training runs (seed aggregates, LR range tests, anything without a
+config.json) are left out, and stderr says how many and why.
 """
 from __future__ import annotations
 
 import argparse
 import glob
 import json
+import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 
-# recorded per run but never a difference worth a column
-_NOISE = {"runs_dir", "progress", "seeds", "seed_list"}
-_RUN_FILES = ("config.json", "summary.json", "metrics.csv")  # a training run, not an aggregate
+from .plots import plot_curves, read_curves
+
+# recorded per run but never a difference worth a column (shown elsewhere or pure noise)
+_NOISE = {"runs_dir", "progress", "seeds", "seed_list", "name", "job_type", "trial", "git_commit",
+          "git_dirty", "wandb_group"}
+TRAINING = {"train", "trial", "retrain_best"}  # job types that train a model
 
 
-def find_runs(patterns: list[str]) -> list[Path]:
-    runs = []
+def _kind(folder: Path) -> tuple[bool, str]:
+    """(is a training run, why not)."""
+    config = folder / "config.json"
+    if not config.is_file():
+        return False, "no config.json"
+    job = json.loads(config.read_text()).get("job_type", "train")
+    return (True, "") if job in TRAINING else (False, f"job type {job}")
+
+
+def find_runs(patterns: list[str]) -> tuple[list[Path], Counter]:
+    """Training-run folders named by the patterns or found below them, and why the other folders
+    that were looked at were skipped."""
+    runs, skipped = [], Counter()
     for pattern in patterns:
-        for path in sorted(glob.glob(pattern)) or [pattern]:
-            path = Path(path)
-            if all((path / f).is_file() for f in _RUN_FILES):
-                runs.append(path)
-            elif path.is_dir():  # a folder of runs, e.g. runs/
-                runs += sorted(p.parent for p in path.glob("*/metrics.csv")
-                               if all((p.parent / f).is_file() for f in _RUN_FILES))
+        for path in map(Path, sorted(glob.glob(pattern)) or [pattern]):
+            if not path.is_dir():
+                skipped["not a folder"] += 1
+                continue
+            below = [c.parent for c in sorted(path.rglob("config.json"))
+                     if "wandb" not in c.relative_to(path).parts]
+            for folder in [path] if (path / "config.json").is_file() else below:
+                ok, why = _kind(folder)
+                if ok:
+                    runs.append(folder)
+                else:
+                    skipped[why] += 1
+            if not below and not (path / "config.json").is_file():
+                skipped["no run folders below"] += 1
     if not runs:
-        raise SystemExit(f"no run folders (with {', '.join(_RUN_FILES)}) in {patterns}")
-    return list(dict.fromkeys(runs))
+        raise SystemExit(f"no run folders (with a config.json of a training run) in {patterns}")
+    return list(dict.fromkeys(runs)), skipped
 
 
 def load(run: Path) -> dict:
+    summary = run / "summary.json"
+    steps, metrics = read_curves(run)
     return {"config": json.loads((run / "config.json").read_text()),
-            "summary": json.loads((run / "summary.json").read_text()),
-            "metrics": pd.read_csv(run / "metrics.csv"),
-            "steps": pd.read_csv(run / "steps.csv") if (run / "steps.csv").exists() else None}
+            "summary": json.loads(summary.read_text()) if summary.is_file() else {},
+            "metrics": metrics, "steps": steps}
 
 
 def differing_fields(configs: list[dict]) -> list[str]:
@@ -53,34 +81,20 @@ def compare_table(runs: list[Path]) -> pd.DataFrame:
     fields = differing_fields([d["config"] for d in loaded])
     rows = []
     for run, d in zip(runs, loaded):
-        s = d["summary"]
-        rows.append({"run": run.name, **{f: d["config"].get(f) for f in fields},
-                     "final_test_acc": s.get("final_test_acc"), "best_test_acc": s.get("best_test_acc"),
-                     "train_seconds": s.get("train_seconds"), "status": s.get("status")})
-    return pd.DataFrame(rows)
-
-
-def plot_curves(runs: list[Path], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display needed
-    import matplotlib.pyplot as plt
-
-    fig, (lr_ax, acc_ax) = plt.subplots(1, 2, figsize=(12, 5), dpi=100)
-    for run in runs:
-        d = load(run)
-        if d["steps"] is not None:
-            lr_ax.plot(d["steps"]["step"], d["steps"]["lr"], label=run.name)
-        if "test_acc" in d["metrics"]:
-            m = d["metrics"].dropna(subset=["test_acc"])
-            acc_ax.plot(m["epoch"], m["test_acc"], marker=".", label=run.name)
-    lr_ax.set(xlabel="step", ylabel="learning rate", title="LR schedule")
-    acc_ax.set(xlabel="epoch", ylabel="test accuracy", title="test accuracy")
-    acc_ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+        s, c = d["summary"], d["config"]
+        # a run with no summary yet is still going, or was killed before it could write one
+        status = s.get("status", "running or killed")
+        commit = (c.get("git_commit") or "")[:10] + ("+dirty" if c.get("git_dirty") else "")
+        rows.append({"run": run.name, "job_type": c.get("job_type", "train"), "status": status,
+                     **{f: c.get(f) for f in fields},
+                     "final_val_acc": s.get("final_val_acc"), "best_val_acc": s.get("best_val_acc"),
+                     "final_test_acc": s.get("final_test_acc"),
+                     "best_test_acc": s.get("best_test_acc"),
+                     "train_seconds": s.get("train_seconds"), "commit": commit or None})
+    table = pd.DataFrame(rows)
+    # accuracy columns of a split no run has (validation, say) and an unknown commit say nothing
+    optional = ["final_val_acc", "best_val_acc", "final_test_acc", "best_test_acc", "commit"]
+    return table.drop(columns=[c for c in optional if table[c].isna().all()])
 
 
 def main(argv=None) -> pd.DataFrame:
@@ -90,13 +104,16 @@ def main(argv=None) -> pd.DataFrame:
     ap.add_argument("--out", default=None, help="path stem for the CSV and PNG "
                                                 "(default runs/compare_<time>)")
     args = ap.parse_args(argv)
-    runs = find_runs(args.runs)
+    runs, skipped = find_runs(args.runs)
+    if skipped:
+        print(f"skipped {sum(skipped.values())} folders: "
+              + ", ".join(f"{n} ({why})" for why, n in skipped.items()), file=sys.stderr)
     out = Path(args.out or f"runs/compare_{time.strftime('%Y%m%d-%H%M%S')}")
     out.parent.mkdir(parents=True, exist_ok=True)
     table = compare_table(runs)
     table.to_csv(out.with_suffix(".csv"), index=False)
-    png = plot_curves(runs, out.with_suffix(".png"))
-    with pd.option_context("display.width", 200, "display.max_columns", 50):
+    png = plot_curves({r.name: read_curves(r) for r in runs}, out.with_suffix(".png"))
+    with pd.option_context("display.width", 250, "display.max_columns", 60):
         print(table.to_string(index=False, float_format="%.4f"))
     print(f"table: {out.with_suffix('.csv')}  curves: {png}")
     return table

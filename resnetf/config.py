@@ -1,15 +1,17 @@
 """Every knob of a run, its default and why: one dataclass shared by all experiments.
 
 An experiment file builds a `Config` with the values it changes; `parse()` lets the command line
-override any field (`--max_lr=0.3` or `--max_lr 0.3`), and `validate()` rejects bad values before
-any data is read.
+override any field (`--max_lr=0.3` or `--max_lr 0.3`), and `validate()` rejects bad values and
+combinations before any data is read. `--help` shows the fields in the groups of `GROUPS`.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
-import json
+import inspect
 import math
 import sys
+import typing
 from dataclasses import dataclass
 from typing import Literal, Optional, Sequence
 
@@ -20,11 +22,24 @@ class ConfigError(ValueError):
 
 @dataclass
 class Config:
-    # --- experiment --------------------------------------------------------------------------
+    # --- run: what the command does, and how the run is kept -----------------------------------
     name: str = "resnetf"
     """Experiment name: the W&B group and the prefix of the run folder."""
     seed: int = 0
     """Seeds Python, NumPy, torch, the data order and the augmentations."""
+    seeds: int = 1
+    """Run the experiment N times (seeds seed..seed+N-1) and report mean +- std."""
+    lr_range_test: bool = False
+    """Instead of training, run an LR range test: print a suggested max_lr, save the curve."""
+    resume: Optional[str] = None
+    """A run folder to continue from its last checkpoint, with the config it was started with
+    (only --progress, --workers and --device may differ)."""
+    checkpoint: bool = True
+    """Write checkpoint.pt (model, optimizer, scheduler, EMA, metrics) after every epoch."""
+    save_model: bool = True
+    """Save the final weights as model.pt in the run folder."""
+    progress: bool = True
+    """Show a progress bar while an epoch runs."""
 
     # --- data --------------------------------------------------------------------------------
     data_dir: str = "data"
@@ -32,14 +47,15 @@ class Config:
     download: bool = True
     """Download CIFAR-10 with torchvision when data_dir has no cifar-10-batches-py/."""
     val_size: int = 0
-    """Images held out of the training set (stratified, seeded) as a validation split; 0: none."""
+    """Images held out of the training set (stratified, seeded) as a validation split; 0: none
+    (when tuning, 0 means 10% of the training images, at most 5000)."""
     workers: Optional[int] = None
     """DataLoader worker processes; None: one per CPU core, 0: load in the main process."""
     backend: Literal["albumentations", "gpu"] = "albumentations"
     """albumentations: per-image crop/flip in loader workers; gpu: data held on the device and
-    augmented batch-wise there. Normalize and cutout run batch-wise on the device for both."""
+    augmented batch-wise there."""
 
-    # --- augmentation (albumentations, training set only) -------------------------------------
+    # --- augmentation ------------------------------------------------------------------------
     pad: int = 4
     """Pixels of padding before the random 32x32 crop; 0 turns pad+crop off."""
     pad_mode: Literal["reflect", "constant"] = "reflect"
@@ -74,6 +90,9 @@ class Config:
     """L2 weight decay on every parameter (the course project had none)."""
     label_smoothing: float = 0.0
     """Label smoothing of the training loss."""
+    ema: float = 0.0
+    """Decay of an exponential moving average of the weights, updated every step and used for
+    evaluation; 0 turns it off."""
 
     # --- One Cycle schedule (torch.optim.lr_scheduler.OneCycleLR, stepped every batch) ---------
     max_lr: float = 0.1552
@@ -94,37 +113,21 @@ class Config:
     # --- evaluation --------------------------------------------------------------------------
     tta_flip: bool = False
     """Test-time augmentation: average the logits of each test image and its mirror."""
-    ema: float = 0.0
-    """Decay of an exponential moving average of the weights, updated every step and used for
-    evaluation; 0 turns it off."""
     eval_every: int = 1
     """Evaluate every N epochs (the last epoch always); 0: only after the last epoch."""
-
+    use_test: bool = True
+    """Evaluate on the test split and analyse its errors; tuning trials turn it off and see
+    only the validation split."""
     analysis: bool = True
     """After training: misclassified grid, confusion matrix, per-class accuracy and Grad-CAM
     overlays, as PNG/CSV in the run folder and in W&B."""
     gradcam_images: int = 4
-    """Misclassified test images shown with Grad-CAM maps; 0: no Grad-CAM."""
-    seeds: int = 1
-    """Run the experiment N times (seeds seed..seed+N-1) and report mean +- std."""
-
-    # --- hardware ----------------------------------------------------------------------------
-    device: str = "auto"
-    """auto (cuda when available, else cpu), cpu, cuda or cuda:N."""
-    amp: bool = True
-    """bf16 autocast on CUDA (ignored on CPU)."""
-    channels_last: bool = True
-    """channels_last memory format on CUDA (faster convolutions on tensor cores)."""
-    deterministic: bool = False
-    """PyTorch's deterministic algorithms and no cudnn autotuning: identical runs on CUDA too,
-    at some cost in speed."""
-    compile: bool = False
-    """torch.compile the model; compile time is reported apart from training time."""
+    """Misclassified images shown with Grad-CAM maps; 0: no Grad-CAM."""
 
     # --- tuning (Optuna) -----------------------------------------------------------------------
     tune: int = 0
     """Run an Optuna study until it has N finished trials, tuning max_lr, pct_start and dropout on
-    the validation split (5000 images unless val_size is set); 0: train once."""
+    the validation split; 0: train once."""
     study: Optional[str] = None
     """Optuna study name; None: the experiment's name."""
     storage: Optional[str] = None
@@ -144,8 +147,6 @@ class Config:
     retrain_best: bool = False
     """After the study, train once with the best parameters on the whole training set and
     report test accuracy."""
-    lr_range_test: bool = False
-    """Instead of training, run an LR range test: print a suggested max_lr, save the curve."""
 
     # --- tracking ----------------------------------------------------------------------------
     wandb_mode: Optional[Literal["online", "offline", "disabled"]] = None
@@ -158,18 +159,38 @@ class Config:
     """W&B group; None: the experiment's name (a study groups its trials under its own name)."""
     runs_dir: str = "runs"
     """Where run folders (config, metrics, summary, model, W&B files) are written."""
-    resume: Optional[str] = None
-    """A run folder to continue from its last checkpoint (the run's saved config is used)."""
-    checkpoint: bool = True
-    """Write checkpoint.pt (model, optimizer, scheduler, EMA, metrics) after every epoch."""
-    save_model: bool = True
-    """Save the final weights as model.pt in the run folder."""
-    progress: bool = True
-    """Show a progress bar while an epoch runs."""
+
+    # --- hardware ----------------------------------------------------------------------------
+    device: str = "auto"
+    """auto (cuda when available, else cpu), cpu, cuda or cuda:N."""
+    amp: bool = True
+    """bf16 autocast on CUDA (ignored on CPU)."""
+    channels_last: bool = True
+    """channels_last memory format on CUDA (faster convolutions on tensor cores)."""
+    deterministic: bool = False
+    """PyTorch's deterministic algorithms and no cudnn autotuning: identical runs on CUDA too,
+    at some cost in speed."""
+    compile: bool = False
+    """torch.compile the model; compile time is reported apart from training time."""
 
     def validate(self) -> "Config":
         """Raise ConfigError naming the first field with a bad value; return self."""
-        checks = [
+        for name, choices in _choice_fields().items():
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"{name}: must be one of {', '.join(map(str, choices))} "
+                                  f"(got {getattr(self, name)!r})")
+        for field, ok, rule in self._range_checks():
+            value = getattr(self, field)
+            # NaN compares false everywhere, so `ok` is already False for it
+            if not ok or (isinstance(value, float) and not math.isfinite(value)):
+                raise ConfigError(f"{field}: {rule} (got {value!r})")
+        for field, bad, why in self._combination_checks():
+            if bad:
+                raise ConfigError(f"{field}: {why}")
+        return self
+
+    def _range_checks(self):
+        return [
             ("max_lr", self.max_lr > 0, "must be > 0"),
             ("pct_start", 0 < self.pct_start < 1, "must be in (0, 1)"),
             ("dropout", 0 <= self.dropout < 1, "must be in [0, 1)"),
@@ -200,16 +221,24 @@ class Config:
             ("device", self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
              "must be auto, cpu, cuda or cuda:N"),
         ]
-        for field, ok, rule in checks:
-            value = getattr(self, field)
-            # NaN compares false everywhere, so `ok` is already False for it
-            if not ok or (isinstance(value, float) and not math.isfinite(value)):
-                raise ConfigError(f"{field}: {rule} (got {value!r})")
-        if self.softmax_head and self.model != "resnetf":
-            raise ConfigError(f"softmax_head: only the resnetf model has one (model={self.model})")
-        if self.nesterov and self.momentum == 0 and not self.cycle_momentum:
-            raise ConfigError("nesterov: needs momentum > 0 (got momentum=0)")
-        return self
+
+    def _combination_checks(self):
+        """(field, bad, why): settings that are each fine alone but mean nothing together."""
+        return [
+            ("softmax_head", self.softmax_head and self.model != "resnetf",
+             f"only the resnetf model has one (model={self.model})"),
+            ("nesterov", self.nesterov and self.momentum == 0 and not self.cycle_momentum,
+             "needs momentum > 0 (got momentum=0)"),
+            ("seeds", self.tune > 0 and self.seeds > 1,
+             "--tune runs a study; it cannot be repeated over seeds (use one of them)"),
+            ("lr_range_test", self.lr_range_test and (self.tune > 0 or self.seeds > 1),
+             "the LR range test trains nothing; it cannot be combined with --tune or --seeds"),
+            ("retrain_best", self.retrain_best and self.tune == 0,
+             "retrains the best trial of a study: it needs --tune N"),
+            ("eval_every", self.tune > 0 and self.pruner != "none" and self.eval_every == 0,
+             "the pruner needs per-epoch validation accuracy: use eval_every >= 1 or "
+             "--pruner=none when tuning"),
+        ]
 
     def replace(self, **changes) -> "Config":
         return dataclasses.replace(self, **changes)
@@ -217,21 +246,119 @@ class Config:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
+
+# --- the groups of --help ----------------------------------------------------------------------
+# Only --help is grouped: the flags and the Config's attributes keep their flat names.
+GROUPS = {
+    "run": ("what the command does, and how the run is kept",
+            ["name", "seed", "seeds", "lr_range_test", "resume", "checkpoint", "save_model",
+             "progress"]),
+    "data": ("CIFAR-10, the validation split and the loader",
+             ["data_dir", "download", "val_size", "workers", "backend"]),
+    "augmentation": ("training-set augmentation: crop and flip per image (albumentations backend) "
+                     "or batch-wise (gpu backend); cutout and normalize batch-wise on the device",
+                     ["pad", "pad_mode", "flip", "cutout", "normalize"]),
+    "model": ("the network", ["model", "width", "dropout", "softmax_head"]),
+    "optimisation": ("SGD, the loss and weight averaging",
+                     ["epochs", "batch_size", "momentum", "nesterov", "weight_decay",
+                      "label_smoothing", "ema"]),
+    "schedule": ("One Cycle LR (torch's OneCycleLR, stepped every batch)",
+                 ["max_lr", "pct_start", "div_factor", "final_div_factor", "anneal_strategy",
+                  "three_phase", "cycle_momentum"]),
+    "evaluation": ("what is measured, on which split, and the analysis after training",
+                   ["tta_flip", "eval_every", "use_test", "analysis", "gradcam_images"]),
+    "tuning": ("Optuna: --tune N trials on the validation split",
+               ["tune", "study", "storage", "pruner", "max_lr_range", "pct_start_range",
+                "dropout_range", "heartbeat", "retrain_best"]),
+    "tracking": ("Weights & Biases and the run folders",
+                 ["wandb_mode", "wandb_project", "wandb_entity", "wandb_group", "runs_dir"]),
+    "hardware": ("device, precision and speed",
+                 ["device", "amp", "channels_last", "deterministic", "compile"]),
+}
 
 
-def load_run_config(run_dir) -> Config:
-    """The Config a run folder was started with (config.json), for --resume."""
-    from pathlib import Path
+def _hints() -> dict:
+    return typing.get_type_hints(Config)
 
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise ConfigError(f"resume: no config.json in {run_dir}")
-    saved = json.loads(path.read_text())
-    names = {f.name for f in dataclasses.fields(Config)}
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in names}
-    return Config(**fields)
+
+def _choice_fields() -> dict:
+    """Field -> allowed values, for every field typed Literal[...] or Optional[Literal[...]]."""
+    choices = {}
+    for name, hint in _hints().items():
+        args = typing.get_args(hint) if typing.get_origin(hint) is typing.Union else (hint,)
+        literals = [a for a in args if typing.get_origin(a) is Literal]
+        if literals:
+            choices[name] = (*typing.get_args(literals[0]), *([None] if type(None) in args else []))
+    return choices
+
+
+def field_docs() -> dict:
+    """Field -> the docstring under it in Config's source, for --help."""
+    tree = ast.parse(inspect.getsource(Config))
+    body, docs = tree.body[0].body, {}
+    for node, after in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant)):
+            docs[node.target.id] = inspect.cleandoc(after.value.value).replace("\n", " ")
+    return docs
+
+
+def _cli_class(defaults: Config):
+    """A dataclass of one dataclass per group, for tyro: nested for --help's boxes, with
+    OmitArgPrefixes so that every flag keeps its flat name (--max_lr, not --schedule.max_lr)."""
+    import tyro
+
+    hints, docs, values = _hints(), field_docs(), defaults.to_dict()
+    grouped = [f for _, fields in GROUPS.values() for f in fields]
+    missing = {f.name for f in dataclasses.fields(Config)} ^ set(grouped)
+    assert not missing and len(grouped) == len(set(grouped)), f"GROUPS out of date: {missing}"
+    outer = []
+    for group, (description, fields) in GROUPS.items():
+        cls = dataclasses.make_dataclass(group, [
+            (f, typing.Annotated[hints[f], tyro.conf.arg(help=docs.get(f, ""))],
+             dataclasses.field(default=values[f])) for f in fields])
+        cls.__doc__ = description
+        outer.append((group, typing.Annotated[cls, tyro.conf.OmitArgPrefixes],
+                      dataclasses.field(default_factory=cls)))
+    return dataclasses.make_dataclass("Config", outer)
+
+
+def agent_style(args: Sequence[str]) -> list[str]:
+    """W&B's agent writes `--flag=True/False` for booleans and may send `--batch_size=512.0`
+    for integers; turn them into the flags tyro knows (`--flag` / `--no_flag`, `512`)."""
+    hints, out = _hints(), []
+    for arg in args:
+        name, sep, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+        key = name.replace("-", "_")
+        if sep and hints.get(key) is bool and value.lower() in ("true", "false"):
+            arg = f"--{key}" if value.lower() == "true" else f"--no_{key}"
+        elif sep and hints.get(key) in (int, Optional[int]) and _integral(value):
+            arg = f"--{name}={int(float(value))}"
+        out.append(arg)
+    return out
+
+
+def _integral(text: str) -> bool:
+    try:
+        return float(text).is_integer()
+    except ValueError:
+        return False
+
+
+def parse(defaults: Config, args: Optional[Sequence[str]] = None, description: str = "") -> Config:
+    """Command line -> validated Config. Any field can be overridden as --field=value or
+    --field value; a bad value exits with status 2 and a message naming the field."""
+    import tyro  # imported here: the package must import without the CLI stack
+
+    args = agent_style(sys.argv[1:] if args is None else args)
+    nested = tyro.cli(_cli_class(defaults), args=args, description=description or None,
+                      use_underscores=True)
+    cfg = Config(**{k: v for group in GROUPS for k, v in vars(getattr(nested, group)).items()})
+    try:
+        return cfg.validate()
+    except ConfigError as e:
+        print(f"error: --{e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def load_experiment(path) -> Config:
@@ -246,17 +373,3 @@ def load_experiment(path) -> Config:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.CONFIG
-
-
-def parse(defaults: Config, args: Optional[Sequence[str]] = None, description: str = "") -> Config:
-    """Command line -> validated Config. Any field can be overridden as --field=value or
-    --field value; a bad value exits with status 2 and a message naming the field."""
-    import tyro  # imported here: the package must import without the CLI stack
-
-    cfg = tyro.cli(Config, default=defaults, args=args, description=description or None,
-                   use_underscores=True)
-    try:
-        return cfg.validate()
-    except ConfigError as e:
-        print(f"error: --{e}", file=sys.stderr)
-        raise SystemExit(2) from None

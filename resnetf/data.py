@@ -2,10 +2,13 @@
 
 `load_cifar10(root)` reads ROOT/cifar-10-batches-py/ itself (no md5 check, so re-exported
 copies load too) and asks torchvision to download the archive only when that folder is absent.
-Images stay uint8 NHWC in memory; augmentation happens per image in the loader's workers.
+Images stay uint8 NHWC in memory; the albumentations backend augments them per image in the
+loader's workers (`CifarDataset`, `make_loader`), the gpu backend batch-wise on the device
+(`DeviceLoader`).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 from dataclasses import dataclass
@@ -20,6 +23,9 @@ TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
 TEST_FILES = ["test_batch"]
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 ARCHIVE_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+# per-channel statistics of the CIFAR-10 training set, on the 0-1 scale
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 
 class DataError(RuntimeError):
@@ -33,6 +39,13 @@ class Cifar10:
     test_images: np.ndarray
     test_labels: np.ndarray
     classes: tuple
+
+    def fingerprint(self) -> str:
+        """A short hash of every image and label: tells whether two runs saw the same data."""
+        h = hashlib.blake2b(digest_size=8)
+        for a in (self.train_images, self.train_labels, self.test_images, self.test_labels):
+            h.update(np.ascontiguousarray(a).data)
+        return h.hexdigest()
 
 
 def load_cifar10(root: str | os.PathLike, download: bool = True) -> Cifar10:

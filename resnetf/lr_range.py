@@ -13,11 +13,11 @@ import torch
 from torch import nn
 from torch_lr_finder import LRFinder, TrainDataLoaderIter
 
-from . import data, models
 from .batch_augment import BatchAugment
 from .config import Config
+from .plots import pyplot
 from .tracking import Tracker, new_run_dir
-from .train import make_loaders, make_optimizer, pick_device, seed_everything
+from .train import build
 
 
 class _Finished(TrainDataLoaderIter):
@@ -55,23 +55,19 @@ def lr_range_test(model: nn.Module, optimizer, criterion, batches, device, start
 
 
 def run_lr_range_test(cfg: Config, num_iter: int = 200) -> dict:
-    """The range test on the experiment's model and data; returns the suggestion and where the
-    curve was saved."""
-    seed_everything(cfg.seed)
-    device = pick_device(cfg.device)
-    cifar = data.load_cifar10(cfg.data_dir, download=cfg.download)
-    train_loader, _, _ = make_loaders(cfg.replace(val_size=0), cifar, device)
-    model = models.build(cfg).to(device)
-    lrs, losses, suggestion = lr_range_test(
-        model, make_optimizer(model, cfg), nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
-        _Finished(train_loader, BatchAugment(cfg, device, True, cfg.backend == "gpu")), device,
-        num_iter=num_iter)
+    """The range test on the experiment's model and data path, built as a run builds them
+    (channels_last and autocast included); returns the suggestion and where the curve went."""
+    setup = build(cfg.replace(val_size=0, use_test=False))
+    with setup.autocast:
+        lrs, losses, suggestion = lr_range_test(
+            setup.model, setup.optimizer, setup.criterion,
+            _Finished(setup.train_loader, setup.train_finish), setup.device, num_iter=num_iter)
 
     run_dir = new_run_dir(cfg.runs_dir, f"{cfg.name}_lr_range", cfg.seed)
     png = save_plot(lrs, losses, suggestion, run_dir / "lr_range.png")
     (run_dir / "lr_range.json").write_text(json.dumps(
         {"lr": lrs, "loss": losses, "suggested_max_lr": suggestion}, indent=2))
-    tracker = Tracker(cfg.replace(name=f"{cfg.name}_lr_range"), run_dir)
+    tracker = Tracker(cfg.replace(name=f"{cfg.name}_lr_range"), run_dir, job_type="lr_range_test")
     tracker.log_image("lr_range", png, caption=f"suggested max_lr {suggestion:.3g}")
     tracker.finish({"suggested_max_lr": suggestion, "steps": len(lrs)})
     print(f"LR range test over {len(lrs)} steps: suggested max_lr {suggestion:.4g} "
@@ -80,11 +76,7 @@ def run_lr_range_test(cfg: Config, num_iter: int = 200) -> dict:
 
 
 def save_plot(lrs, losses, suggestion: float, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display needed
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(lrs, losses)
     ax.axvline(suggestion, color="red", linestyle="--", label=f"suggested max_lr {suggestion:.3g}")

@@ -41,6 +41,11 @@ class _Backbone(nn.Module):
         self.residual2 = nn.Sequential(block(c4, c4), block(c4, c4))
         self.channels = c4
 
+    @property
+    def cam_layer(self) -> nn.Module:
+        """Where Grad-CAM looks: the last block before pooling, 4x4 maps of the top features."""
+        return self.residual2
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layer1(self.prep(x))
         x = x + self.residual1(x)
@@ -80,13 +85,10 @@ class ResNet9(_Backbone):
 
 
 def build(cfg) -> nn.Module:
+    """The net `cfg.model` names (Config.validate() has checked the name and the head)."""
     if cfg.model == "resnetf":
         return ResnetF(width=cfg.width, dropout=cfg.dropout, softmax=cfg.softmax_head)
-    if cfg.model == "resnet9":
-        if cfg.softmax_head:
-            raise ValueError("softmax_head: only the resnetf model has the softmax head")
-        return ResNet9(width=cfg.width, dropout=cfg.dropout)
-    raise ValueError(f"model: unknown model {cfg.model!r} (resnetf or resnet9)")
+    return ResNet9(width=cfg.width, dropout=cfg.dropout)
 
 
 def logits(model: nn.Module, inputs: torch.Tensor, tta_flip: bool = False) -> torch.Tensor:

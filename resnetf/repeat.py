@@ -1,10 +1,13 @@
-"""`--seeds N`: one experiment, N seeds, mean +- std of test accuracy and time.
+"""One experiment over several seeds: `--seeds N`, and the benchmark's timed runs.
 
-Each seed is an ordinary run (its own folder, a W&B run in the experiment's group); the
-aggregate goes to runs/<name>_seeds_<time>/ (seeds.csv, summary.json) and to one more W&B run
-in the same group, so the UI shows the spread next to the runs it summarises.
+Each seed is an ordinary run (its own folder, a W&B run in the experiment's group); `--seeds N`
+writes the aggregate to runs/<name>_seeds_<time>/ (seeds.csv, summary.json) and to one more W&B
+run in the same group, so the UI shows the spread next to the runs it summarises.
 """
 from __future__ import annotations
+
+import math
+from typing import Iterable, Optional
 
 import pandas as pd
 
@@ -13,27 +16,40 @@ from .tracking import Tracker, new_run_dir
 from .train import run
 
 
+def run_each(cfg: Config, seeds: Iterable[int]) -> list[dict]:
+    """One run per seed, in order; each summary carries its seed."""
+    return [{"seed": s, **run(cfg.replace(seed=s, seeds=1))} for s in seeds]
+
+
+def spread(values) -> tuple[float, Optional[float]]:
+    """Mean and sample std (n-1); the std of a single value is undefined: None."""
+    s = pd.Series(list(values), dtype=float)
+    return float(s.mean()), (float(s.std()) if len(s) > 1 else None)
+
+
+def fmt(mean: float, std: Optional[float], scale: float = 1.0, digits: int = 2) -> str:
+    return f"{mean * scale:.{digits}f} +- " + ("n/a" if std is None or math.isnan(std)
+                                               else f"{std * scale:.{digits}f}")
+
+
 def aggregate(summaries: list[dict]) -> dict:
-    table = pd.DataFrame(summaries)
-    acc, sec = table["final_test_acc"], table["train_seconds"]
-    # sample std (n-1); undefined for one run, reported as None
-    std = (lambda s: float(s.std()) if len(s) > 1 else None)
-    return {"runs": len(table), "test_acc_mean": float(acc.mean()), "test_acc_std": std(acc),
-            "train_seconds_mean": float(sec.mean()), "train_seconds_std": std(sec)}
+    acc_mean, acc_std = spread(s["final_test_acc"] for s in summaries)
+    sec_mean, sec_std = spread(s["train_seconds"] for s in summaries)
+    return {"runs": len(summaries), "test_acc_mean": acc_mean, "test_acc_std": acc_std,
+            "train_seconds_mean": sec_mean, "train_seconds_std": sec_std}
 
 
 def run_seeds(cfg: Config) -> dict:
     seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
-    summaries = [{"seed": s, **run(cfg.replace(seed=s, seeds=1))} for s in seeds]
+    summaries = run_each(cfg, seeds)
     result = aggregate(summaries)
     out = new_run_dir(cfg.runs_dir, f"{cfg.name}_seeds", cfg.seed)
     pd.DataFrame(summaries).to_csv(out / "seeds.csv", index=False)
     tracker = Tracker(cfg.replace(name=f"{cfg.name}_seeds", wandb_group=cfg.wandb_group or cfg.name),
-                      out, extra_config={"seed_list": seeds})
+                      out, extra_config={"seed_list": seeds}, job_type="seeds")
     tracker.log_table("seeds", pd.DataFrame(summaries)[["seed", "final_test_acc", "train_seconds"]])
     tracker.finish(result)
-    std = result["test_acc_std"]
     print(f"{cfg.name} over seeds {seeds[0]}..{seeds[-1]}: test accuracy "
-          f"{result['test_acc_mean']:.2%} +- {std if std is None else f'{std:.2%}'} "
-          f"(n={result['runs']}), train seconds {result['train_seconds_mean']:.2f}; {out}")
+          f"{fmt(result['test_acc_mean'], result['test_acc_std'], 100)} % (n={result['runs']}), "
+          f"train seconds {fmt(result['train_seconds_mean'], result['train_seconds_std'])}; {out}")
     return result

@@ -9,14 +9,19 @@ from __future__ import annotations
 import json
 import netrc
 import os
+import platform
+import subprocess
 import time
 import warnings
 from pathlib import Path
+from importlib import metadata
 from typing import Optional
 from urllib.parse import urlparse
 
 import pandas as pd
 import torch
+
+from . import plots
 
 
 def default_wandb_mode() -> str:
@@ -31,6 +36,34 @@ def default_wandb_mode() -> str:
         return "online" if netrc.netrc(os.environ.get("NETRC")).authenticators(host) else "offline"
     except (FileNotFoundError, netrc.NetrcParseError, OSError):
         return "offline"
+
+
+def provenance(device: torch.device) -> dict:
+    """What produced a run: the package's git commit (and whether its tracked files had
+    uncommitted changes), the versions that set the numbers, and the device."""
+    repo = Path(__file__).resolve().parents[1]
+
+    def git(*args) -> Optional[str]:
+        try:
+            out = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                                 timeout=10)
+            return out.stdout.strip() if out.returncode == 0 else None
+        except (OSError, subprocess.SubprocessError):  # no git, or not a checkout
+            return None
+
+    commit = git("rev-parse", "HEAD")
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    versions = {}
+    for package in ("torch", "albumentations", "wandb", "optuna"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+            else platform.processor() or platform.machine())
+    return {"git_commit": commit, "git_dirty": None if dirty is None else bool(dirty),
+            "python": platform.python_version(), **versions, "device": str(device),
+            "device_name": name}
 
 
 def check_runs_dir(runs_dir: str | os.PathLike) -> None:
@@ -62,44 +95,50 @@ def new_run_dir(runs_dir: str | os.PathLike, name: str, seed: int) -> Path:
 
 class Tracker:
     def __init__(self, cfg, run_dir: Path, extra_config: Optional[dict] = None,
-                 resumed: Optional[dict] = None):
-        """`resumed`: a checkpoint to continue from; its metrics are kept, the steps it had not
-        checkpointed are dropped from steps.csv, and the same W&B run is continued."""
+                 resumed=None, job_type: str = "train", tags: tuple = ()):
+        """`resumed`: the checkpoint.Progress to continue from; its metrics are kept, the steps
+        it had not checkpointed are dropped from steps.csv, and the same W&B run is continued.
+        `job_type` and `tags` say to W&B what the run is part of (a study's trial, say)."""
         self.run_dir = Path(run_dir)
-        self.epochs: list[dict] = list(resumed["epochs"]) if resumed else []
+        self.epochs: list[dict] = list(resumed.metrics) if resumed else []
         self.wandb_run = None
-        config = {**cfg.to_dict(), **(extra_config or {})}
+        config = {**cfg.to_dict(), "job_type": job_type, **(extra_config or {})}
         if resumed:
             steps = self.run_dir / "steps.csv"
             if steps.exists():  # steps logged after the checkpoint will be trained again
                 kept = pd.read_csv(steps)
-                kept[kept["step"] < resumed["steps_done"]].to_csv(steps, index=False)
+                kept[kept["step"] < resumed.steps_done].to_csv(steps, index=False)
         else:
             (self.run_dir / "config.json").write_text(json.dumps(config, indent=2))
         mode = cfg.wandb_mode or default_wandb_mode()
         if mode != "disabled":
-            self._start_wandb(cfg, config, mode, resumed and resumed.get("wandb_id"))
+            self._start_wandb(cfg, config, mode, resumed.wandb_id if resumed else None,
+                              job_type, [cfg.name, cfg.model, cfg.backend, *tags])
 
     # --- W&B, guarded ------------------------------------------------------------------------
-    def _start_wandb(self, cfg, config: dict, mode: str, run_id: Optional[str] = None) -> None:
+    def _start_wandb(self, cfg, config: dict, mode: str, run_id: Optional[str], job_type: str,
+                     tags: list) -> None:
         try:
             import wandb
 
             self.wandb_run = wandb.init(
                 project=cfg.wandb_project, entity=cfg.wandb_entity, mode=mode,
                 id=run_id, resume="allow" if run_id else None,
-                name=self.run_dir.name, group=cfg.wandb_group or cfg.name, job_type="train",
-                tags=[cfg.name, cfg.model, cfg.backend],
-                config=config, dir=str(self.run_dir), reinit="create_new",
+                name=self.run_dir.name, group=cfg.wandb_group or cfg.name, job_type=job_type,
+                tags=list(dict.fromkeys(tags)), config=config, dir=str(self.run_dir),
+                reinit="create_new",
             )
             # per-step series against the optimiser step, per-epoch series against the epoch
             self.wandb_run.define_metric("step")
             self.wandb_run.define_metric("epoch")
             for key in ("lr", "train_loss_step"):
                 self.wandb_run.define_metric(key, step_metric="step")
-            for key in ("train_loss", "train_acc", "test_loss", "test_acc", "val_loss", "val_acc",
-                        "epoch_seconds"):
+            for key in ("train_loss", "train_acc", "test_loss", "val_loss", "epoch_seconds"):
                 self.wandb_run.define_metric(key, step_metric="epoch")
+            # the summary keeps the best accuracy next to the last: a sweep or a W&B table
+            # ranks runs by their best epoch
+            for key in ("val_acc", "test_acc"):
+                self.wandb_run.define_metric(key, step_metric="epoch", summary="max,last")
         except Exception as e:
             self._drop_wandb("start", e)
 
@@ -124,6 +163,14 @@ class Tracker:
     @property
     def wandb_id(self) -> Optional[str]:
         return None if self.wandb_run is None else self.wandb_run.id
+
+    @property
+    def wandb_url(self) -> Optional[str]:
+        """The run's page; None offline or without W&B."""
+        try:
+            return None if self.wandb_run is None else self.wandb_run.url
+        except Exception:  # offline runs have no URL in some W&B versions
+            return None
 
     # --- what the loop calls -----------------------------------------------------------------
     def log_steps(self, first_step: int, lrs: list[float], losses: list[float]) -> None:
@@ -165,11 +212,24 @@ class Tracker:
             run.log({key: wandb.Table(dataframe=frame)})
         self._wandb("log", send)
 
+    def write_curves(self) -> Optional[Path]:
+        """curves.png: this run's LR per step, training loss and accuracies so far. A figure
+        that cannot be drawn must not cost the run its other files."""
+        curves = plots.read_curves(self.run_dir)
+        if all(c is None for c in curves):  # not a training run (an aggregate, an LR test)
+            return None
+        try:
+            return plots.plot_curves({self.run_dir.name: curves}, self.run_dir / "curves.png")
+        except Exception as e:
+            warnings.warn(f"curves.png not drawn ({type(e).__name__}: {e})", stacklevel=2)
+            return None
+
     def finish(self, summary: dict, model: Optional[torch.nn.Module] = None,
                exit_code: int = 0) -> None:
         if model is not None:
             torch.save(model.state_dict(), self.run_dir / "model.pt")
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        self.write_curves()
 
         def close(run):
             run.summary.update(summary)

@@ -1,7 +1,14 @@
-"""The training run: config -> data -> augmentations -> model -> One Cycle SGD -> tracker.
+"""The training run, in four stages that `run(cfg)` chains:
 
-`run(cfg)` trains one model and returns its summary. Inside an epoch nothing waits on the GPU:
-losses and correct counts stay on the device and come back once per epoch.
+    build(cfg)    everything a run trains with: device, loaders, batch augmentation, net,
+                  optimizer, One Cycle schedule, loss, autocast, EMA (the LR range test and the
+                  benchmark build the same way)
+    start(...)    the run folder, the Tracker (W&B + files), the banner
+    fit(...)      the epoch loop: train, check for divergence, evaluate, log, checkpoint
+    finish(...)   the summary, the analysis, the final files
+
+Inside an epoch nothing waits on the GPU: losses and correct counts stay on the device and come
+back once per epoch.
 """
 from __future__ import annotations
 
@@ -14,7 +21,8 @@ import sys
 import threading
 import time
 from contextlib import nullcontext
-from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
 
 import numpy as np
 import pandas as pd
@@ -26,8 +34,9 @@ from tqdm import tqdm
 
 from . import analysis, augment, checkpoint, data, models
 from .batch_augment import BatchAugment
-from .config import Config
-from .tracking import Tracker, check_runs_dir, new_run_dir
+from .checkpoint import Progress
+from .config import Config, ConfigError
+from .tracking import Tracker, check_runs_dir, new_run_dir, provenance
 
 
 class TrainingDiverged(RuntimeError):
@@ -35,13 +44,18 @@ class TrainingDiverged(RuntimeError):
 
 
 class RunStopped(Exception):
-    """Ends a run early: a pruned Optuna trial (raised by an `on_epoch` hook) or a Ctrl-C. The
-    run's files are completed with `status` before it propagates; `failed` marks the W&B run
-    as unsuccessful."""
+    """Ends a run early: a pruned Optuna trial (raised by an `on_epoch` hook), a Ctrl-C, a W&B
+    sweep's early termination. The run's files are completed with `status` before it
+    propagates; `failed` marks the W&B run (and the command's exit code) as unsuccessful."""
 
     def __init__(self, status: str, message: str = "", failed: bool = False):
         super().__init__(message or status)
         self.status, self.failed = status, failed
+
+
+def under_sweep_agent() -> bool:
+    """W&B's agent starts each sweep run with these two set."""
+    return bool(os.environ.get("WANDB_SWEEP_ID") and os.environ.get("WANDB_RUN_ID"))
 
 
 class StopOnSignal:
@@ -50,8 +64,12 @@ class StopOnSignal:
     elsewhere (a notebook thread, say) it does nothing."""
 
     def __init__(self):
-        self.requested = False
+        self.signal: Optional[signal.Signals] = None
         self._previous = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -62,29 +80,98 @@ class StopOnSignal:
     def handle(self, signum, frame):
         if self.requested:
             raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: stopping now")
-        self.requested = True
-        print(f"\n{signal.Signals(signum).name}: stopping after this step "
-              f"(again to stop at once)", file=sys.stderr, flush=True)
+        self.signal = signal.Signals(signum)
+        print(f"\n{self.signal.name}: stopping after this step (again to stop at once)",
+              file=sys.stderr, flush=True)
+
+    def reason(self) -> RunStopped:
+        # the agent stops a sweep run with SIGTERM when early termination drops it: a verdict
+        # on the run, not a failure (the agent shuts itself down after a few failed runs)
+        if self.signal == signal.SIGTERM and under_sweep_agent():
+            return RunStopped("stopped_by_sweep", "stopped by the W&B sweep's early termination")
+        return RunStopped("interrupted", f"interrupted by {self.signal.name}", failed=True)
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
 
-# --- setup ---------------------------------------------------------------------------------------
+@dataclass
+class Context:
+    """What a run is part of, and how its caller follows it: `on_start(tracker)` once the run
+    folder and W&B run exist, `on_epoch(metrics)` after each logged epoch (it may raise
+    RunStopped: a pruned trial)."""
+    job_type: str = "train"
+    tags: tuple[str, ...] = ()
+    folder_prefix: Optional[str] = None  # None: the experiment's name
+    extra_config: dict = field(default_factory=dict)
+    on_start: Optional[Callable[[Tracker], None]] = None
+    on_epoch: Optional[Callable[[dict], None]] = None
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+
+# ===== build: everything a run trains with =======================================================
+
+@dataclass
+class Setup:
+    cfg: Config
+    device: torch.device
+    cifar: data.Cifar10
+    train_loader: Any
+    val_loader: Any  # None without a validation split
+    test_loader: Any  # None when cfg.use_test is off
+    train_finish: BatchAugment
+    eval_finish: BatchAugment
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.OneCycleLR
+    criterion: nn.Module
+    autocast: Any
+    ema: Optional[torch.optim.swa_utils.AveragedModel]
+    net: nn.Module  # what trains: the model, compiled with cfg.compile
+    compile_seconds: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def steps(self) -> int:
+        return len(self.train_loader)
+
+    @property
+    def final_net(self) -> nn.Module:
+        """What is evaluated, analysed and saved: the EMA average when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+    @property
+    def eval_net(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.net
+
+    def eval_loaders(self) -> dict:
+        return {split: loader for split, loader in (("val", self.val_loader),
+                                                    ("test", self.test_loader)) if loader}
+
+    def info(self) -> dict:
+        n_val = len(self.val_loader.labels) if self.val_loader else 0
+        return {"parameters": models.count_parameters(self.model),
+                "train_images": len(self.cifar.train_labels) - n_val, "val_images": n_val,
+                "test_images": len(self.test_loader.labels) if self.test_loader else 0}
 
 
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device: {name} asked for, but torch sees no CUDA device")
+        raise ConfigError(f"device: {name} asked for, but torch sees no CUDA device "
+                          f"(use --device=cpu or auto)")
     return torch.device(name)
+
+
+def configure_torch(cfg: Config, device: torch.device) -> None:
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it to comply
+        torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = device.type == "cuda" and not cfg.deterministic
 
 
 def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.SGD:
@@ -93,14 +180,17 @@ def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.SGD:
                            nesterov=cfg.nesterov, weight_decay=cfg.weight_decay, foreach=True)
 
 
+def check_schedule(cfg: Config, total_steps: int) -> None:
+    """OneCycleLR divides by the length of each phase: a phase under one step would crash it."""
+    p = cfg.pct_start * total_steps
+    ends = [p - 1, 2 * p - 2, total_steps - 1] if cfg.three_phase else [p - 1, total_steps - 1]
+    if any(b - a <= 0 for a, b in zip([0.0] + ends, ends)):
+        raise ConfigError(f"pct_start: {cfg.pct_start} of {total_steps} steps leaves a One Cycle "
+                          f"phase with no step; train longer or change pct_start")
+
+
 def make_scheduler(optimizer, cfg: Config, steps_per_epoch: int):
-    total = cfg.epochs * steps_per_epoch
-    # OneCycleLR divides by the length of each phase: a phase under one step would crash it
-    phase_ends = ([cfg.pct_start * total - 1, 2 * cfg.pct_start * total - 2, total - 1]
-                  if cfg.three_phase else [cfg.pct_start * total - 1, total - 1])
-    if any(b - a <= 0 for a, b in zip([0.0] + phase_ends, phase_ends)):
-        raise ValueError(f"pct_start: {cfg.pct_start} of {total} steps leaves a One Cycle phase "
-                         f"with no step; train longer or change pct_start")
+    check_schedule(cfg, cfg.epochs * steps_per_epoch)
     return torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=cfg.max_lr, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch,
         pct_start=cfg.pct_start, anneal_strategy=cfg.anneal_strategy,
@@ -109,8 +199,9 @@ def make_scheduler(optimizer, cfg: Config, steps_per_epoch: int):
 
 
 def make_loaders(cfg: Config, cifar: data.Cifar10, device: torch.device):
-    """Train, val (None when val_size is 0) and test loaders, all yielding uint8 batches.
-    Evaluation needs no augmentation, so its images go to the device once, whatever the backend."""
+    """Train, val (None when val_size is 0) and test (None when use_test is off) loaders, all
+    yielding uint8 batches. Evaluation needs no augmentation, so its images go to the device
+    once, whatever the backend."""
     train_idx, val_idx = data.split_val(cifar.train_labels, cfg.val_size, cfg.seed)
     if len(train_idx) < cfg.batch_size:
         raise ValueError(f"batch_size: {cfg.batch_size} is larger than the {len(train_idx)} "
@@ -124,12 +215,35 @@ def make_loaders(cfg: Config, cifar: data.Cifar10, device: torch.device):
         train = data.make_loader(dataset, cfg.batch_size, True, cfg.workers, cfg.seed,
                                  pin_memory=device.type == "cuda")
     eval_bs = max(cfg.batch_size, 1024)
-    val = None
-    if len(val_idx):
-        val = data.DeviceLoader(cifar.train_images[val_idx], cifar.train_labels[val_idx],
-                                eval_bs, False, device)
-    test = data.DeviceLoader(cifar.test_images, cifar.test_labels, eval_bs, False, device)
+    val = (data.DeviceLoader(cifar.train_images[val_idx], cifar.train_labels[val_idx], eval_bs,
+                             False, device) if len(val_idx) else None)
+    test = (data.DeviceLoader(cifar.test_images, cifar.test_labels, eval_bs, False, device)
+            if cfg.use_test else None)
     return train, val, test
+
+
+def build(cfg: Config, cifar: Optional[data.Cifar10] = None) -> Setup:
+    """Device, data (loaded unless `cifar` is given: a tuning worker loads it once), augmentation,
+    net, optimizer, schedule, loss, autocast and EMA, as `cfg` says."""
+    device = pick_device(cfg.device)
+    configure_torch(cfg, device)
+    cifar = cifar if cifar is not None else data.load_cifar10(cfg.data_dir, download=cfg.download)
+    train, val, test = make_loaders(cfg, cifar, device)
+    cuda = device.type == "cuda"
+    memory_format = torch.channels_last if cuda and cfg.channels_last else torch.contiguous_format
+    model = models.build(cfg).to(device, memory_format=memory_format)
+    optimizer = make_optimizer(model, cfg)
+    ema = (torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+        if cfg.ema > 0 else None)
+    return Setup(
+        cfg, device, cifar, train, val, test,
+        train_finish=BatchAugment(cfg, device, True, cfg.backend == "gpu", memory_format),
+        eval_finish=BatchAugment(cfg, device, False, False, memory_format),
+        model=model, optimizer=optimizer, scheduler=make_scheduler(optimizer, cfg, len(train)),
+        criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
+        autocast=torch.autocast("cuda", dtype=torch.bfloat16) if cuda and cfg.amp else nullcontext(),
+        ema=ema, net=model)
 
 
 def compile_model(model, train_shape, eval_batch_sizes, criterion, autocast):
@@ -148,41 +262,75 @@ def compile_model(model, train_shape, eval_batch_sizes, criterion, autocast):
     with torch.no_grad(), autocast:
         for b in sorted(set(eval_batch_sizes)):
             compiled(torch.zeros((b, *train_shape[1:]), device=device))
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    _sync(device)
     model.load_state_dict(state)
     model.zero_grad(set_to_none=True)
     return compiled, time.perf_counter() - t0
 
 
-# --- one epoch -----------------------------------------------------------------------------------
+def compile_setup(setup: Setup) -> None:
+    sizes = [min(l.batch_size, len(l.labels) - i) for l in setup.eval_loaders().values()
+             for i in range(0, len(l.labels), l.batch_size)]
+    setup.net, setup.compile_seconds = compile_model(
+        setup.model, (setup.cfg.batch_size, 3, 32, 32), sizes, setup.criterion, setup.autocast)
 
-def train_epoch(model, loader, finish, optimizer, scheduler, criterion, autocast, ema=None,
-                progress: str | None = None, stop: StopOnSignal | None = None):
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+# ===== start: the run folder, the tracker, the banner ============================================
+
+def start(setup: Setup, progress: Progress, context: Context, run_dir=None) -> Tracker:
+    cfg = setup.cfg
+    run_dir = run_dir or new_run_dir(cfg.runs_dir, context.folder_prefix or cfg.name, cfg.seed)
+    info = setup.info()
+    tracker = Tracker(cfg, run_dir, resumed=progress if progress.epoch else None,
+                      job_type=context.job_type, tags=context.tags,
+                      extra_config={**info, **provenance(setup.device), **context.extra_config})
+    progress.wandb_id = tracker.wandb_id
+    summary = models.summary(setup.model, setup.device)
+    (tracker.run_dir / "model_summary.txt").write_text(summary + "\n")
+    print(summary)
+    print(f"{cfg.name}: {cfg.model} ({info['parameters']:,} parameters) on {setup.device}, "
+          f"{info['train_images']} train / {info['val_images']} val / {info['test_images']} "
+          f"test images, {cfg.backend} backend, {cfg.epochs} epochs of {setup.steps} steps "
+          f"-> {tracker.run_dir}")
+    if progress.epoch:
+        print(f"resuming {tracker.run_dir} after epoch {progress.epoch}")
+    if context.on_start is not None:
+        context.on_start(tracker)
+    return tracker
+
+
+# ===== fit: the epoch loop =======================================================================
+
+def train_epoch(setup: Setup, desc: Optional[str] = None, stop: Optional[StopOnSignal] = None):
     """Returns per-step LRs, per-step losses (host floats) and the epoch's accuracy."""
-    model.train()
-    device = finish.device
+    s = setup
+    s.net.train()
     lrs, losses = [], []
-    correct = torch.zeros((), device=device, dtype=torch.long)
+    correct = torch.zeros((), device=s.device, dtype=torch.long)
     seen = 0
-    for x, y in tqdm(loader, desc=progress, leave=False, disable=progress is None):
-        x = finish(x.to(device, non_blocking=True))
-        y = y.to(device, non_blocking=True)
-        with autocast:
-            out = model(x)
-            loss = criterion(out, y)
-        optimizer.zero_grad(set_to_none=True)
+    for x, y in tqdm(s.train_loader, desc=desc, leave=False, disable=desc is None):
+        x = s.train_finish(x.to(s.device, non_blocking=True))
+        y = y.to(s.device, non_blocking=True)
+        with s.autocast:
+            out = s.net(x)
+            loss = s.criterion(out, y)
+        s.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        lrs.append(scheduler.get_last_lr()[0])  # the LR this step used, known on the host
-        optimizer.step()
-        scheduler.step()
-        if ema is not None:
-            ema.update_parameters(model)
+        lrs.append(s.scheduler.get_last_lr()[0])  # the LR this step used, known on the host
+        s.optimizer.step()
+        s.scheduler.step()
+        if s.ema is not None:
+            s.ema.update_parameters(s.model)
         losses.append(loss.detach())
         correct += (out.argmax(1) == y).sum()
         seen += len(y)
         if stop is not None and stop.requested:
-            raise RunStopped("interrupted", "interrupted by a signal", failed=True)
+            raise stop.reason()
     # the one device-to-host transfer of the epoch
     losses = torch.stack(losses).float().cpu().tolist()
     return lrs, losses, correct.item() / seen
@@ -207,154 +355,112 @@ def evaluate(model, loader, finish, autocast, tta_flip: bool = False):
     return loss_sum.item() / n, correct.item() / n
 
 
-def _first_bad_step(losses: list[float]) -> int:
-    return next(i for i, v in enumerate(losses) if not math.isfinite(v))
+def check_finite(losses: list[float], lrs: list[float], epoch: int, steps: int) -> None:
+    bad = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
+    if bad is not None:
+        raise TrainingDiverged(f"training loss became {losses[bad]} at epoch {epoch + 1}, step "
+                               f"{bad + 1} of {steps} (lr {lrs[bad]:.4g}); lower max_lr or "
+                               f"check the data")
 
 
-# --- the run -------------------------------------------------------------------------------------
+def fit(setup: Setup, tracker: Tracker, progress: Progress, on_epoch=None, stop=None) -> None:
+    """Train from epoch `progress.epoch` to cfg.epochs, updating `progress` as it goes."""
+    cfg = setup.cfg
+    for epoch in range(progress.epoch, cfg.epochs):
+        # all randomness of an epoch derives from (seed, epoch): resuming repeats it exactly
+        torch.manual_seed(data.epoch_seed(cfg.seed, epoch))
+        data.set_epoch(setup.train_loader, cfg.seed, epoch)
+        setup.train_finish.set_epoch(epoch)
+        t0 = time.perf_counter()
+        lrs, losses, train_acc = train_epoch(
+            setup, f"epoch {epoch + 1}/{cfg.epochs}" if cfg.progress else None, stop)
+        _sync(setup.device)
+        seconds = time.perf_counter() - t0
+        progress.train_seconds += seconds
+        tracker.log_steps(epoch * setup.steps, lrs, losses)
+        check_finite(losses, lrs, epoch, setup.steps)
+        metrics = {"epoch": epoch + 1, "train_loss": sum(losses) / len(losses),
+                   "train_acc": train_acc}
+        if epoch + 1 == cfg.epochs or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
+            for split, loader in setup.eval_loaders().items():
+                metrics[f"{split}_loss"], metrics[f"{split}_acc"] = evaluate(
+                    setup.eval_net, loader, setup.eval_finish, setup.autocast, cfg.tta_flip)
+                progress.best[split] = max(progress.best.get(split, 0.0), metrics[f"{split}_acc"])
+        metrics["epoch_seconds"] = seconds
+        tracker.log_epoch(metrics)
+        tqdm.write(_epoch_line(metrics, lrs[-1]))
+        progress.epoch, progress.steps_done = epoch + 1, (epoch + 1) * setup.steps
+        progress.metrics = list(tracker.epochs)
+        if cfg.checkpoint:
+            checkpoint.save(tracker.run_dir, checkpoint.state(setup, progress))
+        if on_epoch is not None:
+            on_epoch(metrics)
 
-def run(cfg: Config, on_epoch=None, extra_config: dict | None = None) -> dict:
-    """Train one model as `cfg` says and return its summary. `on_epoch(metrics)` is called after
-    each epoch is logged and may raise RunStopped; `extra_config` is recorded with the config."""
+
+# ===== finish: summary, analysis, files ==========================================================
+
+def summarize(setup: Setup, tracker: Tracker, progress: Progress, status: str) -> dict:
+    last = tracker.epochs[-1] if tracker.epochs else {}
+    return {"status": status, "epochs_done": progress.epoch,
+            "final_test_acc": last.get("test_acc"), "best_test_acc": progress.best.get("test"),
+            "final_val_acc": last.get("val_acc"), "best_val_acc": progress.best.get("val"),
+            "train_seconds": progress.train_seconds, "compile_seconds": setup.compile_seconds,
+            "wall_seconds": time.perf_counter() - setup.started, **setup.info(),
+            "run_dir": str(tracker.run_dir)}
+
+
+def finish(setup: Setup, tracker: Tracker, progress: Progress) -> dict:
+    cfg = setup.cfg
+    summary = summarize(setup, tracker, progress, "finished")
+    split = "test" if setup.test_loader else "val"  # a tuning trial never looks at test
+    loader = setup.eval_loaders().get(split)
+    if cfg.analysis and loader is not None:  # on the eager net: Grad-CAM needs hooks and gradients
+        analysis.analyze(setup.final_net, loader, setup.eval_finish, setup.autocast, cfg,
+                         setup.cifar.classes, tracker.run_dir, tracker, split)
+    tracker.finish(summary, setup.final_net if cfg.save_model else None)
+    print(pd.DataFrame(tracker.epochs).to_string(index=False, float_format="%.4f"))
+    name = {"test": "test", "val": "validation"}[split]
+    print(f"final {name} accuracy {summary[f'final_{split}_acc']:.2%} "
+          f"(best {progress.best[split]:.2%}), {progress.train_seconds:.2f} s training"
+          + (f" + {setup.compile_seconds:.1f} s compiling" if cfg.compile else "")
+          + f"; run folder {tracker.run_dir}")
+    return summary
+
+
+def close_early(setup: Setup, tracker: Tracker, progress: Progress, error: BaseException) -> None:
+    """A run that ends with an exception still gets its summary, curves and a closed W&B run."""
+    status = (error.status if isinstance(error, RunStopped)
+              else "diverged" if isinstance(error, TrainingDiverged) else "failed")
+    ok = isinstance(error, RunStopped) and not error.failed
+    tracker.finish(summarize(setup, tracker, progress, status), exit_code=0 if ok else 1)
+    if not ok and (tracker.run_dir / checkpoint.NAME).exists():
+        print(f"the last completed epoch is checkpointed; continue with: "
+              f"python {sys.argv[0]} --resume {tracker.run_dir}", file=sys.stderr)
+
+
+# ===== the run ===================================================================================
+
+def run(cfg: Config, context: Optional[Context] = None,
+        cifar: Optional[data.Cifar10] = None) -> dict:
+    """Train one model as `cfg` says and return its summary. `context` says what the run is
+    part of; `cifar` spares loading the data again (tuning trials)."""
     cfg.validate()
-    seed_everything(cfg.seed)
-    device = pick_device(cfg.device)
-    cuda = device.type == "cuda"
-    if cfg.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it to comply
-        torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.benchmark = cuda and not cfg.deterministic
-    resumed = checkpoint.load(cfg.resume) if cfg.resume else None
-    if not resumed:
+    context = context or Context()
+    saved = checkpoint.load(cfg.resume) if cfg.resume else None  # before anything is written
+    if saved is None:
         check_runs_dir(cfg.runs_dir)
-    cifar = data.load_cifar10(cfg.data_dir, download=cfg.download)
-    train_loader, val_loader, test_loader = make_loaders(cfg, cifar, device)
-    eval_loaders = [l for l in (val_loader, test_loader) if l is not None]
-
-    memory_format = torch.channels_last if cuda and cfg.channels_last else torch.contiguous_format
-    train_finish = BatchAugment(cfg, device, True, cfg.backend == "gpu", memory_format)
-    eval_finish = BatchAugment(cfg, device, False, False, memory_format)
-    model = models.build(cfg).to(device, memory_format=memory_format)
-    n_params = models.count_parameters(model)
-    model_summary = models.summary(model, device)
-    optimizer = make_optimizer(model, cfg)
-    steps = len(train_loader)
-    scheduler = make_scheduler(optimizer, cfg, steps)
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and cfg.amp else nullcontext()
-    ema = (torch.optim.swa_utils.AveragedModel(
-        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
-        if cfg.ema > 0 else None)
-    if resumed is not None:
-        model.load_state_dict(resumed["model"])
-        optimizer.load_state_dict(resumed["optimizer"])
-        scheduler.load_state_dict(resumed["scheduler"])
-        if ema is not None:
-            ema.load_state_dict(resumed["ema"])
-    net, compile_seconds = model, 0.0
+    setup = build(cfg, cifar)
+    progress = checkpoint.restore(setup, saved) if saved else Progress()
     if cfg.compile:
-        sizes = [min(l.batch_size, len(l.labels) - i) for l in eval_loaders
-                 for i in range(0, len(l.labels), l.batch_size)]
-        net, compile_seconds = compile_model(model, (cfg.batch_size, 3, 32, 32), sizes,
-                                             criterion, autocast)
-    final_net = ema.module if ema is not None else model  # what is analysed and saved
-    eval_net = ema.module if ema is not None else net  # the same, compiled where it can be
-
-    run_dir = Path(cfg.resume) if resumed else new_run_dir(cfg.runs_dir, cfg.name, cfg.seed)
-    n_val = len(val_loader.labels) if val_loader else 0
-    counts = {"train_images": len(cifar.train_labels) - n_val, "val_images": n_val,
-              "test_images": len(test_loader.labels)}
-    info = {"parameters": n_params, **counts}
-    tracker = Tracker(cfg, run_dir, extra_config={"device": str(device), **info,
-                                                  **(extra_config or {})}, resumed=resumed)
-    (run_dir / "model_summary.txt").write_text(model_summary + "\n")
-    print(model_summary)
-    print(f"{cfg.name}: {cfg.model} ({n_params:,} parameters) on {device}, "
-          f"{counts['train_images']} train / {counts['test_images']} test images, "
-          f"{cfg.backend} backend, {cfg.epochs} epochs of {steps} steps -> {run_dir}")
-
-    train_seconds, best_acc, status = 0.0, 0.0, "finished"
-    if resumed:
-        train_seconds, best_acc = resumed["train_seconds"], resumed["best_acc"]
-        print(f"resuming {run_dir} after epoch {resumed['epoch']}")
-    wall_start = time.perf_counter()
+        compile_setup(setup)
+    tracker = start(setup, progress, context, run_dir=cfg.resume)
     with StopOnSignal() as stop:
         try:
-            for epoch in range(resumed["epoch"] if resumed else 0, cfg.epochs):
-                # all randomness of an epoch derives from (seed, epoch): resuming repeats it exactly
-                torch.manual_seed(data.epoch_seed(cfg.seed, epoch))
-                data.set_epoch(train_loader, cfg.seed, epoch)
-                train_finish.set_epoch(epoch)
-                t0 = time.perf_counter()
-                desc = f"epoch {epoch + 1}/{cfg.epochs}" if cfg.progress else None
-                lrs, losses, train_acc = train_epoch(net, train_loader, train_finish, optimizer,
-                                                     scheduler, criterion, autocast, ema, desc, stop)
-                if cuda:
-                    torch.cuda.synchronize()
-                epoch_seconds = time.perf_counter() - t0
-                train_seconds += epoch_seconds
-                tracker.log_steps(epoch * steps, lrs, losses)
-                if not all(math.isfinite(v) for v in losses):
-                    bad = _first_bad_step(losses)
-                    raise TrainingDiverged(
-                        f"training loss became {losses[bad]} at epoch {epoch + 1}, step {bad + 1} "
-                        f"of {steps} (lr {lrs[bad]:.4g}); lower max_lr or check the data")
-                metrics = {"epoch": epoch + 1, "train_loss": sum(losses) / len(losses),
-                           "train_acc": train_acc}
-                last = epoch + 1 == cfg.epochs
-                if last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
-                    for split, loader in (("val", val_loader), ("test", test_loader)):
-                        if loader is not None:
-                            metrics[f"{split}_loss"], metrics[f"{split}_acc"] = evaluate(
-                                eval_net, loader, eval_finish, autocast, cfg.tta_flip)
-                    best_acc = max(best_acc, metrics["test_acc"])
-                metrics["epoch_seconds"] = epoch_seconds
-                tracker.log_epoch(metrics)
-                tqdm.write(_epoch_line(metrics, lrs[-1]))
-                if cfg.checkpoint:
-                    checkpoint.save(run_dir, {
-                        "epoch": epoch + 1, "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                        "ema": ema.state_dict() if ema is not None else None,
-                        "epochs": tracker.epochs, "steps_done": (epoch + 1) * steps,
-                        "train_seconds": train_seconds,
-                        "best_acc": best_acc, "wandb_id": tracker.wandb_id})
-                if on_epoch is not None:
-                    on_epoch(metrics)
-        except BaseException as e:  # divergence, Ctrl-C, crashes: keep what was logged, then re-raise
-            status = (e.status if isinstance(e, RunStopped)
-                      else "diverged" if isinstance(e, TrainingDiverged) else "failed")
-            ok = isinstance(e, RunStopped) and not e.failed
-            tracker.finish(_summary(tracker, info, train_seconds, compile_seconds, best_acc,
-                                    wall_start, status), exit_code=0 if ok else 1)
-            if cfg.checkpoint and (run_dir / checkpoint.NAME).exists() and not ok:
-                print(f"the last completed epoch is checkpointed; continue with: "
-                      f"python {sys.argv[0]} --resume {run_dir}", file=sys.stderr)
+            fit(setup, tracker, progress, context.on_epoch, stop)
+        except BaseException as e:  # divergence, signals, pruning, crashes: keep what was logged
+            close_early(setup, tracker, progress, e)
             raise
-    summary = _summary(tracker, info, train_seconds, compile_seconds, best_acc, wall_start, status)
-    if cfg.analysis:  # on the eager net: Grad-CAM needs hooks and gradients
-        analysis.analyze(final_net, test_loader, eval_finish, autocast, cfg, cifar.classes,
-                         run_dir, tracker)
-    tracker.finish(summary, final_net if cfg.save_model else None)
-    print(pd.DataFrame(tracker.epochs).to_string(index=False, float_format="%.4f"))
-    print(f"final test accuracy {summary['final_test_acc']:.2%} (best {best_acc:.2%}), "
-          f"{train_seconds:.2f} s training"
-          + (f" + {compile_seconds:.1f} s compiling" if cfg.compile else "")
-          + f"; run folder {run_dir}")
-    return summary
-
-
-def _summary(tracker, info, train_seconds, compile_seconds, best_acc, wall_start,
-             status) -> dict:
-    last = tracker.epochs[-1] if tracker.epochs else {}
-    summary = {"status": status, "epochs_done": len(tracker.epochs),
-               "final_test_acc": last.get("test_acc"), "best_test_acc": best_acc,
-               "train_seconds": train_seconds, "compile_seconds": compile_seconds,
-               "wall_seconds": time.perf_counter() - wall_start,
-               **info, "run_dir": str(tracker.run_dir)}
-    if "val_acc" in last:
-        summary["final_val_acc"] = last["val_acc"]
-    return summary
+    return finish(setup, tracker, progress)
 
 
 def _epoch_line(m: dict, lr: float) -> str:

@@ -4,10 +4,13 @@
 
 `--tune N` runs trials until the study holds N finished (complete or pruned) trials, so the same
 command run again resumes the study, and the same command on several processes or machines
-against one storage URL shares it. Trials report validation accuracy each epoch to the pruner;
-a worker killed mid-trial stops sending heartbeats and its trial is marked failed by the next
-worker; a NaN loss fails its trial, not the study.
-The test split is never looked at, except by `--retrain_best`, after the search is over.
+against one storage URL shares it. The study records the settings that make its trials
+comparable (experiment, epochs, width, batch size, validation split, data) and refuses a worker
+whose settings differ. Trials report validation accuracy each epoch to the pruner and never
+evaluate on the test split; a trial that fails (a NaN loss, any error) fails alone, with its
+reason stored on it, and the study goes on; a worker killed mid-trial stops sending heartbeats
+and its trial is marked failed by the next worker. The test split is looked at only by
+`--retrain_best`, after the search is over.
 """
 from __future__ import annotations
 
@@ -20,10 +23,16 @@ import optuna
 import sqlalchemy.exc
 from optuna.trial import TrialState
 
-from .config import Config
-from .train import RunStopped, TrainingDiverged, run
+from .config import Config, ConfigError
+from .data import Cifar10, load_cifar10, split_val
+from .train import Context, RunStopped, check_schedule, run
 
-DEFAULT_VAL_SIZE = 5000
+MAX_DEFAULT_VAL = 5000
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+class TrialFailed(Exception):
+    """One trial's error; its reason is stored on the trial and the study goes on."""
 
 
 def storage_url(cfg: Config, study_name: str) -> str:
@@ -35,10 +44,8 @@ def storage_url(cfg: Config, study_name: str) -> str:
 
 
 def trials_csv_path(cfg: Config, study_name: str) -> Path:
-    """Next to the SQLite file, or under runs/tune/ for a server storage."""
-    url = storage_url(cfg, study_name)
-    folder = Path(url[len("sqlite:///"):]).parent if url.startswith("sqlite:///") \
-        else Path(cfg.runs_dir) / "tune"
+    """runs/tune/<study>_trials.csv, whatever the storage."""
+    folder = Path(cfg.runs_dir) / "tune"
     folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{study_name}_trials.csv"
 
@@ -78,28 +85,80 @@ class TrialSeededTPESampler(optuna.samplers.TPESampler):
 
 
 def make_study(cfg: Config, study_name: str) -> optuna.Study:
-    storage = _storage(cfg, study_name)
     pruner = {"median": optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
               "hyperband": optuna.pruners.HyperbandPruner(min_resource=1, max_resource=cfg.epochs),
               "none": optuna.pruners.NopPruner()}[cfg.pruner]
     return optuna.create_study(
-        study_name=study_name, storage=storage, direction="maximize", load_if_exists=True,
-        sampler=TrialSeededTPESampler(cfg.seed),
-        pruner=pruner)
+        study_name=study_name, storage=_storage(cfg, study_name), direction="maximize",
+        load_if_exists=True, sampler=TrialSeededTPESampler(cfg.seed), pruner=pruner)
 
+
+# --- before the first trial: the split, the ranges, the study's settings -------------------------
+
+def choose_val_size(cfg: Config, n_train: int) -> Config:
+    """--val_size as given, else 10% of the training images, at most 5000."""
+    if cfg.val_size == 0:
+        cfg = cfg.replace(val_size=min(MAX_DEFAULT_VAL, n_train // 10))
+        print(f"validation split: {cfg.val_size} of {n_train} training images (10%, at most "
+              f"{MAX_DEFAULT_VAL}; --val_size to choose)")
+    if not 0 < cfg.val_size < n_train:
+        raise ConfigError(f"val_size: {cfg.val_size} does not fit {n_train} training images")
+    return cfg
+
+
+def check_ranges(cfg: Config, n_train: int) -> None:
+    """Every pct_start of the search range must give each One Cycle phase a step: the ends of
+    the range are the extremes."""
+    steps = (n_train - cfg.val_size) // cfg.batch_size * cfg.epochs
+    for pct in cfg.pct_start_range:
+        try:
+            check_schedule(cfg.replace(pct_start=pct), steps)
+        except ConfigError:
+            raise ConfigError(
+                f"pct_start_range: {cfg.pct_start_range} over {steps} steps "
+                f"({cfg.epochs} epochs): pct_start={pct} leaves a One Cycle phase with no "
+                f"step; narrow the range or train longer") from None
+
+
+def study_settings(cfg: Config, cifar: Cifar10) -> dict:
+    """What must be equal for two trials to be compared."""
+    return {"experiment": cfg.name, "model": cfg.model, "epochs": cfg.epochs, "width": cfg.width,
+            "batch_size": cfg.batch_size, "val_size": cfg.val_size, "data": cifar.fingerprint()}
+
+
+def claim(study: optuna.Study, settings: dict) -> None:
+    """Record the settings on a new study; refuse a worker whose settings differ."""
+    recorded = study.user_attrs
+    if not recorded:
+        for key, value in settings.items():
+            study.set_user_attr(key, value)
+        return
+    differ = [f"{k}: study {recorded.get(k)!r}, this worker {v!r}" for k, v in settings.items()
+              if recorded.get(k) != v]
+    if differ:
+        raise ConfigError(f"study: {study.study_name!r} was started with other settings ("
+                          + "; ".join(differ) + "); use its settings or another --study")
+
+
+# --- the trials --------------------------------------------------------------------------------
 
 def trial_config(cfg: Config, trial: optuna.Trial, study_name: str) -> Config:
     return cfg.replace(
         max_lr=trial.suggest_float("max_lr", *cfg.max_lr_range, log=True),
         pct_start=trial.suggest_float("pct_start", *cfg.pct_start_range),
         dropout=trial.suggest_float("dropout", *cfg.dropout_range),
-        name=f"{study_name}_trial{trial.number}", wandb_group=study_name,
-        runs_dir=str(Path(cfg.runs_dir) / "tune" / study_name), tune=0, save_model=False)
+        wandb_group=study_name, runs_dir=str(Path(cfg.runs_dir) / "tune" / study_name),
+        tune=0, retrain_best=False, use_test=False, save_model=False)
 
 
-def objective(cfg: Config, study_name: str):
+def objective(cfg: Config, study_name: str, cifar: Cifar10):
     def evaluate_trial(trial: optuna.Trial) -> float:
         tcfg = trial_config(cfg, trial, study_name)
+
+        def started(tracker) -> None:  # where to find the trial, pruned or not
+            trial.set_user_attr("run_dir", str(tracker.run_dir))
+            trial.set_user_attr("wandb_id", tracker.wandb_id)
+            trial.set_user_attr("wandb_url", tracker.wandb_url)
 
         def report(metrics: dict) -> None:
             if "val_acc" not in metrics:
@@ -108,50 +167,64 @@ def objective(cfg: Config, study_name: str):
             if trial.should_prune():
                 raise RunStopped("pruned", f"pruned after epoch {metrics['epoch']}")
 
+        context = Context(job_type="trial", tags=(f"study:{study_name}",),
+                          folder_prefix=f"{cfg.name}_trial{trial.number}",
+                          extra_config={"study": study_name, "trial": trial.number},
+                          on_start=started, on_epoch=report)
         try:
-            summary = run(tcfg, on_epoch=report,
-                          extra_config={"study": study_name, "trial": trial.number})
+            return run(tcfg, context, cifar)["final_val_acc"]
         except RunStopped as e:
+            if e.status != "pruned":
+                raise  # Ctrl-C: the study stops, the trial is marked failed by Optuna
             raise optuna.TrialPruned(str(e)) from None
-        except TrainingDiverged as e:
-            trial.set_user_attr("failure", str(e))
-            raise
-        trial.set_user_attr("run_dir", summary["run_dir"])
-        return summary["final_val_acc"]
+        except Exception as e:
+            trial.set_user_attr("failure", f"{type(e).__name__}: {e}")
+            print(f"trial {trial.number} failed ({type(e).__name__}: {e}); the study goes on")
+            raise TrialFailed(str(e)) from e
     return evaluate_trial
 
 
-def tune(cfg: Config) -> optuna.Study:
-    cfg = cfg.replace(val_size=cfg.val_size or DEFAULT_VAL_SIZE)
+def tune(cfg: Config, cifar: Cifar10 | None = None) -> optuna.Study:
+    cifar = cifar if cifar is not None else load_cifar10(cfg.data_dir, download=cfg.download)
+    cfg = choose_val_size(cfg, len(cifar.train_labels))
+    check_ranges(cfg, len(cifar.train_labels))
+    split_val(cifar.train_labels, cfg.val_size, cfg.seed)  # fails here, not in every trial
     study_name = cfg.study or cfg.name
     study = make_study(cfg, study_name)
+    claim(study, study_settings(cfg, cifar))
     csv = trials_csv_path(cfg, study_name)
-    counted = (TrialState.COMPLETE, TrialState.PRUNED)
 
     def write_csv(study, _trial=None):
         study.trials_dataframe().to_csv(csv, index=False)
 
-    done = len(study.get_trials(deepcopy=False, states=counted))
+    done = len(study.get_trials(deepcopy=False, states=COUNTED))
     print(f"study {study_name!r} at {storage_url(cfg, study_name)}: {done} of {cfg.tune} trials "
-          f"finished; validation split of {cfg.val_size} images")
+          f"finished; validation split of {cfg.val_size} images; trials table {csv}")
     if done < cfg.tune:
         study.optimize(
-            objective(cfg, study_name), n_trials=cfg.tune - done,
+            objective(cfg, study_name, cifar), n_trials=cfg.tune - done,
             # stop when the study, not this worker, reaches N: workers share the count
-            callbacks=[optuna.study.MaxTrialsCallback(cfg.tune, states=counted), write_csv],
-            catch=(TrainingDiverged,), gc_after_trial=True)
+            callbacks=[optuna.study.MaxTrialsCallback(cfg.tune, states=COUNTED), write_csv],
+            catch=(TrialFailed,), gc_after_trial=True)
     write_csv(study)
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete:
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         print(f"no trial completed; trials in {csv}")
         return study
     best = study.best_trial
     print(f"best trial {best.number}: validation accuracy {best.value:.2%} with "
           + ", ".join(f"{k}={v:.4g}" for k, v in best.params.items()) + f"; trials in {csv}")
     if cfg.retrain_best:
-        final = run(cfg.replace(**best.params, val_size=0, tune=0,
-                                name=f"{study_name}_best", wandb_group=study_name),
-                    extra_config={"study": study_name, "best_trial": best.number})
-        print(f"retrained with the best parameters on the whole training set: test accuracy "
-              f"{final['final_test_acc']:.2%}")
+        retrain_best(cfg, study_name, best, cifar)
     return study
+
+
+def retrain_best(cfg: Config, study_name: str, best, cifar: Cifar10) -> dict:
+    """The best trial's parameters on the whole training set, evaluated on the test split."""
+    final = run(cfg.replace(**best.params, val_size=0, tune=0, retrain_best=False,
+                            wandb_group=study_name),
+                Context(job_type="retrain_best", tags=(f"study:{study_name}",),
+                        folder_prefix=f"{study_name}_best",
+                        extra_config={"study": study_name, "best_trial": best.number}), cifar)
+    print(f"retrained with the best parameters on the whole training set: test accuracy "
+          f"{final['final_test_acc']:.2%}")
+    return final

@@ -57,7 +57,7 @@ def test_compare_lists_the_runs_and_only_the_fields_that_differ(tiny_cfg, tmp_pa
     assert row["max_lr"] == 0.05
     assert row["final_test_acc"] == json.loads((b / "summary.json").read_text())["final_test_acc"]
     with Image.open(tmp_path / "cmp.png") as image:
-        assert image.size == (1200, 500)
+        assert image.size == (1500, 450)
 
 
 def test_seeds_runs_n_times_and_reports_the_spread(tiny_data, tmp_path):
@@ -67,7 +67,8 @@ def test_seeds_runs_n_times_and_reports_the_spread(tiny_data, tmp_path):
          "--workers=0", "--wandb_mode=disabled", "--no_progress", "--no_analysis"],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    runs = find_runs([str(tmp_path)])
+    runs, skipped = find_runs([str(tmp_path)])
+    assert skipped == {"job type seeds": 1}  # the aggregate is not a training run
     assert sorted(json.loads((r / "config.json").read_text())["seed"] for r in runs) == [3, 4]
     (agg,) = tmp_path.glob("oc_24ep_seeds_*")
     result = json.loads((agg / "summary.json").read_text())

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from resnetf import augment, batch_augment
+from resnetf import augment, batch_augment, data
 from resnetf.batch_augment import BatchAugment
 from resnetf.config import Config
 
@@ -98,7 +98,7 @@ def test_cutout_fills_the_mean_after_normalization():
 
 
 def test_normalization_matches_albumentations_normalize():
-    expected = A.Normalize(mean=augment.CIFAR10_MEAN, std=augment.CIFAR10_STD)(image=IMAGE)["image"]
+    expected = A.Normalize(mean=data.CIFAR10_MEAN, std=data.CIFAR10_STD)(image=IMAGE)["image"]
     batch = torch.from_numpy(IMAGE).permute(2, 0, 1)[None]
     for train in (False, True):  # train adds nothing when crop, flip and cutout are off
         out = BatchAugment(Config(pad=0, flip=False, cutout=0), CPU, train, True)(batch)

@@ -12,7 +12,7 @@ import torch
 
 from conftest import REPO, read_wandb_records, run_dir_of
 from resnetf import checkpoint, run
-from resnetf.train import RunStopped
+from resnetf.train import Context, RunStopped
 
 COLS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc"]
 
@@ -30,9 +30,9 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tiny_cfg, backend, w
                            analysis=False)
     whole = run_dir_of(run(cfg))
     with pytest.raises(RunStopped):
-        run(cfg, on_epoch=_stop_after(2))
+        run(cfg, Context(on_epoch=_stop_after(2)))
     (stopped,) = [p for p in Path(cfg.runs_dir).iterdir() if p != whole]
-    assert checkpoint.load(stopped)["epoch"] == 2
+    assert checkpoint.load(stopped)["progress"]["epoch"] == 2
     run(cfg.replace(resume=str(stopped)))
     a, b = (pd.read_csv(d / "metrics.csv") for d in (whole, stopped))
     pd.testing.assert_frame_equal(a[COLS], b[COLS], check_exact=True)
@@ -57,7 +57,7 @@ def test_full_disk_while_checkpointing_keeps_the_last_good_checkpoint(tiny_cfg, 
         summary = run(tiny_cfg.replace(epochs=3, analysis=False))
     d = run_dir_of(summary)
     assert summary["status"] == "finished" and len(pd.read_csv(d / "metrics.csv")) == 3
-    assert checkpoint.load(d)["epoch"] == 3  # the next epoch wrote again
+    assert checkpoint.load(d)["progress"]["epoch"] == 3  # the next epoch wrote again
     assert not (d / "checkpoint.pt.tmp").exists()
 
 
@@ -96,7 +96,7 @@ def test_signal_stops_after_the_step_keeps_the_checkpoint_and_says_how_to_resume
     (run_dir,) = tmp_path.iterdir()
     assert f"--resume {run_dir}" in err
     summary = json.loads((run_dir / "summary.json").read_text())
-    done = checkpoint.load(run_dir)["epoch"]
+    done = checkpoint.load(run_dir)["progress"]["epoch"]
     assert summary["status"] == "interrupted" and 1 <= done < 200
     assert len(pd.read_csv(run_dir / "metrics.csv")) >= done
     # the W&B run was closed as unsuccessful
@@ -117,7 +117,7 @@ def test_second_signal_stops_at_once():
 def test_resume_from_the_command_line_finishes_the_run(tiny_cfg):
     cfg = tiny_cfg.replace(epochs=3, analysis=False)
     with pytest.raises(RunStopped):
-        run(cfg, on_epoch=_stop_after(1))
+        run(cfg, Context(on_epoch=_stop_after(1)))
     (run_dir,) = Path(cfg.runs_dir).iterdir()
     again = subprocess.run([sys.executable, "experiments/oc_24ep.py", f"--resume={run_dir}"],
                            cwd=REPO, capture_output=True, text=True, timeout=300)
