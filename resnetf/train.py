@@ -299,8 +299,6 @@ def start(setup: Setup, progress: Progress, context: Context, run_dir=None) -> T
           f"-> {tracker.run_dir}")
     if progress.epoch:
         print(f"resuming {tracker.run_dir} after epoch {progress.epoch}")
-    if context.on_start is not None:
-        context.on_start(tracker)
     return tracker
 
 
@@ -446,7 +444,8 @@ def run(cfg: Config, context: Optional[Context] = None,
     part of; `cifar` spares loading the data again (tuning trials)."""
     cfg.validate()
     context = context or Context()
-    saved = checkpoint.load(cfg.resume) if cfg.resume else None  # before anything is written
+    pick_device(cfg.device)  # a missing GPU, or a bad checkpoint, is an error before any file
+    saved = checkpoint.load(cfg.resume) if cfg.resume else None
     if saved is None:
         check_runs_dir(cfg.runs_dir)
     setup = build(cfg, cifar)
@@ -456,6 +455,8 @@ def run(cfg: Config, context: Optional[Context] = None,
     tracker = start(setup, progress, context, run_dir=cfg.resume)
     with StopOnSignal() as stop:
         try:
+            if context.on_start is not None:
+                context.on_start(tracker)
             fit(setup, tracker, progress, context.on_epoch, stop)
         except BaseException as e:  # divergence, signals, pruning, crashes: keep what was logged
             close_early(setup, tracker, progress, e)

@@ -29,10 +29,25 @@ from .train import Context, RunStopped, check_schedule, run
 
 MAX_DEFAULT_VAL = 5000
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
+MAX_FAILURES_IN_A_ROW = 3  # then something is wrong with every trial, not with one
 
 
 class TrialFailed(Exception):
     """One trial's error; its reason is stored on the trial and the study goes on."""
+
+
+class StopAfterFailures:
+    """A worker stops when its last MAX_FAILURES_IN_A_ROW trials all failed."""
+
+    def __init__(self):
+        self.in_a_row = 0
+
+    def __call__(self, study: optuna.Study, trial) -> None:
+        self.in_a_row = self.in_a_row + 1 if trial.state == TrialState.FAIL else 0
+        if self.in_a_row >= MAX_FAILURES_IN_A_ROW:
+            print(f"{self.in_a_row} trials in a row failed (the reason is stored on each as "
+                  f"user_attrs['failure']); this worker stops")
+            study.stop()
 
 
 def storage_url(cfg: Config, study_name: str) -> str:
@@ -202,9 +217,11 @@ def tune(cfg: Config, cifar: Cifar10 | None = None) -> optuna.Study:
           f"finished; validation split of {cfg.val_size} images; trials table {csv}")
     if done < cfg.tune:
         study.optimize(
-            objective(cfg, study_name, cifar), n_trials=cfg.tune - done,
-            # stop when the study, not this worker, reaches N: workers share the count
-            callbacks=[optuna.study.MaxTrialsCallback(cfg.tune, states=COUNTED), write_csv],
+            objective(cfg, study_name, cifar),
+            # until the study, not this worker, holds N finished trials: workers share the
+            # count, and a failed trial is replaced
+            callbacks=[optuna.study.MaxTrialsCallback(cfg.tune, states=COUNTED), write_csv,
+                       StopAfterFailures()],
             catch=(TrialFailed,), gc_after_trial=True)
     write_csv(study)
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):

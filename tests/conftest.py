@@ -7,6 +7,7 @@ import pickle
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -93,22 +94,48 @@ def read_wandb_history(run_dir: Path) -> list[dict]:
              for item in record.history.item} for record in read_wandb_records(run_dir, "history")]
 
 
-def read_wandb_records(run_dir: Path, kind: str) -> list:
+def read_wandb_summary(run_dir: Path) -> dict:
+    """The run's summary as W&B holds it at the end: its summary records' updates, in order."""
+    summary = {}
+    for record in read_wandb_records(run_dir, "summary"):
+        for item in record.summary.update:
+            summary[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+    return summary
+
+
+def read_wandb_records(run_dir: Path, kind: str, timeout: float = 60) -> list:
     """The protobuf Records of one kind (history, exit, ...) of the offline run under run_dir,
-    decoded from its .wandb file: a LevelDB-style log (7-byte file header, 32 KiB blocks, 7-byte
-    chunk headers) of protobuf Records, as W&B writes it."""
+    decoded from its .wandb file once W&B has closed it (it writes the file from a process of
+    its own, which may lag behind run.finish() on a loaded machine)."""
+    (path,) = Path(run_dir).glob("wandb/offline-run-*/run-*.wandb")
+    deadline, size = time.monotonic() + timeout, -1
+    while True:  # closed: the exit record is there and the file has stopped growing
+        raw = path.read_bytes()
+        closed = any(r.WhichOneof("record_type") == "exit" for r in _records(raw))
+        if (closed and len(raw) == size) or time.monotonic() > deadline:
+            break
+        size = len(raw)
+        time.sleep(0.5)
+    return [r for r in _records(raw) if r.WhichOneof("record_type") == kind]
+
+
+def _records(raw: bytes) -> list:
+    """Decode a .wandb file: a LevelDB-style log (7-byte file header, 32 KiB blocks, 7-byte chunk
+    headers) of protobuf Records, as W&B writes it."""
     from wandb.proto import wandb_internal_pb2 as pb
 
-    (path,) = Path(run_dir).glob("wandb/offline-run-*/run-*.wandb")
-    raw = path.read_bytes()
+    if len(raw) < 7:  # not even the header yet
+        return []
     ident, _magic, _version = struct.unpack("<4sHB", raw[:7])
-    assert ident == b":W&B", f"{path} is not a W&B datastore"
+    assert ident == b":W&B", "not a W&B datastore"
     block, pos, pending, rows = 32768, 7, b"", []
     while pos + 7 <= len(raw):
         if block - pos % block < 7:  # a block's tail too short for a header is padding
             pos += block - pos % block
             continue
         _crc, length, chunk_type = struct.unpack("<IHB", raw[pos:pos + 7])
+        if pos + 7 + length > len(raw):  # a chunk W&B is still writing
+            break
         chunk = raw[pos + 7:pos + 7 + length]
         pos += 7 + length
         # chunk types: 1 full, 2 first, 3 middle, 4 last
@@ -116,6 +143,5 @@ def read_wandb_records(run_dir: Path, kind: str) -> list:
         if chunk_type in (1, 4):
             record = pb.Record()
             record.ParseFromString(pending)
-            if record.WhichOneof("record_type") == kind:
-                rows.append(record)
+            rows.append(record)
     return rows

@@ -2,9 +2,11 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 
 from conftest import REPO, read_wandb_history, run_dir_of
@@ -78,3 +80,67 @@ def test_seeds_runs_n_times_and_reports_the_spread(tiny_data, tmp_path):
     assert len(pd.read_csv(agg / "seeds.csv")) == 2
     assert "over seeds 3..4: test accuracy" in proc.stdout
     assert len(compare_table(runs)) == 2
+
+
+def test_compare_includes_trials_and_interrupted_runs_and_says_what_it_skipped(tiny_cfg, tmp_path):
+    from resnetf.train import Context, RunStopped
+    from resnetf.tune import tune
+
+    runs = Path(tiny_cfg.runs_dir)
+    plain = run_dir_of(run(tiny_cfg.replace(analysis=False, epochs=3)))
+    tune(tiny_cfg.replace(tune=1, epochs=3, val_size=20, pruner="none", analysis=False))
+
+    def interrupt(tracker):  # a Ctrl-C before the first epoch ended: no metrics yet
+        raise RunStopped("interrupted", "Ctrl-C", failed=True)
+    with pytest.raises(RunStopped):
+        run(tiny_cfg.replace(name="cut"), Context(on_start=interrupt))
+    subprocess.run([sys.executable, "experiments/oc_24ep.py", "--seeds=2", "--epochs=2",
+                    f"--data_dir={tiny_cfg.data_dir}", f"--runs_dir={runs}", "--width=0.0625",
+                    "--batch_size=20", "--workers=0", "--wandb_mode=disabled", "--no_analysis"],
+                   cwd=REPO, check=True, capture_output=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "resnetf.compare", str(runs),
+                           f"--out={tmp_path / 'cmp'}"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    table = pd.read_csv(tmp_path / "cmp.csv").set_index("run")
+    (trial,) = [r for r in table.index if "_trial0_" in r]
+    (cut,) = [r for r in table.index if r.startswith("cut_")]
+    assert len(table) == 5  # plain, trial, interrupted, and the two seeds
+    assert table.loc[trial, "job_type"] == "trial" and table.loc[trial, "status"] == "finished"
+    assert table.loc[trial, "final_val_acc"] == json.loads(
+        (runs / "tune" / "tiny" / trial / "summary.json").read_text())["final_val_acc"]
+    assert pd.isna(table.loc[trial, "final_test_acc"])  # a trial never sees the test split
+    assert table.loc[cut, "status"] == "interrupted" and pd.isna(table.loc[cut, "final_test_acc"])
+    assert table.loc[plain.name, "final_test_acc"] == json.loads(
+        (plain / "summary.json").read_text())["final_test_acc"]
+    assert "skipped 1 folders: 1 (job type seeds)" in proc.stderr
+    commit = json.loads((plain / "config.json").read_text())["git_commit"]
+    if commit:  # the repo is a git checkout: the table says which commit produced each run
+        assert table.loc[plain.name, "commit"].startswith(commit[:10])
+
+
+def test_every_run_folder_draws_its_own_curves(tiny_cfg):
+    d = run_dir_of(run(tiny_cfg.replace(analysis=False, val_size=20)))
+    with Image.open(d / "curves.png") as image:
+        assert image.size == (1500, 450)
+        pixels = np.asarray(image.convert("L"))
+    # three panels with lines in them, not three empty frames: plenty of non-white pixels
+    assert (pixels < 200).mean() > 0.02
+
+
+def test_gradcam_maps_show_where_the_class_evidence_is():
+    import torch
+    from resnetf.analysis import gradcam_maps
+    from resnetf.models import ResNet9
+
+    torch.manual_seed(0)
+    net = ResNet9(width=0.25).eval()
+    # an image with a bright square in one corner: the maps must not be blank or uniform
+    x = torch.zeros(2, 3, 32, 32)
+    x[:, :, :12, :12] = 3.0
+    maps = gradcam_maps(net, x, [0, 1], net.cam_layer)
+    assert maps.shape == (2, 32, 32)
+    assert 0 <= maps.min() and maps.max() <= 1
+    assert all(m.max() - m.min() > 0.5 for m in maps), "a blank or flat map"
+    other = gradcam_maps(net, x[:1], [5], net.cam_layer)
+    assert not np.allclose(other[0], maps[0])  # another class, another map

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import REPO, run_dir_of
-from resnetf import run
+from resnetf import models, run
 from resnetf.data import CifarDataset, DeviceLoader
 from resnetf.train import compile_model
 
@@ -40,11 +40,17 @@ def test_dataset_item_and_batch_fetch_agree():
 
 @pytest.mark.parametrize("backend", ["albumentations", "gpu"])
 def test_both_backends_train_and_are_reproducible(tiny_cfg, backend):
-    cfg = tiny_cfg.replace(backend=backend)
+    cfg = tiny_cfg.replace(backend=backend, epochs=3, analysis=False)
     a, b = run(cfg), run(cfg)
     ma, mb = (pd.read_csv(run_dir_of(s) / "metrics.csv") for s in (a, b))
     cols = ["train_loss", "train_acc", "test_loss", "test_acc"]
     pd.testing.assert_frame_equal(ma[cols], mb[cols])
+    # it learned: the weights moved away from their seeded start and the loss went down
+    torch.manual_seed(cfg.seed)
+    start = models.build(cfg).state_dict()
+    trained = torch.load(run_dir_of(a) / "model.pt")
+    assert not torch.equal(start["fc.weight"], trained["fc.weight"])
+    assert ma["train_loss"].iloc[-1] < ma["train_loss"].iloc[0]
 
 
 def test_ema_weights_are_saved_and_evaluated(tiny_cfg):
@@ -70,9 +76,8 @@ def test_compile_warm_up_leaves_the_weights_as_they_were():
 
     model = ResNet9(width=0.0625)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    compiled, seconds = compile_model(model, (4, 3, 32, 32), [3], torch.nn.CrossEntropyLoss(),
-                                      torch.autocast("cpu", enabled=False))
-    assert seconds > 0
+    compiled, _ = compile_model(model, (4, 3, 32, 32), [3], torch.nn.CrossEntropyLoss(),
+                                torch.autocast("cpu", enabled=False))
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # BN statistics too
     assert all(p.grad is None for p in model.parameters())

@@ -1,6 +1,8 @@
 import dataclasses
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -67,3 +69,77 @@ def test_experiment_rejects_bad_value_before_touching_data(tmp_path):
     assert proc.returncode == 2
     assert "max_lr" in proc.stderr
     assert not data_dir.exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("field, value", [("backend", "GPU"), ("pad_mode", "zeros"),
+                                          ("model", "resnet18"), ("anneal_strategy", "cosine"),
+                                          ("pruner", "asha"), ("wandb_mode", "Offline")])
+def test_a_config_built_in_python_gets_its_choices_checked(field, value):
+    # tyro checks choices on the command line; a notebook or a script builds Config directly
+    with pytest.raises(ConfigError, match=f"^{field}: must be one of"):
+        Config(**{field: value}).validate()
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"tune": 5, "seeds": 3}, "seeds"),
+    ({"tune": 5, "lr_range_test": True}, "lr_range_test"),
+    ({"seeds": 2, "lr_range_test": True}, "lr_range_test"),
+    ({"retrain_best": True}, "retrain_best"),
+    ({"tune": 5, "eval_every": 0}, "eval_every"),
+])
+def test_combinations_that_mean_nothing_are_refused(changes, field):
+    with pytest.raises(ConfigError, match=f"^{field}: "):
+        Config(**changes).validate()
+
+
+def test_tuning_without_pruning_may_evaluate_only_at_the_end():
+    Config(tune=5, eval_every=0, pruner="none").validate()
+
+
+def test_help_is_grouped_and_keeps_every_flat_flag_name(capsys, monkeypatch):
+    from resnetf.config import GROUPS
+
+    monkeypatch.setenv("COLUMNS", "110")  # one column of boxes
+    with pytest.raises(SystemExit):
+        parse(Config(), ["--help"])
+    out = capsys.readouterr().out
+    boxes, current = {}, None
+    for line in out.splitlines():  # a box starts with "<group> options" (framed on a terminal)
+        title = re.match(r"^\W*(\w+) options\b", line)
+        if title:
+            current = boxes.setdefault(title.group(1), [])
+        elif current is not None:
+            current.append(line)
+    boxes = {k: "\n".join(v) for k, v in boxes.items()}
+    assert set(GROUPS) <= set(boxes)
+    for group, (_, fields) in GROUPS.items():
+        for name in fields:
+            assert f"--{name} " in boxes[group] or f"--{name}," in boxes[group], (group, name)
+    assert "--max_lr" in boxes["schedule"] and "--seeds" in boxes["run"]
+    assert "--resume" in boxes["run"] and "--lr_range_test" in boxes["run"]
+
+
+def test_run_records_what_produced_it(tiny_cfg):
+    import json
+    import torch
+
+    from resnetf import run
+
+    d = Path(run(tiny_cfg.replace(analysis=False, epochs=1, pct_start=0.5))["run_dir"])
+    config = json.loads((d / "config.json").read_text())
+    assert config["torch"] == torch.__version__.split("+")[0] or config["torch"] == torch.__version__
+    assert {"albumentations", "wandb", "optuna", "device_name", "git_dirty"} <= set(config)
+    if (REPO / ".git").exists():
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
+                              text=True).stdout.strip()
+        assert config["git_commit"] == head and isinstance(config["git_dirty"], bool)
+
+
+def test_no_function_of_the_package_is_longer_than_a_screen():
+    import ast
+
+    for path in sorted((REPO / "resnetf").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                assert length <= 60, f"{path.name}: {node.name} has {length} lines"

@@ -145,3 +145,72 @@ def test_unknown_experiment_is_a_clear_error(tmp_path):
     assert proc.returncode != 0
     assert "experiments/nope.py is not an experiment file" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# --- one line, no traceback, nothing on disk changed -------------------------------------------------
+
+def _experiment(*args, timeout=300):
+    return subprocess.run([sys.executable, "experiments/oc_24ep.py", *map(str, args)], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _one_line_error(proc, *needles):
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    (line,) = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    assert all(n in line for n in needles), line
+
+
+def _snapshot(folder: Path) -> dict:
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_asked_for_on_a_machine_without_it(tiny_data, tmp_path):
+    _one_line_error(_experiment(f"--data_dir={tiny_data}", f"--runs_dir={tmp_path / 'runs'}",
+                                "--device=cuda", "--wandb_mode=disabled"), "device: cuda")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_resume_of_a_missing_folder_or_a_folder_that_is_no_run(tmp_path):
+    _one_line_error(_experiment(f"--resume={tmp_path / 'nope'}"), "no run folder at")
+    (tmp_path / "empty").mkdir()
+    _one_line_error(_experiment(f"--resume={tmp_path / 'empty'}"), "not a resnetf run folder")
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
+def test_resume_of_a_run_stopped_before_its_first_checkpoint_says_so(tiny_cfg):
+    def stop_at_once(tracker):
+        raise RunStopped("interrupted", "Ctrl-C", failed=True)
+    with pytest.raises(RunStopped):
+        run(tiny_cfg, Context(on_start=stop_at_once))
+    (run_dir,) = Path(tiny_cfg.runs_dir).iterdir()
+    before = _snapshot(run_dir)
+    _one_line_error(_experiment(f"--resume={run_dir}"), "stopped before its first epoch ended")
+    assert _snapshot(run_dir) == before
+
+
+def test_resume_of_a_truncated_checkpoint(tiny_cfg):
+    cfg = tiny_cfg.replace(epochs=3, analysis=False)
+    with pytest.raises(RunStopped):
+        run(cfg, Context(on_epoch=_stop_after(1)))
+    (run_dir,) = Path(cfg.runs_dir).iterdir()
+    path = run_dir / "checkpoint.pt"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    before = _snapshot(run_dir)
+    _one_line_error(_experiment(f"--resume={run_dir}"), "checkpoint.pt cannot be read",
+                    "truncated")
+    assert _snapshot(run_dir) == before
+
+
+def test_resume_refuses_a_changed_setting_and_allows_how_it_runs(tiny_cfg):
+    cfg = tiny_cfg.replace(epochs=3, analysis=False)
+    with pytest.raises(RunStopped):
+        run(cfg, Context(on_epoch=_stop_after(1)))
+    (run_dir,) = Path(cfg.runs_dir).iterdir()
+    before = _snapshot(run_dir)
+    _one_line_error(_experiment(f"--resume={run_dir}", "--max_lr=0.3"), "--max_lr=0.3",
+                    "0.2", "keeps the config it was started with")
+    assert _snapshot(run_dir) == before
+    proc = _experiment(f"--resume={run_dir}", "--workers=1", "--no_progress")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((run_dir / "summary.json").read_text())["epochs_done"] == 3

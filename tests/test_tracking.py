@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import read_wandb_history, run_dir_of, scheduler_lrs
+from conftest import read_wandb_history, read_wandb_records, run_dir_of, scheduler_lrs
 from resnetf import run, tracking
 
 
@@ -51,22 +51,27 @@ def test_wandb_failure_at_start_warns_and_keeps_local_tracking(tiny_cfg, monkeyp
     assert len(pd.read_csv(run_dir_of(summary) / "metrics.csv")) == tiny_cfg.epochs
 
 
-def test_wandb_failure_mid_run_keeps_local_tracking(tiny_cfg, monkeypatch):
-    calls = {"n": 0}
-    original = tracking.Tracker.log_epoch
+def test_wandb_failure_mid_run_keeps_local_tracking(tiny_cfg):
+    from resnetf.train import Context
 
-    def flaky_log(self, metrics):
-        if self.wandb_run is not None:
-            def boom(*a, **k):
-                raise ConnectionError("lost W&B")
-            monkeypatch.setattr(self.wandb_run, "log", boom)
-        calls["n"] += 1
-        original(self, metrics)
-    monkeypatch.setattr(tracking.Tracker, "log_epoch", flaky_log)
-    with pytest.warns(UserWarning, match="W&B failed at log"):
-        summary = run(tiny_cfg.replace(wandb_mode="offline", epochs=3))
-    assert calls["n"] == 3
-    assert len(pd.read_csv(run_dir_of(summary) / "metrics.csv")) == 3
+    trackers = []
+
+    def lose_wandb(tracker):  # the connection drops right after the run started
+        trackers.append(tracker)
+
+        def boom(*args, **kwargs):
+            raise ConnectionError("lost W&B")
+        tracker.wandb_run.log = boom
+    with pytest.warns(UserWarning, match="W&B failed at log.*lost W&B") as caught:
+        summary = run(tiny_cfg.replace(wandb_mode="offline", epochs=3, analysis=False),
+                      Context(on_start=lose_wandb))
+    assert len([w for w in caught if "W&B failed" in str(w.message)]) == 1  # warned once
+    assert trackers[0].wandb_run is None  # dropped, not retried every step
+    d = run_dir_of(summary)
+    assert len(pd.read_csv(d / "metrics.csv")) == 3 and len(pd.read_csv(d / "steps.csv")) == 15
+    assert json.loads((d / "summary.json").read_text())["status"] == "finished"
+    (exit_record,) = read_wandb_records(d, "exit")  # the W&B run was closed, as failed
+    assert exit_record.exit.exit_code == 1
 
 
 def test_default_mode_is_online_only_when_logged_in(tmp_path, monkeypatch):

@@ -16,10 +16,11 @@ import optuna
 import pandas as pd
 import pytest
 import torch
-import yaml
 from optuna.trial import TrialState
 
-from conftest import REPO
+from conftest import REPO, read_wandb_records
+from resnetf import tune as tuning
+from resnetf.data import load_cifar10
 from resnetf.lr_range import lr_range_test, suggest_max_lr
 
 TINY = ["--width=0.0625", "--batch_size=10", "--epochs=3", "--val_size=20", "--workers=0",
@@ -58,6 +59,9 @@ def test_study_on_real_images_prunes_and_writes_its_trials_table(real_subset, tm
     assert len(runs) == 6
     config = json.loads((runs[0] / "config.json").read_text())
     assert config["val_images"] == 1000 and config["wandb_group"] == "oc_24ep"
+    # every trial, pruned ones too, says where its run folder is
+    folders = {Path(d) for d in table["user_attrs_run_dir"]}
+    assert folders == set(runs)
 
 
 def test_killed_study_resumes_and_the_killed_trial_is_marked_failed(tiny_data, tmp_path):
@@ -149,53 +153,6 @@ def test_retrain_best_reports_test_accuracy(tiny_data, tmp_path):
     assert json.loads((best_run / "config.json").read_text())["val_images"] == 0
 
 
-# --- the W&B sweep ---------------------------------------------------------------------------------
-
-SWEEP = yaml.safe_load((REPO / "sweeps" / "lr.yaml").read_text())
-
-
-def test_sweep_file_passes_wandbs_own_schema():
-    sweeps = pytest.importorskip("sweeps", reason="W&B's sweep engine (pip install --no-deps sweeps)")
-    assert sweeps.schema_violations_from_proposed_config(SWEEP) == []
-    broken = {**SWEEP, "parameters": {**SWEEP["parameters"],
-                                      "max_lr": {"distribution": "log_uniform_valuez"}}}
-    assert sweeps.schema_violations_from_proposed_config(broken) != []
-
-
-def test_sweep_searches_the_same_space_as_optuna():
-    from resnetf.config import Config
-
-    p, cfg = SWEEP["parameters"], Config()
-    assert (p["max_lr"]["min"], p["max_lr"]["max"]) == cfg.max_lr_range
-    assert p["max_lr"]["distribution"] == "log_uniform_values"
-    assert (p["pct_start"]["min"], p["pct_start"]["max"]) == cfg.pct_start_range
-    assert (p["dropout"]["min"], p["dropout"]["max"]) == cfg.dropout_range
-    assert SWEEP["metric"] == {"name": "val_acc", "goal": "maximize"}
-
-
-def test_experiment_runs_with_the_arguments_the_agent_builds(tiny_data, tmp_path):
-    from wandb.sdk.launch.sweeps import utils as sweep_utils
-
-    # what wandb's agent does with a suggestion: its own helpers build the flags, then each
-    # ${macro} of the command is replaced as the agent replaces it
-    suggestion = {"max_lr": {"value": 0.3}, "pct_start": {"value": 0.25}, "dropout": {"value": 0.1}}
-    flags = sweep_utils.create_sweep_command_args({"args": suggestion})
-    macros = {**flags, "env": [], "interpreter": [sys.executable], "program": [SWEEP["program"]]}
-    command = []
-    for chunk in sweep_utils.create_sweep_command(list(SWEEP["command"])):
-        command += macros[chunk[2:-1]] if chunk.startswith("${") else [chunk]
-    assert "--max_lr=0.3" in command and "--val_size=5000" in command
-    # the tiny settings come after the agent's flags: the last value of a flag wins
-    tiny = [f"--data_dir={tiny_data}", f"--runs_dir={tmp_path}", "--val_size=20", "--width=0.0625",
-            "--batch_size=20", "--epochs=2", "--workers=0", "--wandb_mode=disabled"]
-    proc = subprocess.run(command + tiny, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    (run_dir,) = tmp_path.iterdir()
-    config = json.loads((run_dir / "config.json").read_text())
-    assert (config["max_lr"], config["pct_start"], config["dropout"]) == (0.3, 0.25, 0.1)
-    assert "val_acc" in pd.read_csv(run_dir / "metrics.csv")  # the sweep's metric is logged
-
-
 # --- the LR range test -----------------------------------------------------------------------------
 
 def _toy_problem(seed=0):
@@ -248,3 +205,88 @@ def test_a_study_replays_from_its_seed(tiny_data, tmp_path):
                             f"--data_dir={tiny_data}", f"--runs_dir={tmp_path / str(k)}", *TINY))
         params.append([t.params for t in _trials(f"sqlite:///{tmp_path}/s{k}.db")])
     assert params[0] == params[1]
+
+
+# --- what a study records, and what it refuses ------------------------------------------------------
+
+def test_trials_never_look_at_the_test_split(tiny_data, tmp_path):
+    out = _finish(_experiment("--tune=2", "--pruner=none", "--gradcam_images=1",
+                              f"--data_dir={tiny_data}", f"--runs_dir={tmp_path}", *TINY))
+    trials = list((tmp_path / "tune" / "oc_24ep").iterdir())
+    assert len(trials) == 2
+    for trial in trials:
+        metrics = pd.read_csv(trial / "metrics.csv")
+        assert "val_acc" in metrics and not [c for c in metrics if c.startswith("test")]
+        summary = json.loads((trial / "summary.json").read_text())
+        assert summary["final_test_acc"] is None and summary["test_images"] == 0
+        # its error analysis is drawn from the 20 validation images, not the 50 test images
+        assert pd.read_csv(trial / "confusion.csv", index_col=0).to_numpy().sum() == 20
+    assert "test" not in "".join(line for line in out.splitlines() if line.startswith("epoch"))
+
+
+def test_a_failing_trial_fails_alone_with_its_reason(tiny_cfg, monkeypatch):
+    real, calls = tuning.run, {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("CUDA out of memory, say")
+        return real(*args, **kwargs)
+    monkeypatch.setattr(tuning, "run", flaky)
+    study = tuning.tune(tiny_cfg.replace(tune=2, epochs=3, val_size=20, pruner="none",
+                                         analysis=False))
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert "CUDA out of memory" in study.trials[0].user_attrs["failure"]
+
+
+def test_search_ranges_are_checked_against_the_step_count_before_any_trial(tiny_data, tmp_path):
+    # 8 steps an epoch, 3 epochs: a warm-up of 0.02 * 24 steps is no step at all
+    proc = _experiment("--tune=2", f"--data_dir={tiny_data}", f"--runs_dir={tmp_path}", *TINY,
+                       "--pct_start_range", "0.02", "0.5")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode != 0
+    (line,) = [l for l in out.splitlines() if l.startswith("error:")]
+    assert "pct_start_range" in line and "Traceback" not in out
+    assert not (tmp_path / "tune" / "oc_24ep").exists()  # no trial ran
+
+
+def test_default_validation_split_fits_small_data(tiny_data, tmp_path):
+    no_val = [a for a in TINY if not a.startswith("--val_size")]
+    out = _finish(_experiment("--tune=1", "--pruner=none", f"--data_dir={tiny_data}",
+                              f"--runs_dir={tmp_path}", *no_val))
+    assert "validation split: 10 of 100 training images" in out
+    (trial,) = (tmp_path / "tune" / "oc_24ep").iterdir()
+    assert json.loads((trial / "config.json").read_text())["val_images"] == 10
+
+
+def test_study_records_its_settings_and_its_trials_where_to_find_them(tiny_data, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'elsewhere' / 'study.db'}"
+    (tmp_path / "elsewhere").mkdir()
+    runs = tmp_path / "runs"
+    common = [f"--storage={storage}", f"--data_dir={tiny_data}", f"--runs_dir={runs}",
+              *[a for a in TINY if a != "--wandb_mode=disabled"], "--wandb_mode=offline",
+              "--pruner=none"]
+    _finish(_experiment("--tune=2", *common))
+    study = optuna.load_study(study_name="oc_24ep", storage=storage)
+    fingerprint = load_cifar10(tiny_data, download=False).fingerprint()
+    assert study.user_attrs == {"experiment": "oc_24ep", "model": "resnet9", "epochs": 3,
+                                "width": 0.0625, "batch_size": 10, "val_size": 20,
+                                "data": fingerprint}
+    for trial in study.trials:
+        run_dir = Path(trial.user_attrs["run_dir"])
+        assert run_dir.parent == runs / "tune" / "oc_24ep"
+        (wandb_run,) = read_wandb_records(run_dir, "run")
+        assert trial.user_attrs["wandb_id"] == wandb_run.run.run_id
+        # the W&B run keeps the experiment's tag, adds the study's, and says it is a trial
+        assert {"oc_24ep", "study:oc_24ep"} <= set(wandb_run.run.tags)
+        assert wandb_run.run.job_type == "trial" and wandb_run.run.run_group == "oc_24ep"
+    # the trials table is where the README says, not next to the database
+    assert len(pd.read_csv(runs / "tune" / "oc_24ep_trials.csv")) == 2
+    assert not list((tmp_path / "elsewhere").glob("*.csv"))
+    # a worker with other settings is refused, naming what differs, and adds no trial
+    proc = _experiment("--tune=3", *common, "--epochs=4")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in out
+    assert "epochs: study 3, this worker 4" in out
+    assert len(optuna.load_study(study_name="oc_24ep", storage=storage).trials) == 2
