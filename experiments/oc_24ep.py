@@ -16,7 +16,7 @@ CONFIG = Config(
     div_factor=20.0,         # start at 0.02
     final_div_factor=200.0,  # end at 1e-4, near the DAWNBench schedule's 0
     label_smoothing=0.2,
-    tta_flip=True,
+    tta="flip",
 )
 
 if __name__ == "__main__":

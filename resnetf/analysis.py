@@ -18,14 +18,14 @@ GRID = 5  # the misclassified grid is GRID x GRID images
 
 
 @torch.no_grad()
-def predict(model, loader, finish, autocast, tta_flip: bool):
+def predict(model, loader, finish, autocast, tta: str = "none"):
     """(predictions, labels, uint8 HWC images) for every image of the loader, on the host."""
     model.eval()
     preds, labels, images = [], [], []
     for x, y in loader:
         inputs = finish(x.to(finish.device, non_blocking=True))
         with autocast:
-            preds.append(logits(model, inputs, tta_flip).argmax(1).cpu())
+            preds.append(logits(model, inputs, tta).argmax(1).cpu())
         labels.append(y.cpu())
         images.append(x.permute(0, 2, 3, 1).cpu())
     return torch.cat(preds).numpy(), torch.cat(labels).numpy(), torch.cat(images).numpy()
@@ -110,7 +110,7 @@ def plot_gradcam(model, images, labels, preds, classes, finish, path: Path, coun
 
 def analyze(model, loader, finish, autocast, cfg, classes, run_dir: Path, tracker,
             split: str = "test") -> dict:
-    preds, labels, images = predict(model, loader, finish, autocast, cfg.tta_flip)
+    preds, labels, images = predict(model, loader, finish, autocast, cfg.tta)
     cm = confusion_matrix(labels, preds, len(classes))
     per_class = pd.DataFrame({"class": classes, "images": cm.sum(1), "correct": cm.diagonal(),
                               "accuracy": cm.diagonal() / np.maximum(cm.sum(1), 1)})

@@ -1,7 +1,9 @@
-"""Benchmark an experiment: data-pipeline speed of both backends, training throughput, and
-time-to-accuracy over seeds. Prints the figures and writes them as CSV; asserts nothing.
+"""Benchmark an experiment: its compute, data-pipeline speed of both backends, training
+throughput, and time-to-accuracy over seeds. Prints the figures and writes them as CSV; asserts
+nothing.
 
     python -m resnetf.bench experiments/oc_24ep.py --seeds 3 [--out runs/bench] [-- --data_dir=...]
+    python -m resnetf.bench experiments/fast94.py --flops          (compute only, on the CPU)
 
 Flags after `--` override the experiment's config as on its own command line. Seeds run in this
 one process after a one-epoch warm-up run that is not counted (cudnn autotuning, allocator and
@@ -67,6 +69,36 @@ def per_image_rate(cfg: Config, images, n: int = 2000) -> float:
     return min(n, len(images)) / (time.perf_counter() - t0)
 
 
+def flops(cfg: Config, n_train: int = 50_000, n_test: int = 10_000) -> dict:
+    """The recipe's compute, counted by torch's FlopCounterMode on the net as models.build makes
+    it: forward + backward per training image (at batch size 2, then halved: FLOPs are linear in
+    the batch) times the images the run trains on, plus the forward passes of every evaluation
+    (test-time augmentation included) on the validation and test images."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from . import models
+    from .train import n_epochs, total_steps
+
+    model, x = models.build(cfg), torch.randn(2, 3, 32, 32)
+    with FlopCounterMode(display=False) as counter:
+        torch.nn.functional.cross_entropy(model(x), torch.zeros(2, dtype=torch.long)).backward()
+    train_per_image = counter.get_total_flops() / 2
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        models.logits(model, x, cfg.tta)
+    eval_per_image = counter.get_total_flops() / 2
+    steps = total_steps(cfg, (n_train - cfg.val_size) // cfg.batch_size)
+    evaluations = (n_epochs(cfg) // cfg.eval_every if cfg.eval_every else 0) or 1
+    if cfg.eval_every and n_epochs(cfg) % cfg.eval_every:
+        evaluations += 1  # the last epoch is always evaluated
+    evaluated = (cfg.val_size + (n_test if cfg.use_test else 0)) * evaluations
+    train, evaluation = train_per_image * steps * cfg.batch_size, eval_per_image * evaluated
+    return {"train_gflop_per_image": train_per_image / 1e9, "train_images": steps * cfg.batch_size,
+            "eval_gflop_per_image": eval_per_image / 1e9, "eval_images": evaluated,
+            "train_pflop": train / 1e15, "eval_pflop": evaluation / 1e15,
+            "total_pflop": (train + evaluation) / 1e15}
+
+
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     cut = argv.index("--") if "--" in argv else len(argv)
@@ -75,6 +107,8 @@ def main(argv=None) -> None:
     ap.add_argument("experiment", help="an experiment file, e.g. experiments/oc_24ep.py")
     ap.add_argument("--seeds", type=int, default=3, help="timed runs, seeds 0..N-1 (0: none)")
     ap.add_argument("--no_pipeline", action="store_true", help="skip the data-pipeline figures")
+    ap.add_argument("--flops", action="store_true",
+                    help="print the recipe's training PFLOPs and stop (no data, no device)")
     ap.add_argument("--out", default=None, help="folder for the CSV files and run folders")
     args = ap.parse_args(argv[:cut])
     try:
@@ -83,6 +117,13 @@ def main(argv=None) -> None:
         raise SystemExit(f"error: {args.experiment} is not an experiment file ({e})") from None
     cfg = parse(experiment, argv[cut + 1:])
     name = Path(args.experiment).stem
+    if args.flops:
+        f = flops(cfg)
+        print(f"{name}: {f['train_gflop_per_image']:.3f} GFLOP per training image x "
+              f"{f['train_images']:,} images = {f['train_pflop']:.3f} PFLOP training + "
+              f"{f['eval_gflop_per_image']:.3f} GFLOP x {f['eval_images']:,} evaluated images "
+              f"(tta={cfg.tta}) = {f['eval_pflop']:.4f} PFLOP; total {f['total_pflop']:.3f} PFLOP")
+        return
     out = Path(args.out or f"runs/bench_{name}_{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.device)

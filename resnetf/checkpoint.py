@@ -1,6 +1,7 @@
 """What a checkpoint holds, writing it atomically, restoring it, and what `--resume` may change.
 
-A checkpoint is written after every epoch: the tensors (model, optimizer, scheduler, EMA) and the
+A checkpoint is written after every epoch: the tensors (model, optimizer, scheduler, EMA,
+lookahead average, fp16 loss scaler) and the
 run's `Progress` (epochs done, their metrics, seconds, best accuracy, W&B run id). Writing goes
 through a temporary file and a rename: a crash or a full disk mid-write leaves the last good
 checkpoint in place, never a truncated one.
@@ -42,7 +43,8 @@ def state(setup, progress: Progress) -> dict:
     return {"format": FORMAT, "progress": dataclasses.asdict(progress),
             "model": setup.model.state_dict(), "optimizer": setup.optimizer.state_dict(),
             "scheduler": setup.scheduler.state_dict(),
-            "ema": setup.ema.state_dict() if setup.ema is not None else None}
+            **{part: getattr(setup, part).state_dict() if getattr(setup, part) is not None else None
+               for part in ("ema", "lookahead", "scaler")}}
 
 
 def restore(setup, saved: dict) -> Progress:
@@ -50,8 +52,9 @@ def restore(setup, saved: dict) -> Progress:
     setup.model.load_state_dict(saved["model"])
     setup.optimizer.load_state_dict(saved["optimizer"])
     setup.scheduler.load_state_dict(saved["scheduler"])
-    if setup.ema is not None:
-        setup.ema.load_state_dict(saved["ema"])
+    for part in ("ema", "lookahead", "scaler"):
+        if getattr(setup, part) is not None:
+            getattr(setup, part).load_state_dict(saved[part])
     return Progress(**saved["progress"])
 
 

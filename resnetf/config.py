@@ -62,24 +62,31 @@ class Config:
     """How the padding is filled: mirrored pixels (reflect) or black (constant)."""
     flip: bool = True
     """Random horizontal flip with p=0.5."""
+    alternating_flip: bool = False
+    """With flip, the alternating flip (gpu backend): each image gets a random flip in epoch 0,
+    then all images flip together every odd epoch, so every image is seen both ways in turn."""
     cutout: int = 8
     """Side of the one square hole cut out of each image (Cutout); 0 turns it off."""
     normalize: bool = True
     """Normalize with the CIFAR-10 per-channel mean and std (train and test)."""
 
     # --- model -------------------------------------------------------------------------------
-    model: Literal["resnetf", "resnet9"] = "resnetf"
-    """resnetf: the course project's net as published; resnet9: the corrected DAWNBench-style net."""
+    model: Literal["resnetf", "resnet9", "whitened_convnet"] = "resnetf"
+    """resnetf: the course project's net as published; resnet9: the corrected DAWNBench-style
+    net; whitened_convnet: airbench94's net (frozen 2x2 whitening stem, 64-256-256), for speed."""
     width: float = 1.0
     """Channel multiplier (1.0: 64-128-256-512); small values make CPU runs cheap."""
     dropout: float = 0.1
     """Dropout after the third layer (the course project used 0.1)."""
     softmax_head: bool = False
     """End the net with softmax, as the course project did (a defect: the loss expects logits)."""
+    stem_bias_epochs: int = 3
+    """whitened_convnet: epochs during which the whitening stem's bias trains (then it is frozen,
+    like the stem's weights)."""
 
     # --- optimisation ------------------------------------------------------------------------
-    epochs: int = 24
-    """Passes over the training set."""
+    epochs: float = 24
+    """Passes over the training set; a fraction trains the last one partly (9.9: 99% of 10)."""
     batch_size: int = 512
     """Training batch size (the last incomplete batch of an epoch is dropped)."""
     momentum: float = 0.9
@@ -87,12 +94,25 @@ class Config:
     nesterov: bool = True
     """Nesterov momentum."""
     weight_decay: float = 5e-4
-    """L2 weight decay on every parameter (the course project had none)."""
+    """L2 weight decay on every trained parameter (the course project had none)."""
+    decoupled: bool = False
+    """max_lr and weight_decay in airbench's decoupled form, per 1024 examples of a summed loss:
+    SGD's lr = max_lr * batch_size / (1024 * (1 + 1/(1 - momentum))), and a decay step of
+    weight_decay * batch_size / (1024 * (1 + 1/(1 - momentum))) whatever the lr."""
+    bn_bias_lr: float = 1.0
+    """LR multiplier of the BatchNorm biases (airbench94: 64); with decoupled, their absolute
+    decay step stays that of the other weights."""
     label_smoothing: float = 0.0
     """Label smoothing of the training loss."""
     ema: float = 0.0
     """Decay of an exponential moving average of the weights, updated every step and used for
     evaluation; 0 turns it off."""
+    lookahead: float = 0.0
+    """Lookahead weight averaging (airbench94: 0.95): every lookahead_every steps the weights are
+    pulled to a running average with decay lookahead**every * (step/total)**3 and copied back;
+    at the end the weights become the average. 0 turns it off."""
+    lookahead_every: int = 5
+    """Steps between two lookahead updates."""
 
     # --- One Cycle schedule (torch.optim.lr_scheduler.OneCycleLR, stepped every batch) ---------
     max_lr: float = 0.1552
@@ -111,8 +131,10 @@ class Config:
     """Cycle momentum inversely to the LR between 0.85 and 0.95 (OneCycleLR's default)."""
 
     # --- evaluation --------------------------------------------------------------------------
-    tta_flip: bool = False
-    """Test-time augmentation: average the logits of each test image and its mirror."""
+    tta: Literal["none", "flip", "flip_translate"] = "none"
+    """Test-time augmentation: none; flip (mean logits of each image and its mirror);
+    flip_translate (half that, half the same for the image shifted by 1 px up-left and
+    down-right, reflect-padded: 6 forward passes)."""
     eval_every: int = 1
     """Evaluate every N epochs (the last epoch always); 0: only after the last epoch."""
     use_test: bool = True
@@ -164,7 +186,11 @@ class Config:
     device: str = "auto"
     """auto (cuda when available, else cpu), cpu, cuda or cuda:N."""
     amp: bool = True
-    """bf16 autocast on CUDA (ignored on CPU)."""
+    """Mixed precision (autocast) on CUDA, in amp_dtype."""
+    amp_dtype: Literal["auto", "bf16", "fp16"] = "auto"
+    """auto: bf16 where the GPU computes it natively (compute capability >= 8.0), else fp16 with
+    a GradScaler (T4, V100); none on the CPU. bf16/fp16 force that type (on the CPU too, where
+    torch supports it)."""
     channels_last: bool = True
     """channels_last memory format on CUDA (faster convolutions on tensor cores)."""
     deterministic: bool = False
@@ -194,7 +220,7 @@ class Config:
             ("max_lr", self.max_lr > 0, "must be > 0"),
             ("pct_start", 0 < self.pct_start < 1, "must be in (0, 1)"),
             ("dropout", 0 <= self.dropout < 1, "must be in [0, 1)"),
-            ("epochs", self.epochs >= 1, "must be >= 1"),
+            ("epochs", self.epochs > 0, "must be > 0"),
             ("batch_size", self.batch_size >= 1, "must be >= 1"),
             ("div_factor", self.div_factor > 0, "must be > 0"),
             ("final_div_factor", self.final_div_factor > 0, "must be > 0"),
@@ -206,6 +232,10 @@ class Config:
             ("cutout", 0 <= self.cutout <= 32, "must be in [0, 32]"),
             ("val_size", 0 <= self.val_size < 50_000, "must be in [0, 50000)"),
             ("ema", 0 <= self.ema < 1, "must be in [0, 1)"),
+            ("lookahead", 0 <= self.lookahead < 1, "must be in [0, 1)"),
+            ("lookahead_every", self.lookahead_every >= 1, "must be >= 1"),
+            ("bn_bias_lr", self.bn_bias_lr > 0, "must be > 0"),
+            ("stem_bias_epochs", self.stem_bias_epochs >= 0, "must be >= 0"),
             ("tune", self.tune >= 0, "must be >= 0"),
             ("seeds", self.seeds >= 1, "must be >= 1"),
             ("gradcam_images", 0 <= self.gradcam_images <= 16, "must be in [0, 16]"),
@@ -229,6 +259,10 @@ class Config:
              f"only the resnetf model has one (model={self.model})"),
             ("nesterov", self.nesterov and self.momentum == 0 and not self.cycle_momentum,
              "needs momentum > 0 (got momentum=0)"),
+            ("decoupled", self.decoupled and self.cycle_momentum,
+             "the decoupled form is defined for a fixed momentum (turn cycle_momentum off)"),
+            ("alternating_flip", self.alternating_flip and (self.backend != "gpu" or not self.flip),
+             "needs --backend=gpu and --flip (each image's flip is kept on the device)"),
             ("seeds", self.tune > 0 and self.seeds > 1,
              "--tune runs a study; it cannot be repeated over seeds (use one of them)"),
             ("lr_range_test", self.lr_range_test and (self.tune > 0 or self.seeds > 1),
@@ -257,23 +291,24 @@ GROUPS = {
              ["data_dir", "download", "val_size", "workers", "backend"]),
     "augmentation": ("training-set augmentation: crop and flip per image (albumentations backend) "
                      "or batch-wise (gpu backend); cutout and normalize batch-wise on the device",
-                     ["pad", "pad_mode", "flip", "cutout", "normalize"]),
-    "model": ("the network", ["model", "width", "dropout", "softmax_head"]),
+                     ["pad", "pad_mode", "flip", "alternating_flip", "cutout", "normalize"]),
+    "model": ("the network", ["model", "width", "dropout", "softmax_head", "stem_bias_epochs"]),
     "optimisation": ("SGD, the loss and weight averaging",
                      ["epochs", "batch_size", "momentum", "nesterov", "weight_decay",
-                      "label_smoothing", "ema"]),
+                      "decoupled", "bn_bias_lr", "label_smoothing", "ema", "lookahead",
+                      "lookahead_every"]),
     "schedule": ("One Cycle LR (torch's OneCycleLR, stepped every batch)",
                  ["max_lr", "pct_start", "div_factor", "final_div_factor", "anneal_strategy",
                   "three_phase", "cycle_momentum"]),
     "evaluation": ("what is measured, on which split, and the analysis after training",
-                   ["tta_flip", "eval_every", "use_test", "analysis", "gradcam_images"]),
+                   ["tta", "eval_every", "use_test", "analysis", "gradcam_images"]),
     "tuning": ("Optuna: --tune N trials on the validation split",
                ["tune", "study", "storage", "pruner", "max_lr_range", "pct_start_range",
                 "dropout_range", "heartbeat", "retrain_best"]),
     "tracking": ("Weights & Biases and the run folders",
                  ["wandb_mode", "wandb_project", "wandb_entity", "wandb_group", "runs_dir"]),
     "hardware": ("device, precision and speed",
-                 ["device", "amp", "channels_last", "deterministic", "compile"]),
+                 ["device", "amp", "amp_dtype", "channels_last", "deterministic", "compile"]),
 }
 
 

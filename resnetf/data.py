@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,17 @@ class Cifar10:
     test_images: np.ndarray
     test_labels: np.ndarray
     classes: tuple
+    _on_device: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def to_device(self, name: str, device: torch.device) -> torch.Tensor:
+        """One array (train_images, test_labels, ...) on `device`, images as uint8 NCHW, copied
+        once and kept: the trials of a tuning worker share the copy."""
+        key = (name, str(device))
+        if key not in self._on_device:
+            array = torch.from_numpy(getattr(self, name)).to(device)
+            self._on_device[key] = (array.permute(0, 3, 1, 2).contiguous() if array.ndim == 4
+                                    else array)
+        return self._on_device[key]
 
     def fingerprint(self) -> str:
         """A short hash of every image and label: tells whether two runs saw the same data."""
@@ -198,21 +209,36 @@ def set_epoch(loader, seed: int, epoch: int) -> None:
     """Seed a training loader's shuffle and augmentations for `epoch` (either backend)."""
     shuffle = loader.sampler.generator if isinstance(loader, DataLoader) else loader.generator
     shuffle.manual_seed(epoch_seed(seed, epoch))
-    if hasattr(loader.dataset, "set_epoch"):
-        loader.dataset.set_epoch(epoch)
+    for owner in (loader, loader.dataset):  # DeviceLoader (alternating flip), CifarDataset
+        if hasattr(owner, "set_epoch"):
+            owner.set_epoch(epoch)
 
 
 class DeviceLoader:
     """The gpu backend's loader: the images live on the device as uint8 NCHW and batches are
     index gathers there, so an epoch moves no image across PCIe. Yields uint8 (x, y) pairs,
-    as the albumentations loader does; `BatchAugment` turns them into network input."""
+    as the albumentations loader does; `BatchAugment` turns them into network input.
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, train: bool,
-                 device: torch.device, seed: int = 0):
-        self.images = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).contiguous()
-        self.labels = torch.from_numpy(labels).to(device)
+    `alternating_flip` flips each image by a bit of its own, drawn once from the seed, in even
+    epochs and by its opposite in odd ones (airbench94's alternating flip). It lives here, not in
+    BatchAugment, because it follows each image across epochs and only the loader knows which
+    image is which."""
+
+    def __init__(self, images, labels, batch_size: int, train: bool, device: torch.device,
+                 seed: int = 0, alternating_flip: bool = False):
+        # numpy arrays are HWC as loaded; tensors come NCHW from Cifar10.to_device
+        self.images = (torch.from_numpy(images).to(device).permute(0, 3, 1, 2).contiguous()
+                       if isinstance(images, np.ndarray) else images.to(device))
+        self.labels = torch.as_tensor(labels).to(device)
         self.batch_size, self.train, self.dataset = batch_size, train, None
         self.generator = torch.Generator(device=device).manual_seed(seed) if train else None
+        self.flipped, self.epoch = None, 0
+        if alternating_flip:
+            g = torch.Generator(device=device).manual_seed(epoch_seed(seed, 0, salt=2))
+            self.flipped = torch.rand(len(self.labels), device=device, generator=g) < 0.5
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -224,4 +250,8 @@ class DeviceLoader:
                  if self.train else torch.arange(n, device=self.labels.device))
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-            yield self.images[idx], self.labels[idx]
+            x = self.images[idx]
+            if self.flipped is not None:
+                flip = self.flipped[idx] ^ (self.epoch % 2 == 1)
+                x = torch.where(flip[:, None, None, None], x.flip(3), x)
+            yield x, self.labels[idx]

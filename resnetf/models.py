@@ -1,7 +1,10 @@
-"""The networks: ResnetF as the course project published it, and a corrected ResNet-9.
+"""The networks: ResnetF as the course project published it, a corrected ResNet-9, and a
+whitened conv net for speed.
 
-Both share the DAWNBench ResNet-9 plan: prep -> layer1 (+residual) -> layer2 -> layer3
-(+residual) -> global max pool -> linear, at 64-128-256-512 channels times `width`.
+ResnetF and ResNet9 share the DAWNBench ResNet-9 plan: prep -> layer1 (+residual) -> layer2 ->
+layer3 (+residual) -> global max pool -> linear, at 64-128-256-512 channels times `width`.
+WhitenedConvNet is the airbench94 plan (Keller Jordan, arXiv 2404.00498): a frozen 2x2 whitening
+stem, three conv groups at 64-256-256, about a third of ResNet-9's FLOPs per image.
 """
 from __future__ import annotations
 
@@ -84,17 +87,96 @@ class ResNet9(_Backbone):
         return self.fc(torch.amax(self.features(x), dim=(2, 3))) * self.logit_scale
 
 
+# --- the whitened conv net ----------------------------------------------------------------------
+
+class _BatchNorm(nn.BatchNorm2d):
+    """BatchNorm whose scale is fixed at 1 (only the bias trains), running statistics that follow
+    the last batches closely (momentum 0.4) and eps 1e-12: the settings of airbench94."""
+
+    def __init__(self, channels: int, momentum: float = 0.4, eps: float = 1e-12):
+        super().__init__(channels, eps=eps, momentum=momentum)
+        self.weight.requires_grad_(False)
+
+
+class _Conv(nn.Conv2d):
+    """3x3, padding 1, no bias; identity-initialised on its first in-channels (dirac), so that a
+    fresh group starts by passing its input through."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__(cin, cout, 3, padding=1, bias=False)
+        with torch.no_grad():
+            nn.init.dirac_(self.weight[:min(cin, cout)])
+
+
+def _group(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(_Conv(cin, cout), nn.MaxPool2d(2), _BatchNorm(cout), nn.GELU(),
+                         _Conv(cout, cout), _BatchNorm(cout), nn.GELU())
+
+
+class WhitenedConvNet(nn.Module):
+    """2x2 whitening stem (24 channels, weights frozen, set by `init_whitening`) -> GELU ->
+    three groups of conv -> maxpool -> BN -> GELU -> conv -> BN -> GELU (64-256-256 channels
+    times `width`) -> max pool 3 -> [dropout] -> linear without bias -> logits / 9."""
+
+    def __init__(self, num_classes: int = 10, width: float = 1.0, dropout: float = 0.0,
+                 logit_scale: float = 1 / 9, eps: float = 5e-4):
+        super().__init__()
+        widths = [_ch(c, width) for c in (64, 256, 256)]
+        self.stem = nn.Conv2d(3, 24, 2, padding=0, bias=True)
+        self.stem.weight.requires_grad_(False)
+        self.groups = nn.Sequential(*[_group(cin, cout) for cin, cout in
+                                      zip([24] + widths[:-1], widths)])
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(widths[-1], num_classes, bias=False)
+        self.logit_scale, self.eps = logit_scale, eps
+
+    @torch.no_grad()
+    def init_whitening(self, images: torch.Tensor) -> None:
+        """Set the stem to whiten 2x2 patches of `images` (N, 3, H, W, as the net sees them):
+        the eigenvectors of the patch covariance scaled by 1/sqrt(eigenvalue + eps), each with
+        both signs (24 filters for 12-dim patches)."""
+        patches = images.float().unfold(2, 2, 1).unfold(3, 2, 1)  # N, C, H-1, W-1, 2, 2
+        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, 12).double()
+        cov = torch.cov(patches.T)
+        eigenvalues, eigenvectors = torch.linalg.eigh(cov)
+        filters = (eigenvectors.T / torch.sqrt(eigenvalues + self.eps)[:, None]).reshape(12, 3, 2, 2)
+        self.stem.weight.copy_(torch.cat([filters, -filters]).to(self.stem.weight))
+
+    @property
+    def cam_layer(self) -> nn.Module:
+        """Where Grad-CAM looks: the last group, 3x3 maps before the final pool."""
+        return self.groups[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.groups(nn.functional.gelu(self.stem(x)))
+        x = self.dropout(torch.amax(x, dim=(2, 3)))
+        return self.fc(x) * self.logit_scale
+
+
+NETS = {"resnetf": ResnetF, "resnet9": ResNet9, "whitened_convnet": WhitenedConvNet}
+
+
 def build(cfg) -> nn.Module:
     """The net `cfg.model` names (Config.validate() has checked the name and the head)."""
     if cfg.model == "resnetf":
         return ResnetF(width=cfg.width, dropout=cfg.dropout, softmax=cfg.softmax_head)
-    return ResNet9(width=cfg.width, dropout=cfg.dropout)
+    return NETS[cfg.model](width=cfg.width, dropout=cfg.dropout)
 
 
-def logits(model: nn.Module, inputs: torch.Tensor, tta_flip: bool = False) -> torch.Tensor:
-    """The net's logits, averaged with those of the mirrored images when tta_flip is on."""
-    out = model(inputs)
-    return (out + model(inputs.flip(3))) / 2 if tta_flip else out
+def logits(model: nn.Module, inputs: torch.Tensor, tta: str = "none") -> torch.Tensor:
+    """The net's logits under a test-time augmentation level: none; flip (the mean with the
+    mirrored images); flip_translate (half that, half the same for the images shifted by one
+    pixel up-left and down-right, reflect-padded)."""
+    if tta == "none":
+        return model(inputs)
+    mirrored = (model(inputs) + model(inputs.flip(3))) / 2
+    if tta == "flip":
+        return mirrored
+    h, w = inputs.shape[-2:]
+    padded = nn.functional.pad(inputs, (1, 1, 1, 1), mode="reflect")
+    shifted = [padded[:, :, :h, :w], padded[:, :, 2:h + 2, 2:w + 2]]
+    translated = sum(logits(model, x, "flip") for x in shifted) / 2
+    return (mirrored + translated) / 2
 
 
 def summary(model: nn.Module, device=None) -> str:

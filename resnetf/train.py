@@ -36,6 +36,7 @@ from . import analysis, augment, checkpoint, data, models
 from .batch_augment import BatchAugment
 from .checkpoint import Progress
 from .config import Config, ConfigError
+from .lookahead import Lookahead
 from .tracking import Tracker, check_runs_dir, new_run_dir, provenance
 
 
@@ -126,14 +127,21 @@ class Setup:
     scheduler: torch.optim.lr_scheduler.OneCycleLR
     criterion: nn.Module
     autocast: Any
+    scaler: Optional[torch.amp.GradScaler]  # fp16 only: bf16 and fp32 need no loss scaling
     ema: Optional[torch.optim.swa_utils.AveragedModel]
+    lookahead: Optional[Lookahead]
     net: nn.Module  # what trains: the model, compiled with cfg.compile
     compile_seconds: float = 0.0
     started: float = field(default_factory=time.perf_counter)
 
     @property
     def steps(self) -> int:
+        """Steps of a whole epoch."""
         return len(self.train_loader)
+
+    @property
+    def total_steps(self) -> int:
+        return total_steps(self.cfg, self.steps)
 
     @property
     def final_net(self) -> nn.Module:
@@ -174,10 +182,65 @@ def configure_torch(cfg: Config, device: torch.device) -> None:
     torch.backends.cudnn.benchmark = device.type == "cuda" and not cfg.deterministic
 
 
+def total_steps(cfg: Config, steps_per_epoch: int) -> int:
+    """The run's optimizer steps: a fractional epoch count trains the last epoch partly."""
+    return max(1, round(cfg.epochs * steps_per_epoch))
+
+
+def n_epochs(cfg: Config) -> int:
+    """Epochs the loop enters, the partial last one included."""
+    return math.ceil(cfg.epochs - 1e-9)
+
+
+def sgd_hyperparameters(cfg: Config) -> tuple[float, float]:
+    """(peak lr, decay step) for torch's SGD on the mean loss of a batch. The decay step is what
+    one step at the peak lr takes off a weight w: lr * weight_decay * w. In the decoupled form
+    both come per 1024 examples of a summed loss with momentum's 1/(1 - momentum) gain taken
+    out (airbench94's hyperparameters)."""
+    if not cfg.decoupled:
+        return cfg.max_lr, cfg.max_lr * cfg.weight_decay
+    per_step = cfg.batch_size / (1024 * (1 + 1 / (1 - cfg.momentum)))
+    return cfg.max_lr * per_step, cfg.weight_decay * per_step
+
+
 def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.SGD:
-    # lr is a placeholder: OneCycleLR sets it before the first step
-    return torch.optim.SGD(model.parameters(), lr=cfg.max_lr, momentum=cfg.momentum,
-                           nesterov=cfg.nesterov, weight_decay=cfg.weight_decay, foreach=True)
+    """Nesterov SGD over the trained parameters (frozen ones, like a whitening stem, left out)
+    in two groups: BatchNorm biases at bn_bias_lr times the lr, then everything else. Each
+    group's weight_decay is set so that its decay step at the peak lr is the same."""
+    bn_biases = {id(m.bias) for m in model.modules()
+                 if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.bias is not None}
+    # a parameter frozen for good is left out; the whitening stem's bias, frozen after a few
+    # epochs, is in (SGD skips a parameter without a gradient)
+    trained = [p for n, p in model.named_parameters() if p.requires_grad or n == "stem.bias"]
+    lr, decay_step = sgd_hyperparameters(cfg)
+    groups = []
+    for params, group_lr in (([p for p in trained if id(p) not in bn_biases], lr),
+                             ([p for p in trained if id(p) in bn_biases], lr * cfg.bn_bias_lr)):
+        if params:  # OneCycleLR sets each group's lr from its max_lr before the first step
+            groups.append({"params": params, "lr": group_lr, "max_lr": group_lr,
+                           "weight_decay": decay_step / group_lr})
+    return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                           foreach=True)
+
+
+def precision(cfg: Config, device: torch.device):
+    """(autocast context, GradScaler or None): see Config.amp_dtype."""
+    capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+    dtype = amp_dtype(cfg.amp, cfg.amp_dtype, device.type, capability)
+    if dtype is None:
+        return nullcontext(), None
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+    return torch.autocast(device.type, dtype=dtype), scaler
+
+
+def amp_dtype(amp: bool, choice: str, device_type: str, capability=None) -> Optional[torch.dtype]:
+    """auto: bf16 from compute capability 8.0 (Ampere) on, where tensor cores run it natively,
+    fp16 below (T4, V100), nothing on the CPU; bf16/fp16: as asked."""
+    if not amp or (choice == "auto" and device_type != "cuda"):
+        return None
+    if choice == "auto":
+        return torch.bfloat16 if tuple(capability) >= (8, 0) else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[choice]
 
 
 def check_schedule(cfg: Config, total_steps: int) -> None:
@@ -190,9 +253,10 @@ def check_schedule(cfg: Config, total_steps: int) -> None:
 
 
 def make_scheduler(optimizer, cfg: Config, steps_per_epoch: int):
-    check_schedule(cfg, cfg.epochs * steps_per_epoch)
+    total = total_steps(cfg, steps_per_epoch)
+    check_schedule(cfg, total)
     return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=cfg.max_lr, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch,
+        optimizer, max_lr=[g["max_lr"] for g in optimizer.param_groups], total_steps=total,
         pct_start=cfg.pct_start, anneal_strategy=cfg.anneal_strategy,
         div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor,
         three_phase=cfg.three_phase, cycle_momentum=cfg.cycle_momentum)
@@ -206,18 +270,25 @@ def make_loaders(cfg: Config, cifar: data.Cifar10, device: torch.device):
     if len(train_idx) < cfg.batch_size:
         raise ValueError(f"batch_size: {cfg.batch_size} is larger than the {len(train_idx)} "
                          f"training images, so an epoch would have no full batch")
-    images, labels = cifar.train_images[train_idx], cifar.train_labels[train_idx]
+    def on_device(split, idx=None):  # gathered from the one device copy of the split
+        images, labels = (cifar.to_device(f"{split}_{a}", device) for a in ("images", "labels"))
+        if idx is None:
+            return images, labels
+        idx = torch.from_numpy(idx).to(device)
+        return images[idx], labels[idx]
+
     if cfg.backend == "gpu":
-        train = data.DeviceLoader(images, labels, cfg.batch_size, True, device, cfg.seed)
+        train = data.DeviceLoader(*on_device("train", train_idx), cfg.batch_size, True, device,
+                                  cfg.seed, alternating_flip=cfg.alternating_flip)
     else:
-        dataset = data.CifarDataset(images, labels, augment.train_transform(cfg, seed=cfg.seed),
-                                    seed=cfg.seed)
+        dataset = data.CifarDataset(cifar.train_images[train_idx], cifar.train_labels[train_idx],
+                                    augment.train_transform(cfg, seed=cfg.seed), seed=cfg.seed)
         train = data.make_loader(dataset, cfg.batch_size, True, cfg.workers, cfg.seed,
                                  pin_memory=device.type == "cuda")
     eval_bs = max(cfg.batch_size, 1024)
-    val = (data.DeviceLoader(cifar.train_images[val_idx], cifar.train_labels[val_idx], eval_bs,
-                             False, device) if len(val_idx) else None)
-    test = (data.DeviceLoader(cifar.test_images, cifar.test_labels, eval_bs, False, device)
+    val = (data.DeviceLoader(*on_device("train", val_idx), eval_bs, False, device)
+           if len(val_idx) else None)
+    test = (data.DeviceLoader(*on_device("test"), eval_bs, False, device)
             if cfg.use_test else None)
     return train, val, test
 
@@ -229,21 +300,27 @@ def build(cfg: Config, cifar: Optional[data.Cifar10] = None) -> Setup:
     configure_torch(cfg, device)
     cifar = cifar if cifar is not None else data.load_cifar10(cfg.data_dir, download=cfg.download)
     train, val, test = make_loaders(cfg, cifar, device)
-    cuda = device.type == "cuda"
-    memory_format = torch.channels_last if cuda and cfg.channels_last else torch.contiguous_format
+    memory_format = (torch.channels_last if device.type == "cuda" and cfg.channels_last
+                     else torch.contiguous_format)
+    eval_finish = BatchAugment(cfg, device, False, False, memory_format)
     model = models.build(cfg).to(device, memory_format=memory_format)
+    if hasattr(model, "init_whitening"):  # from 5000 training images, as the net sees them
+        first = cifar.train_images[data.split_val(cifar.train_labels, cfg.val_size, cfg.seed)[0][:5000]]
+        model.init_whitening(eval_finish(torch.from_numpy(first).to(device).permute(0, 3, 1, 2)))
     optimizer = make_optimizer(model, cfg)
     ema = (torch.optim.swa_utils.AveragedModel(
         model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
         if cfg.ema > 0 else None)
+    autocast, scaler = precision(cfg, device)
+    lookahead = (Lookahead(model, total_steps(cfg, len(train)), cfg.lookahead, cfg.lookahead_every)
+                 if cfg.lookahead > 0 else None)
     return Setup(
         cfg, device, cifar, train, val, test,
         train_finish=BatchAugment(cfg, device, True, cfg.backend == "gpu", memory_format),
-        eval_finish=BatchAugment(cfg, device, False, False, memory_format),
-        model=model, optimizer=optimizer, scheduler=make_scheduler(optimizer, cfg, len(train)),
+        eval_finish=eval_finish, model=model, optimizer=optimizer,
+        scheduler=make_scheduler(optimizer, cfg, len(train)),
         criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
-        autocast=torch.autocast("cuda", dtype=torch.bfloat16) if cuda and cfg.amp else nullcontext(),
-        ema=ema, net=model)
+        autocast=autocast, scaler=scaler, ema=ema, lookahead=lookahead, net=model)
 
 
 def compile_model(model, train_shape, eval_batch_sizes, criterion, autocast):
@@ -295,7 +372,7 @@ def start(setup: Setup, progress: Progress, context: Context, run_dir=None) -> T
     print(summary)
     print(f"{cfg.name}: {cfg.model} ({info['parameters']:,} parameters) on {setup.device}, "
           f"{info['train_images']} train / {info['val_images']} val / {info['test_images']} "
-          f"test images, {cfg.backend} backend, {cfg.epochs} epochs of {setup.steps} steps "
+          f"test images, {cfg.backend} backend, {cfg.epochs:g} epochs of {setup.steps} steps "
           f"-> {tracker.run_dir}")
     if progress.epoch:
         print(f"resuming {tracker.run_dir} after epoch {progress.epoch}")
@@ -304,38 +381,50 @@ def start(setup: Setup, progress: Progress, context: Context, run_dir=None) -> T
 
 # ===== fit: the epoch loop =======================================================================
 
-def train_epoch(setup: Setup, desc: Optional[str] = None, stop: Optional[StopOnSignal] = None):
-    """Returns per-step LRs, per-step losses (host floats) and the epoch's accuracy."""
+def train_epoch(setup: Setup, epoch: int, desc: Optional[str] = None,
+                stop: Optional[StopOnSignal] = None):
+    """Returns per-step LRs, per-step losses (host floats) and the epoch's accuracy. The last
+    epoch of a fractional epoch count stops at the run's step budget."""
     s = setup
     s.net.train()
     lrs, losses = [], []
     correct = torch.zeros((), device=s.device, dtype=torch.long)
-    seen = 0
-    for x, y in tqdm(s.train_loader, desc=desc, leave=False, disable=desc is None):
+    seen, first = 0, epoch * s.steps
+    batches = min(s.steps, s.total_steps - first)
+    for x, y in tqdm(s.train_loader, desc=desc, leave=False, disable=desc is None, total=batches):
         x = s.train_finish(x.to(s.device, non_blocking=True))
         y = y.to(s.device, non_blocking=True)
         with s.autocast:
             out = s.net(x)
             loss = s.criterion(out, y)
         s.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
         lrs.append(s.scheduler.get_last_lr()[0])  # the LR this step used, known on the host
-        s.optimizer.step()
+        if s.scaler is not None:  # fp16: scale the loss so small gradients do not underflow
+            s.scaler.scale(loss).backward()
+            s.scaler.step(s.optimizer)
+            s.scaler.update()
+        else:
+            loss.backward()
+            s.optimizer.step()
         s.scheduler.step()
         if s.ema is not None:
             s.ema.update_parameters(s.model)
+        if s.lookahead is not None:
+            s.lookahead.step(s.model, first + len(lrs))
         losses.append(loss.detach())
         correct += (out.argmax(1) == y).sum()
         seen += len(y)
         if stop is not None and stop.requested:
             raise stop.reason()
+        if len(lrs) == batches:
+            break
     # the one device-to-host transfer of the epoch
     losses = torch.stack(losses).float().cpu().tolist()
     return lrs, losses, correct.item() / seen
 
 
 @torch.no_grad()
-def evaluate(model, loader, finish, autocast, tta_flip: bool = False):
+def evaluate(model, loader, finish, autocast, tta: str = "none"):
     """(mean cross-entropy, accuracy) over every image of the loader."""
     model.eval()
     device = finish.device
@@ -346,7 +435,7 @@ def evaluate(model, loader, finish, autocast, tta_flip: bool = False):
         x = finish(x.to(device, non_blocking=True))
         y = y.to(device, non_blocking=True)
         with autocast:
-            out = models.logits(model, x, tta_flip).float()
+            out = models.logits(model, x, tta).float()
         loss_sum += nn.functional.cross_entropy(out, y, reduction="sum")
         correct += (out.argmax(1) == y).sum()
         n += len(y)
@@ -364,14 +453,19 @@ def check_finite(losses: list[float], lrs: list[float], epoch: int, steps: int) 
 def fit(setup: Setup, tracker: Tracker, progress: Progress, on_epoch=None, stop=None) -> None:
     """Train from epoch `progress.epoch` to cfg.epochs, updating `progress` as it goes."""
     cfg = setup.cfg
-    for epoch in range(progress.epoch, cfg.epochs):
+    last_epoch = n_epochs(cfg)
+    for epoch in range(progress.epoch, last_epoch):
         # all randomness of an epoch derives from (seed, epoch): resuming repeats it exactly
         torch.manual_seed(data.epoch_seed(cfg.seed, epoch))
         data.set_epoch(setup.train_loader, cfg.seed, epoch)
         setup.train_finish.set_epoch(epoch)
+        if hasattr(setup.model, "stem"):  # the whitening stem's bias trains only at first
+            setup.model.stem.bias.requires_grad_(epoch < cfg.stem_bias_epochs)
         t0 = time.perf_counter()
         lrs, losses, train_acc = train_epoch(
-            setup, f"epoch {epoch + 1}/{cfg.epochs}" if cfg.progress else None, stop)
+            setup, epoch, f"epoch {epoch + 1}/{last_epoch}" if cfg.progress else None, stop)
+        if setup.lookahead is not None and epoch + 1 == last_epoch:
+            setup.lookahead.finish(setup.model)  # the weights become the average
         _sync(setup.device)
         seconds = time.perf_counter() - t0
         progress.train_seconds += seconds
@@ -379,15 +473,15 @@ def fit(setup: Setup, tracker: Tracker, progress: Progress, on_epoch=None, stop=
         check_finite(losses, lrs, epoch, setup.steps)
         metrics = {"epoch": epoch + 1, "train_loss": sum(losses) / len(losses),
                    "train_acc": train_acc}
-        if epoch + 1 == cfg.epochs or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
+        if epoch + 1 == last_epoch or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
             for split, loader in setup.eval_loaders().items():
                 metrics[f"{split}_loss"], metrics[f"{split}_acc"] = evaluate(
-                    setup.eval_net, loader, setup.eval_finish, setup.autocast, cfg.tta_flip)
+                    setup.eval_net, loader, setup.eval_finish, setup.autocast, cfg.tta)
                 progress.best[split] = max(progress.best.get(split, 0.0), metrics[f"{split}_acc"])
         metrics["epoch_seconds"] = seconds
         tracker.log_epoch(metrics)
         tqdm.write(_epoch_line(metrics, lrs[-1]))
-        progress.epoch, progress.steps_done = epoch + 1, (epoch + 1) * setup.steps
+        progress.epoch, progress.steps_done = epoch + 1, epoch * setup.steps + len(lrs)
         progress.metrics = list(tracker.epochs)
         if cfg.checkpoint:
             checkpoint.save(tracker.run_dir, checkpoint.state(setup, progress))

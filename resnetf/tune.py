@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 
 from .config import Config, ConfigError
 from .data import Cifar10, load_cifar10, split_val
-from .train import Context, RunStopped, check_schedule, run
+from .train import Context, RunStopped, check_schedule, n_epochs, run, total_steps
 
 MAX_DEFAULT_VAL = 5000
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -101,7 +101,8 @@ class TrialSeededTPESampler(optuna.samplers.TPESampler):
 
 def make_study(cfg: Config, study_name: str) -> optuna.Study:
     pruner = {"median": optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
-              "hyperband": optuna.pruners.HyperbandPruner(min_resource=1, max_resource=cfg.epochs),
+              "hyperband": optuna.pruners.HyperbandPruner(min_resource=1,
+                                                       max_resource=n_epochs(cfg)),
               "none": optuna.pruners.NopPruner()}[cfg.pruner]
     return optuna.create_study(
         study_name=study_name, storage=_storage(cfg, study_name), direction="maximize",
@@ -124,7 +125,7 @@ def choose_val_size(cfg: Config, n_train: int) -> Config:
 def check_ranges(cfg: Config, n_train: int) -> None:
     """Every pct_start of the search range must give each One Cycle phase a step: the ends of
     the range are the extremes."""
-    steps = (n_train - cfg.val_size) // cfg.batch_size * cfg.epochs
+    steps = total_steps(cfg, (n_train - cfg.val_size) // cfg.batch_size)
     for pct in cfg.pct_start_range:
         try:
             check_schedule(cfg.replace(pct_start=pct), steps)

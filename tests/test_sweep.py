@@ -92,13 +92,13 @@ def test_experiment_runs_with_the_arguments_the_agent_builds(tiny_data, tmp_path
 def test_agent_style_booleans_and_integral_floats_are_accepted():
     from wandb.sdk.launch.sweeps import utils as sweep_utils
 
-    suggestion = {"tta_flip": {"value": True}, "flip": {"value": False},
+    suggestion = {"three_phase": {"value": True}, "flip": {"value": False},
                   "batch_size": {"value": 256.0}, "workers": {"value": 2.0},
                   "max_lr": {"value": 0.3}}
     flags = sweep_utils.create_sweep_command_args({"args": suggestion})["args"]
-    assert "--tta_flip=True" in flags and "--batch_size=256.0" in flags  # what W&B writes
+    assert "--three_phase=True" in flags and "--batch_size=256.0" in flags  # what W&B writes
     cfg = parse(Config(), flags)
-    assert (cfg.tta_flip, cfg.flip, cfg.batch_size, cfg.workers, cfg.max_lr) == (
+    assert (cfg.three_phase, cfg.flip, cfg.batch_size, cfg.workers, cfg.max_lr) == (
         True, False, 256, 2, 0.3)
     assert isinstance(cfg.batch_size, int)
     with pytest.raises(SystemExit):  # a fraction is still no batch size

@@ -1,0 +1,221 @@
+"""The fast recipe's parts: the whitening stem, the decoupled hyperparameters, lookahead, the
+alternating flip and translations, the test-time augmentation levels, mixed precision, fractional
+epochs, and the compute count."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import REPO, run_dir_of, scheduler_lrs
+from resnetf import models, run
+from resnetf.batch_augment import BatchAugment
+from resnetf.config import Config, load_experiment
+from resnetf.data import DeviceLoader
+from resnetf.lookahead import Lookahead
+from resnetf.train import Context, amp_dtype, make_optimizer, sgd_hyperparameters
+
+CPU = torch.device("cpu")
+FAST94 = load_experiment(REPO / "experiments" / "fast94.py")
+
+
+def _correlated_images(n=400, seed=0):
+    """Smooth, colour-correlated images: neighbouring pixels and channels far from white."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.nn.functional.avg_pool2d(torch.randn(n, 1, 36, 36, generator=g), 5, 1)
+    return base.repeat(1, 3, 1, 1) + 0.3 * torch.randn(n, 3, 32, 32, generator=g)
+
+
+def test_the_whitening_stem_outputs_uncorrelated_unit_variance_channels():
+    net = models.WhitenedConvNet(width=0.125)
+    images = _correlated_images()
+    net.init_whitening(images)
+    with torch.no_grad():
+        out = net.stem(images) - net.stem.bias[None, :, None, None]
+    channels = out.permute(1, 0, 2, 3).reshape(24, -1)
+    cov = torch.cov(channels[:12])
+    torch.testing.assert_close(cov, torch.eye(12), atol=0.05, rtol=0)  # white: ~identity
+    torch.testing.assert_close(channels[12:], -channels[:12])  # each filter with both signs
+    raw = torch.corrcoef(images.unfold(2, 2, 1).unfold(3, 2, 1).permute(0, 2, 3, 1, 4, 5)
+                         .reshape(-1, 12).T)
+    assert raw[~torch.eye(12, dtype=torch.bool)].min() > 0.15  # every pair of patch pixels correlated
+    assert not net.stem.weight.requires_grad  # frozen
+
+
+def test_whitened_convnet_shape_and_parts():
+    net = models.build(Config(model="whitened_convnet"))
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    convs = [m for m in net.groups.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [64, 64, 256, 256, 256, 256]
+    assert all(c.bias is None for c in convs) and net.fc.bias is None
+    # identity on the first in-channels: a fresh conv passes its input's channels through
+    x = torch.randn(1, 64, 8, 8)
+    torch.testing.assert_close(convs[1](x)[:, :64], x)
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(not b.weight.requires_grad and b.bias.requires_grad for b in bns)
+    assert all(b.momentum == 0.4 and b.eps == 1e-12 for b in bns)
+    assert abs(models.count_parameters(net) - 1.97e6) < 0.05e6  # airbench94's ~2M
+
+
+def test_decoupled_hyperparameters_become_sgds():
+    lr, decay = sgd_hyperparameters(FAST94)
+    kilostep = 1024 * (1 + 1 / (1 - 0.85))
+    assert lr == pytest.approx(11.5 / kilostep * 1024) == pytest.approx(1.5)
+    assert decay == pytest.approx(0.0153 * 1024 / kilostep)
+    net = models.build(FAST94)
+    opt = make_optimizer(net, FAST94)
+    others, bn_biases = opt.param_groups
+    assert bn_biases["lr"] == pytest.approx(64 * others["lr"])
+    # the same absolute decay step at the peak for both groups, and no frozen parameter
+    assert others["lr"] * others["weight_decay"] == pytest.approx(decay)
+    assert bn_biases["lr"] * bn_biases["weight_decay"] == pytest.approx(decay)
+    trained = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert id(net.stem.weight) not in trained and id(net.stem.bias) in trained
+    # the decay step does not follow max_lr: a tuned lr leaves the regularisation as it was
+    assert sgd_hyperparameters(FAST94.replace(max_lr=23.0))[1] == pytest.approx(decay)
+    # a first step with a zero gradient takes the decay step off a weight, times Nesterov's
+    # (1 + momentum) for a fresh momentum buffer
+    w = torch.nn.Parameter(torch.ones(3))
+    sgd = make_optimizer(torch.nn.Linear(1, 1), FAST94)
+    sgd.param_groups[0]["params"] = [w]
+    w.grad = torch.zeros(3)
+    sgd.step()
+    torch.testing.assert_close(w.detach(), torch.full((3,), 1 - decay * (1 + 0.85)))
+
+
+def test_the_triangle_schedule_of_the_paper():
+    cfg = FAST94.replace(epochs=10)
+    lrs = np.array(scheduler_lrs(cfg, 48))
+    peak = sgd_hyperparameters(cfg)[0]
+    assert lrs[0] == pytest.approx(0.2 * peak) and lrs.max() == pytest.approx(peak, rel=5e-3)
+    assert abs(lrs.argmax() - 0.23 * 480) <= 1
+    assert lrs[-1] == pytest.approx(0.07 * peak, rel=1e-3)
+
+
+def test_lookahead_pulls_the_weights_to_their_average_every_few_steps():
+    model = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    la = Lookahead(model, total_steps=10, base=0.9, every=5)
+    for step, value in enumerate([1.0, 2.0, 3.0, 4.0, 5.0], start=1):
+        with torch.no_grad():
+            model.weight.fill_(value)
+        la.step(model, step)
+    decay = 0.9 ** 5 * (5 / 10) ** 3
+    expected = decay * 0.0 + (1 - decay) * 5.0  # the average moved from 0 towards 5
+    assert model.weight.item() == pytest.approx(expected)  # and was copied back
+    with torch.no_grad():
+        model.weight.fill_(9.0)
+    la.step(model, 6)  # not a multiple of 5: nothing happens
+    assert model.weight.item() == 9.0
+    la.finish(model)  # the final sync: the weights become the average
+    assert model.weight.item() == pytest.approx(expected)
+
+
+def test_alternating_flip_flips_each_image_one_way_then_the_other():
+    images = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
+    loader = DeviceLoader(images, np.arange(64), 64, False, CPU, seed=1, alternating_flip=True)
+    seen = {}
+    for epoch in range(3):
+        loader.set_epoch(epoch)
+        x, y = next(iter(loader))
+        original = torch.from_numpy(images).permute(0, 3, 1, 2)[y]
+        seen[epoch] = torch.tensor([torch.equal(a, b.flip(2)) for a, b in zip(x, original)])
+        assert all(torch.equal(a, b) or torch.equal(a, b.flip(2)) for a, b in zip(x, original))
+    assert 16 <= int(seen[0].sum()) <= 48  # a random half in epoch 0
+    assert torch.equal(seen[1], ~seen[0]) and torch.equal(seen[2], seen[0])
+
+
+def test_translation_by_up_to_two_pixels_reaches_every_offset():
+    image = torch.arange(3 * 32 * 32, dtype=torch.float32).reshape(1, 3, 32, 32) % 251
+    batch = image.repeat(500, 1, 1, 1).to(torch.uint8)
+    cfg = Config(pad=2, flip=False, cutout=0, normalize=False)
+    out = BatchAugment(cfg, CPU, train=True, geometric=True)(batch)
+    padded = torch.nn.functional.pad(image, (2, 2, 2, 2), mode="reflect")
+    offsets = set()
+    for o in out:
+        match = [(dy, dx) for dy in range(5) for dx in range(5)
+                 if torch.equal(o, padded[0, :, dy:dy + 32, dx:dx + 32])]
+        assert len(match) == 1
+        offsets.add(match[0])
+    assert offsets == {(dy, dx) for dy in range(5) for dx in range(5)}  # -2..2 both ways
+
+
+def test_each_test_time_augmentation_level():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
+    x = torch.randn(4, 3, 32, 32)
+    torch.testing.assert_close(models.logits(net, x, "none"), net(x))
+    mirrored = (net(x) + net(x.flip(3))) / 2
+    torch.testing.assert_close(models.logits(net, x, "flip"), mirrored)
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+    views = [padded[:, :, :32, :32], padded[:, :, 2:, 2:]]
+    shifted = sum((net(v) + net(v.flip(3))) / 2 for v in views) / 2
+    torch.testing.assert_close(models.logits(net, x, "flip_translate"), (mirrored + shifted) / 2)
+
+
+def test_mixed_precision_choice():
+    assert amp_dtype(True, "auto", "cuda", (9, 0)) == torch.bfloat16  # H100
+    assert amp_dtype(True, "auto", "cuda", (8, 0)) == torch.bfloat16  # A100
+    assert amp_dtype(True, "auto", "cuda", (7, 5)) == torch.float16   # T4 (Colab's free GPU)
+    assert amp_dtype(True, "auto", "cuda", (7, 0)) == torch.float16   # V100
+    assert amp_dtype(True, "auto", "cpu") is None
+    assert amp_dtype(False, "bf16", "cuda", (9, 0)) is None
+    assert amp_dtype(True, "fp16", "cuda", (9, 0)) == torch.float16
+
+
+def test_fp16_trains_through_a_grad_scaler(tiny_cfg):
+    # torch runs fp16 autocast and the GradScaler on the CPU too: the path a T4 takes
+    summary = run(tiny_cfg.replace(amp_dtype="fp16", epochs=3, analysis=False))
+    d = run_dir_of(summary)
+    saved = torch.load(d / "checkpoint.pt", weights_only=False)
+    assert saved["scaler"] is not None and saved["scaler"]["scale"] > 0
+    losses = pd.read_csv(d / "metrics.csv")["train_loss"]
+    assert np.isfinite(losses).all() and losses.iloc[-1] < losses.iloc[0]
+
+
+def test_fractional_epochs_train_a_step_budget(tiny_cfg):
+    cfg = tiny_cfg.replace(epochs=2.6, analysis=False)  # 5 steps an epoch: 13 steps
+    d = run_dir_of(run(cfg))
+    steps = pd.read_csv(d / "steps.csv")
+    assert steps["step"].tolist() == list(range(13))
+    assert pd.read_csv(d / "metrics.csv")["epoch"].tolist() == [1, 2, 3]
+    assert steps["lr"].tolist() == pytest.approx(scheduler_lrs(cfg, 5))
+
+
+def test_the_fast_recipe_trains_with_its_stem_bias_frozen_after_its_epochs(tiny_cfg, tmp_path):
+    cfg = FAST94.replace(**{k: getattr(tiny_cfg, k) for k in (
+        "data_dir", "runs_dir", "workers", "device", "wandb_mode", "progress")},
+        width=0.125, batch_size=20, epochs=3, stem_bias_epochs=1, analysis=False, eval_every=1)
+    copies = {}
+
+    def keep(tracker):
+        copies["dir"] = tracker.run_dir
+
+    def after(metrics):  # the checkpoint of epoch 1, before the bias froze
+        shutil.copy(copies["dir"] / "checkpoint.pt", tmp_path / f"epoch{metrics['epoch']}.pt")
+    summary = run(cfg, Context(on_start=keep, on_epoch=after))
+    first = torch.load(tmp_path / "epoch1.pt", weights_only=False)["model"]
+    final = torch.load(run_dir_of(summary) / "model.pt")
+    torch.manual_seed(cfg.seed)
+    assert torch.equal(first["stem.bias"], final["stem.bias"])  # frozen after epoch 1
+    assert torch.equal(first["stem.weight"], final["stem.weight"])  # never trained
+    assert not torch.equal(first["fc.weight"], final["fc.weight"])  # the rest trains on
+    assert summary["test_images"] == 50 and summary["final_test_acc"] is not None
+
+
+def test_flops_of_the_fast_recipe_are_within_airbench94s_budget():
+    proc = subprocess.run([sys.executable, "-m", "resnetf.bench", "experiments/fast94.py",
+                           "--flops"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    total = float(proc.stdout.split("total ")[1].split(" PFLOP")[0])
+    assert 0.30 <= total <= 0.37  # airbench94: 0.365
+    from resnetf.bench import flops
+
+    resnet9 = flops(load_experiment(REPO / "experiments" / "oc_24ep.py"))
+    assert resnet9["train_gflop_per_image"] == pytest.approx(2.27, abs=0.01)
