@@ -4,6 +4,8 @@ nothing.
 
     python -m resnetf.bench experiments/oc_24ep.py --seeds 3 [--out runs/bench] [-- --data_dir=...]
     python -m resnetf.bench experiments/fast94.py --flops          (compute only, on the CPU)
+    python -m resnetf.bench experiments/fast94.py --seeds 5 --against airbench94 -- --data_dir=...
+    python -m resnetf.bench experiments/oc_24ep.py --seeds 0 --trials 4 -- --data_dir=...
 
 Flags after `--` override the experiment's config as on its own command line. Seeds run in this
 one process after a one-epoch warm-up run that is not counted (cudnn autotuning, allocator and
@@ -12,6 +14,7 @@ compile caches), each with its own run folder.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -99,8 +102,69 @@ def flops(cfg: Config, n_train: int = 50_000, n_test: int = 10_000) -> dict:
             "total_pflop": (train + evaluation) / 1e15}
 
 
-def main(argv=None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
+def write_airbench_data(cifar, folder: Path) -> Path:
+    """The data set in airbench's own layout: folder/train.pt and folder/test.pt, each
+    {'images': uint8 N x 32 x 32 x 3, 'labels', 'classes'}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "test"):
+        torch.save({"images": torch.from_numpy(getattr(cifar, f"{split}_images")),
+                    "labels": torch.from_numpy(getattr(cifar, f"{split}_labels")),
+                    "classes": list(cifar.classes)}, folder / f"{split}.pt")
+    return folder
+
+
+def against_airbench94(cfg: Config, seeds: int, out: Path) -> pd.DataFrame:
+    """airbench94 (PyPI airbench==0.1.8, not a requirement of this package) on the same data and
+    device, timed like our runs: whitening, training and the final TTA evaluation, after one
+    untimed warm-up run."""
+    try:
+        import airbench
+    except ImportError:
+        raise SystemExit("error: --against airbench94 needs the airbench package "
+                         "(pip install --no-deps airbench==0.1.8)") from None
+    device = pick_device(cfg.device)
+    if device.type != "cuda":
+        raise SystemExit("error: airbench94 runs on CUDA only")
+    folder = write_airbench_data(load_cifar10(cfg.data_dir, download=False), out / "airbench" / "cifar10")
+    here = os.getcwd()
+    os.chdir(folder.parent)  # train94 loads its test set from cifar10/test.pt under the cwd
+    try:
+        train = airbench.CifarLoader(str(folder), train=True, batch_size=1024,
+                                     aug=dict(flip=True, translate=2), altflip=True)
+        test = airbench.CifarLoader(str(folder), train=False, batch_size=2000)
+        airbench.train94(train, verbose=False)  # warm-up: cudnn autotuning, allocator
+        rows = []
+        for seed in range(seeds):
+            torch.manual_seed(seed)
+            _sync(device)
+            t0 = time.perf_counter()
+            net = airbench.train94(train, verbose=False)
+            acc = airbench.evaluate(net, test, tta_level=2)
+            _sync(device)
+            rows.append({"seed": seed, "test_acc": acc, "seconds": time.perf_counter() - t0})
+    finally:
+        os.chdir(here)
+    return pd.DataFrame(rows)
+
+
+def trial_overheads(cfg: Config, trials: int, out: Path) -> pd.DataFrame:
+    """A small study (no pruning): each trial's wall seconds minus its training seconds, the
+    time a trial spends outside its epochs (building, the device copy, evaluation, files)."""
+    from .tune import tune
+
+    study = tune(cfg.replace(tune=trials, pruner="none", runs_dir=str(out / "runs"),
+                             study=f"bench_{time.strftime('%Y%m%d-%H%M%S')}"))
+    rows = []
+    for trial in study.trials:
+        s = json.loads((Path(trial.user_attrs["run_dir"]) / "summary.json").read_text())
+        rows.append({"trial": trial.number, "wall_seconds": s["wall_seconds"],
+                     "train_seconds": s["train_seconds"],
+                     "overhead_seconds": s["wall_seconds"] - s["train_seconds"]})
+    return pd.DataFrame(rows)
+
+
+def arguments(argv) -> tuple[argparse.Namespace, list]:
+    """(benchmark options, the experiment's flags: those after `--`)."""
     cut = argv.index("--") if "--" in argv else len(argv)
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -109,61 +173,94 @@ def main(argv=None) -> None:
     ap.add_argument("--no_pipeline", action="store_true", help="skip the data-pipeline figures")
     ap.add_argument("--flops", action="store_true",
                     help="print the recipe's training PFLOPs and stop (no data, no device)")
+    ap.add_argument("--against", choices=["airbench94"], default=None,
+                    help="also run airbench94 (pip install --no-deps airbench==0.1.8) on the same "
+                         "data, --seeds times, and print both accuracies and the time ratio")
+    ap.add_argument("--trials", type=int, default=0,
+                    help="run a study of N trials and report each trial's overhead "
+                         "(wall minus train seconds)")
     ap.add_argument("--out", default=None, help="folder for the CSV files and run folders")
-    args = ap.parse_args(argv[:cut])
+    return ap.parse_args(argv[:cut]), argv[cut + 1:]
+
+
+def print_flops(name: str, cfg: Config) -> None:
+    f = flops(cfg)
+    print(f"{name}: {f['train_gflop_per_image']:.3f} GFLOP per training image x "
+          f"{f['train_images']:,} images = {f['train_pflop']:.3f} PFLOP training + "
+          f"{f['eval_gflop_per_image']:.3f} GFLOP x {f['eval_images']:,} evaluated images "
+          f"(tta={cfg.tta}) = {f['eval_pflop']:.4f} PFLOP; total {f['total_pflop']:.3f} PFLOP")
+
+
+def pipeline(cfg: Config, device: torch.device, env: dict, out: Path) -> None:
+    cifar = load_cifar10(cfg.data_dir, download=cfg.download)
+    workers = cfg.workers if cfg.workers is not None else os.cpu_count()
+    rows = [{"what": "albumentations transform, 1 core",
+             "images_per_s": per_image_rate(cfg, cifar.train_images)}]
+    for backend in ("albumentations", "gpu"):
+        rate = pipeline_throughput(cfg.replace(backend=backend), cifar, device)
+        where = f"{workers} workers" if backend == "albumentations" else str(device)
+        rows.append({"what": f"{backend} pipeline ({where})", "images_per_s": rate})
+    for r in rows:
+        print(f"{r['what']:<45} {r['images_per_s']:>12,.0f} images/s")
+    pd.DataFrame([{**env, **r} for r in rows]).to_csv(out / "pipeline.csv", index=False)
+
+
+def timed_seeds(cfg: Config, seeds: int, name: str, env: dict, out: Path) -> pd.DataFrame:
+    """One uncounted one-epoch warm-up run (cudnn autotuning, allocator and compile caches),
+    then one run per seed."""
+    runs_dir = str(out / "runs")
+    run(cfg.replace(epochs=1, seed=10_000, runs_dir=runs_dir, wandb_mode="disabled",
+                    progress=False, save_model=False, pct_start=min(cfg.pct_start, 0.25)))
+    table = pd.DataFrame([
+        {"experiment": name, "backend": cfg.backend, "seed": s["seed"],
+         "test_acc": s["final_test_acc"], "train_seconds": s["train_seconds"],
+         "eval_seconds": s["eval_seconds"], "compile_seconds": s["compile_seconds"],
+         "epoch_seconds": s["train_seconds"] / s["epochs_done"],
+         "train_images_per_s": s["train_images"] * s["epochs_done"] / s["train_seconds"], **env}
+        for s in run_each(cfg.replace(runs_dir=runs_dir), range(seeds))])
+    table["timed_seconds"] = table["train_seconds"] + table["eval_seconds"]
+    table.to_csv(out / "seeds.csv", index=False)
+    cols = ["seed", "test_acc", "train_seconds", "epoch_seconds", "train_images_per_s"]
+    print(table[cols].to_string(index=False, float_format="%.4f"))
+    print(f"{name} ({cfg.backend}) on {env['gpu'] if env['gpu'] != 'none' else 'cpu'}: "
+          f"test accuracy {fmt(*spread(table['test_acc']), 100)} % (n={len(table)}), "
+          f"train seconds {fmt(*spread(table['train_seconds']))}, "
+          f"{table['train_images_per_s'].mean():,.0f} train images/s")
+    return table
+
+
+def main(argv=None) -> None:
+    args, flags = arguments(sys.argv[1:] if argv is None else argv)
     try:
         experiment = load_experiment(args.experiment)
     except (FileNotFoundError, AttributeError) as e:
         raise SystemExit(f"error: {args.experiment} is not an experiment file ({e})") from None
-    cfg = parse(experiment, argv[cut + 1:])
-    name = Path(args.experiment).stem
+    cfg, name = parse(experiment, flags), Path(args.experiment).stem
     if args.flops:
-        f = flops(cfg)
-        print(f"{name}: {f['train_gflop_per_image']:.3f} GFLOP per training image x "
-              f"{f['train_images']:,} images = {f['train_pflop']:.3f} PFLOP training + "
-              f"{f['eval_gflop_per_image']:.3f} GFLOP x {f['eval_images']:,} evaluated images "
-              f"(tta={cfg.tta}) = {f['eval_pflop']:.4f} PFLOP; total {f['total_pflop']:.3f} PFLOP")
-        return
+        return print_flops(name, cfg)
     out = Path(args.out or f"runs/bench_{name}_{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.device)
-
     env = environment(device)
     print(" ".join(f"{k}={v}" for k, v in env.items()))
-    rows = []
     if not args.no_pipeline:
-        cifar = load_cifar10(cfg.data_dir, download=cfg.download)
-        workers = cfg.workers if cfg.workers is not None else os.cpu_count()
-        rate = per_image_rate(cfg, cifar.train_images)
-        rows.append({"what": "albumentations transform, 1 core", "images_per_s": rate})
-        for backend in ("albumentations", "gpu"):
-            rate = pipeline_throughput(cfg.replace(backend=backend), cifar, device)
-            where = f"{workers} workers" if backend == "albumentations" else str(device)
-            rows.append({"what": f"{backend} pipeline ({where})", "images_per_s": rate})
-        for r in rows:
-            print(f"{r['what']:<45} {r['images_per_s']:>12,.0f} images/s")
-        pd.DataFrame([{**env, **r} for r in rows]).to_csv(out / "pipeline.csv", index=False)
-
+        pipeline(cfg, device, env, out)
     if args.seeds > 0:
-        runs_dir = str(out / "runs")
-        run(cfg.replace(epochs=1, seed=10_000, runs_dir=runs_dir, wandb_mode="disabled",
-                        progress=False, save_model=False, pct_start=min(cfg.pct_start, 0.25)))
-        results = []
-        for s in run_each(cfg.replace(runs_dir=runs_dir), range(args.seeds)):
-            results.append({"experiment": name, "backend": cfg.backend, "seed": s["seed"],
-                            "test_acc": s["final_test_acc"], "train_seconds": s["train_seconds"],
-                            "compile_seconds": s["compile_seconds"],
-                            "epoch_seconds": s["train_seconds"] / s["epochs_done"],
-                            "train_images_per_s": s["train_images"] * s["epochs_done"]
-                            / s["train_seconds"], **env})
-        table = pd.DataFrame(results)
-        table.to_csv(out / "seeds.csv", index=False)
-        cols = ["seed", "test_acc", "train_seconds", "epoch_seconds", "train_images_per_s"]
-        print(table[cols].to_string(index=False, float_format="%.4f"))
-        print(f"{name} ({cfg.backend}) on {env['gpu'] if device.type == 'cuda' else 'cpu'}: "
-              f"test accuracy {fmt(*spread(table['test_acc']), 100)} % (n={len(table)}), "
-              f"train seconds {fmt(*spread(table['train_seconds']))}, "
-              f"{table['train_images_per_s'].mean():,.0f} train images/s")
+        ours = timed_seeds(cfg, args.seeds, name, env, out)
+        if args.against:
+            theirs = against_airbench94(cfg, args.seeds, out)
+            theirs.to_csv(out / "airbench94.csv", index=False)
+            print(f"airbench94 on the same data: test accuracy "
+                  f"{fmt(*spread(theirs['test_acc']), 100)} % (n={len(theirs)}), seconds "
+                  f"{fmt(*spread(theirs['seconds']))}; {name}: training + evaluation seconds "
+                  f"{fmt(*spread(ours['timed_seconds']))}; time ratio "
+                  f"{ours['timed_seconds'].mean() / theirs['seconds'].mean():.2f}")
+    if args.trials:
+        overheads = trial_overheads(cfg, args.trials, out)
+        overheads.to_csv(out / "trials.csv", index=False)
+        print(overheads.to_string(index=False, float_format="%.2f"))
+        print(f"per-trial overhead (wall minus train seconds): "
+              f"{fmt(*spread(overheads['overhead_seconds']))} s")
     print(f"CSV in {out}")
 
 

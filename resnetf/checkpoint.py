@@ -34,6 +34,7 @@ class Progress:
     steps_done: int = 0
     metrics: list[dict] = field(default_factory=list)  # one row per completed epoch
     train_seconds: float = 0.0
+    eval_seconds: float = 0.0
     best: dict = field(default_factory=dict)  # split -> best accuracy so far
     wandb_id: str | None = None
 

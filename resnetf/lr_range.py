@@ -17,7 +17,7 @@ from .batch_augment import BatchAugment
 from .config import Config
 from .plots import pyplot
 from .tracking import Tracker, new_run_dir
-from .train import build
+from .train import build, make_optimizer
 
 
 class _Finished(TrainDataLoaderIter):
@@ -58,9 +58,11 @@ def run_lr_range_test(cfg: Config, num_iter: int = 200) -> dict:
     """The range test on the experiment's model and data path, built as a run builds them
     (channels_last and autocast included); returns the suggestion and where the curve went."""
     setup = build(cfg.replace(val_size=0, use_test=False))
+    # an optimizer of the run's kind, without the run's One Cycle schedule attached to it
+    optimizer = make_optimizer(setup.model, cfg)
     with setup.autocast:
         lrs, losses, suggestion = lr_range_test(
-            setup.model, setup.optimizer, setup.criterion,
+            setup.model, optimizer, setup.criterion,
             _Finished(setup.train_loader, setup.train_finish), setup.device, num_iter=num_iter)
 
     run_dir = new_run_dir(cfg.runs_dir, f"{cfg.name}_lr_range", cfg.seed)

@@ -474,10 +474,12 @@ def fit(setup: Setup, tracker: Tracker, progress: Progress, on_epoch=None, stop=
         metrics = {"epoch": epoch + 1, "train_loss": sum(losses) / len(losses),
                    "train_acc": train_acc}
         if epoch + 1 == last_epoch or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
+            t0 = time.perf_counter()
             for split, loader in setup.eval_loaders().items():
                 metrics[f"{split}_loss"], metrics[f"{split}_acc"] = evaluate(
                     setup.eval_net, loader, setup.eval_finish, setup.autocast, cfg.tta)
                 progress.best[split] = max(progress.best.get(split, 0.0), metrics[f"{split}_acc"])
+            progress.eval_seconds += time.perf_counter() - t0  # evaluate() ends on a host sync
         metrics["epoch_seconds"] = seconds
         tracker.log_epoch(metrics)
         tqdm.write(_epoch_line(metrics, lrs[-1]))
@@ -496,7 +498,8 @@ def summarize(setup: Setup, tracker: Tracker, progress: Progress, status: str) -
     return {"status": status, "epochs_done": progress.epoch,
             "final_test_acc": last.get("test_acc"), "best_test_acc": progress.best.get("test"),
             "final_val_acc": last.get("val_acc"), "best_val_acc": progress.best.get("val"),
-            "train_seconds": progress.train_seconds, "compile_seconds": setup.compile_seconds,
+            "train_seconds": progress.train_seconds, "eval_seconds": progress.eval_seconds,
+            "compile_seconds": setup.compile_seconds,
             "wall_seconds": time.perf_counter() - setup.started, **setup.info(),
             "run_dir": str(tracker.run_dir)}
 

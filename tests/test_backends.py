@@ -108,3 +108,51 @@ def test_albumentations_run_does_not_depend_on_the_number_of_workers(tiny_cfg):
             for w in (0, 2)]
     a, b = (pd.read_csv(run_dir_of(s) / "steps.csv") for s in runs)
     pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
+def test_benchmark_reports_each_trials_overhead(tiny_data, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "resnetf.bench", "experiments/oc_24ep.py", "--seeds=0",
+         "--no_pipeline", "--trials=2", f"--out={tmp_path}", "--", f"--data_dir={tiny_data}",
+         "--epochs=3", "--batch_size=10", "--val_size=20", "--width=0.0625", "--workers=0",
+         "--backend=gpu", "--wandb_mode=disabled", "--no_progress", "--no_analysis"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    trials = pd.read_csv(tmp_path / "trials.csv")
+    assert trials["trial"].tolist() == [0, 1]
+    assert (trials["wall_seconds"] > trials["train_seconds"]).all()
+    np.testing.assert_allclose(trials["overhead_seconds"],
+                               trials["wall_seconds"] - trials["train_seconds"])
+    assert "per-trial overhead (wall minus train seconds)" in proc.stdout
+
+
+def test_airbench_gets_the_same_data_in_its_own_layout(tiny_data, tmp_path):
+    from resnetf.bench import write_airbench_data
+    from resnetf.data import load_cifar10
+
+    cifar = load_cifar10(tiny_data, download=False)
+    folder = write_airbench_data(cifar, tmp_path / "cifar10")
+    for split in ("train", "test"):
+        saved = torch.load(folder / f"{split}.pt")
+        assert saved["images"].dtype == torch.uint8 and saved["images"].shape[1:] == (32, 32, 3)
+        assert np.array_equal(saved["images"].numpy(), getattr(cifar, f"{split}_images"))
+        assert np.array_equal(saved["labels"].numpy(), getattr(cifar, f"{split}_labels"))
+        assert saved["classes"] == list(cifar.classes)
+
+
+def test_against_airbench_without_the_package_is_a_clear_error(tiny_data, tmp_path):
+    pytest.importorskip("resnetf")
+    try:
+        import airbench  # noqa: F401
+        pytest.skip("airbench is installed here")
+    except ImportError:
+        pass
+    proc = subprocess.run(
+        [sys.executable, "-m", "resnetf.bench", "experiments/fast94.py", "--seeds=1",
+         "--no_pipeline", "--against=airbench94", f"--out={tmp_path}", "--",
+         f"--data_dir={tiny_data}", "--epochs=2", "--batch_size=20", "--width=0.125",
+         "--wandb_mode=disabled", "--no_progress", "--no_analysis"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "needs the airbench package" in proc.stderr
+    assert "eval_seconds" in pd.read_csv(tmp_path / "seeds.csv")  # our side was measured first

@@ -32,6 +32,11 @@ def test_notebook_runs_top_to_bottom(tiny_data, tmp_path):
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
               if "image/png" in o.get("data", {})]
     assert len(images) >= 5  # range test, curves, misclassified, confusion, Grad-CAM
+    plotly = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
+              if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    titles = [o["data"]["application/vnd.plotly.v1+json"]["layout"]["title"]["text"]
+              for o in plotly]
+    assert any("Importance" in t for t in titles) and any("Parallel" in t for t in titles)
     runs = list((tmp_path / "runs").glob("oc_24ep_s0_*/metrics.csv"))
     assert len(runs) == 1
     assert (tmp_path / "runs" / "tune" / "colab_trials.csv").exists()

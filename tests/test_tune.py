@@ -288,5 +288,5 @@ def test_study_records_its_settings_and_its_trials_where_to_find_them(tiny_data,
     proc = _experiment("--tune=3", *common, "--epochs=4")
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode != 0 and "Traceback" not in out
-    assert "epochs: study 3, this worker 4" in out
+    assert "epochs: study 3.0, this worker 4.0" in out
     assert len(optuna.load_study(study_name="oc_24ep", storage=storage).trials) == 2
