@@ -189,11 +189,16 @@ def test_resume_of_a_run_stopped_before_its_first_checkpoint_says_so(tiny_cfg):
     assert _snapshot(run_dir) == before
 
 
-def test_resume_of_a_truncated_checkpoint(tiny_cfg):
+def _stopped_after_the_first_of_three_epochs(tiny_cfg) -> Path:
     cfg = tiny_cfg.replace(epochs=3, analysis=False)
     with pytest.raises(RunStopped):
         run(cfg, Context(on_epoch=_stop_after(1)))
     (run_dir,) = Path(cfg.runs_dir).iterdir()
+    return run_dir
+
+
+def test_resume_of_a_truncated_checkpoint(tiny_cfg):
+    run_dir = _stopped_after_the_first_of_three_epochs(tiny_cfg)
     path = run_dir / "checkpoint.pt"
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     before = _snapshot(run_dir)
@@ -203,10 +208,7 @@ def test_resume_of_a_truncated_checkpoint(tiny_cfg):
 
 
 def test_resume_refuses_a_changed_setting_and_allows_how_it_runs(tiny_cfg):
-    cfg = tiny_cfg.replace(epochs=3, analysis=False)
-    with pytest.raises(RunStopped):
-        run(cfg, Context(on_epoch=_stop_after(1)))
-    (run_dir,) = Path(cfg.runs_dir).iterdir()
+    run_dir = _stopped_after_the_first_of_three_epochs(tiny_cfg)
     before = _snapshot(run_dir)
     _one_line_error(_experiment(f"--resume={run_dir}", "--max_lr=0.3"), "--max_lr=0.3",
                     "0.2", "keeps the config it was started with")
