@@ -20,7 +20,7 @@ def test_short_run_on_real_images_beats_chance(real_subset, tmp_path):
     cfg = Config(name="real", model="resnet9", width=0.125, epochs=3, batch_size=128,
                  max_lr=0.4, pct_start=0.25, label_smoothing=0.2, data_dir=str(real_subset),
                  runs_dir=str(tmp_path), workers=2, device="cpu", wandb_mode="disabled",
-                 progress=False)
+                 progress=False, analysis=False)
     summary = run(cfg)
     assert summary["final_test_acc"] >= 0.35  # chance is 0.10
     metrics = pd.read_csv(run_dir_of(summary) / "metrics.csv")

@@ -24,7 +24,7 @@ from resnetf.data import load_cifar10
 from resnetf.lr_range import lr_range_test, suggest_max_lr
 
 TINY = ["--width=0.0625", "--batch_size=10", "--epochs=3", "--val_size=20", "--workers=0",
-        "--wandb_mode=disabled", "--no_progress", "--backend=gpu"]
+        "--wandb_mode=disabled", "--no_progress", "--backend=gpu", "--no_analysis"]
 
 
 def _experiment(*args, **kw):
@@ -46,7 +46,7 @@ def test_study_on_real_images_prunes_and_writes_its_trials_table(real_subset, tm
     out = _finish(_experiment(
         "--tune=6", f"--data_dir={real_subset}", f"--runs_dir={tmp_path}", "--width=0.0625",
         "--epochs=3", "--batch_size=128", "--val_size=1000", "--backend=gpu",
-        "--wandb_mode=disabled", "--no_progress"))
+        "--wandb_mode=disabled", "--no_progress", "--no_analysis"))
     table = pd.read_csv(tmp_path / "tune" / "oc_24ep_trials.csv")
     assert len(table) == 6
     assert (table["state"] == "PRUNED").sum() >= 1 and (table["state"] == "COMPLETE").sum() >= 2
@@ -210,8 +210,8 @@ def test_a_study_replays_from_its_seed(tiny_data, tmp_path):
 # --- what a study records, and what it refuses ------------------------------------------------------
 
 def test_trials_never_look_at_the_test_split(tiny_data, tmp_path):
-    out = _finish(_experiment("--tune=2", "--pruner=none", "--gradcam_images=1",
-                              f"--data_dir={tiny_data}", f"--runs_dir={tmp_path}", *TINY))
+    out = _finish(_experiment("--tune=2", "--pruner=none", f"--data_dir={tiny_data}",
+                              f"--runs_dir={tmp_path}", *TINY, "--analysis", "--gradcam_images=1"))
     trials = list((tmp_path / "tune" / "oc_24ep").iterdir())
     assert len(trials) == 2
     for trial in trials:
