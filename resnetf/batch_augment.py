@@ -82,7 +82,9 @@ class BatchAugment:
         if self.train and self.geometric:
             if cfg.pad > 0:
                 x = random_crop(x, cfg.pad, g, "reflect" if cfg.pad_mode == "reflect" else "constant")
-            if cfg.flip:
+            # the alternating flip is the loader's (it knows each image across epochs): a random
+            # flip on top would turn it back into a plain random flip
+            if cfg.flip and not cfg.alternating_flip:
                 x = random_flip(x, g)
         if cfg.normalize:
             x = normalize(x, self.mean, self.std)

@@ -124,6 +124,7 @@ class WhitenedConvNet(nn.Module):
         widths = [_ch(c, width) for c in (64, 256, 256)]
         self.stem = nn.Conv2d(3, 24, 2, padding=0, bias=True)
         self.stem.weight.requires_grad_(False)
+        nn.init.zeros_(self.stem.bias)  # airbench94's start: the whitened patches as they are
         self.groups = nn.Sequential(*[_group(cin, cout) for cin, cout in
                                       zip([24] + widths[:-1], widths)])
         self.dropout = nn.Dropout(dropout)

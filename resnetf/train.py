@@ -450,17 +450,23 @@ def check_finite(losses: list[float], lrs: list[float], epoch: int, steps: int) 
                                f"check the data")
 
 
+def begin_epoch(setup: Setup, epoch: int) -> None:
+    """What every epoch starts with, before its first step (a resumed run too)."""
+    cfg = setup.cfg
+    # all randomness of an epoch derives from (seed, epoch): resuming repeats it exactly
+    torch.manual_seed(data.epoch_seed(cfg.seed, epoch))
+    data.set_epoch(setup.train_loader, cfg.seed, epoch)
+    setup.train_finish.set_epoch(epoch)
+    if hasattr(setup.model, "stem"):  # the whitening stem's bias trains only at first
+        setup.model.stem.bias.requires_grad_(epoch < cfg.stem_bias_epochs)
+
+
 def fit(setup: Setup, tracker: Tracker, progress: Progress, on_epoch=None, stop=None) -> None:
     """Train from epoch `progress.epoch` to cfg.epochs, updating `progress` as it goes."""
     cfg = setup.cfg
     last_epoch = n_epochs(cfg)
     for epoch in range(progress.epoch, last_epoch):
-        # all randomness of an epoch derives from (seed, epoch): resuming repeats it exactly
-        torch.manual_seed(data.epoch_seed(cfg.seed, epoch))
-        data.set_epoch(setup.train_loader, cfg.seed, epoch)
-        setup.train_finish.set_epoch(epoch)
-        if hasattr(setup.model, "stem"):  # the whitening stem's bias trains only at first
-            setup.model.stem.bias.requires_grad_(epoch < cfg.stem_bias_epochs)
+        begin_epoch(setup, epoch)
         t0 = time.perf_counter()
         lrs, losses, train_acc = train_epoch(
             setup, epoch, f"epoch {epoch + 1}/{last_epoch}" if cfg.progress else None, stop)

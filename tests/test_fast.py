@@ -60,6 +60,7 @@ def test_whitened_convnet_shape_and_parts():
     assert all(not b.weight.requires_grad and b.bias.requires_grad for b in bns)
     assert all(b.momentum == 0.4 and b.eps == 1e-12 for b in bns)
     assert abs(models.count_parameters(net) - 1.97e6) < 0.05e6  # airbench94's ~2M
+    assert torch.count_nonzero(net.stem.bias) == 0  # the whitened patches as they are, at first
 
 
 def test_decoupled_hyperparameters_become_sgds():
@@ -129,6 +130,57 @@ def test_alternating_flip_flips_each_image_one_way_then_the_other():
         assert all(torch.equal(a, b) or torch.equal(a, b.flip(2)) for a, b in zip(x, original))
     assert 16 <= int(seen[0].sum()) <= 48  # a random half in epoch 0
     assert torch.equal(seen[1], ~seen[0]) and torch.equal(seen[2], seen[0])
+
+
+def _marked_cifar(n=200):
+    """Images that say who they are and which way they face, whatever the 2-px translation:
+    channel 0 rises from left to right, channels 1 and 2 hold the image's index."""
+    from resnetf.data import Cifar10
+
+    images = np.zeros((n, 32, 32, 3), np.uint8)
+    images[..., 0] = np.arange(32, dtype=np.uint8) * 8
+    images[..., 1] = (np.arange(n) % 256)[:, None, None]
+    images[..., 2] = (np.arange(n) // 256)[:, None, None]
+    labels = np.arange(n) % 10
+    return Cifar10(images, labels, images[:20], labels[:20], tuple(map(str, range(10))))
+
+
+class _Seen(torch.nn.Module):
+    """Wraps the net and notes, for every image a training step feeds it, (index, mirrored)."""
+
+    def __init__(self, net, mean, std):
+        super().__init__()
+        self.net, self.mean, self.std, self.seen = net, mean, std, []
+
+    def forward(self, x):
+        pixels = (x.detach().float() * self.std + self.mean).round()
+        index = pixels[:, 1, 0, 0] + 256 * pixels[:, 2, 0, 0]
+        mirrored = pixels[:, 0, :, -1].mean(1) < pixels[:, 0, :, 0].mean(1)
+        self.seen += zip(index.long().tolist(), mirrored.tolist())
+        return self.net(x)
+
+
+def test_the_net_sees_each_image_mirrored_the_other_way_from_its_previous_epoch(tmp_path):
+    # the run's own path: build, the per-epoch calls fit makes, the train loader and the batch
+    # preparation of train_epoch, on the fast recipe
+    from resnetf import train
+
+    cfg = FAST94.replace(width=0.125, batch_size=20, epochs=4, device="cpu", workers=0,
+                         runs_dir=str(tmp_path), wandb_mode="disabled", progress=False)
+    setup = train.build(cfg, _marked_cifar())
+    finish = setup.train_finish
+    seen = _Seen(setup.net, finish.mean, finish.std)
+    setup.net = seen
+    mirrored = []
+    for epoch in range(4):
+        train.begin_epoch(setup, epoch)
+        seen.seen = []
+        train.train_epoch(setup, epoch)
+        assert sorted(i for i, _ in seen.seen) == list(range(200))  # every image, once
+        mirrored.append(torch.tensor([m for _, m in sorted(seen.seen)]))
+    assert 60 <= int(mirrored[0].sum()) <= 140  # epoch 0: each image at random
+    for before, after in zip(mirrored, mirrored[1:]):
+        assert torch.equal(after, ~before)  # then always the other way
 
 
 def test_translation_by_up_to_two_pixels_reaches_every_offset():
