@@ -5,6 +5,7 @@ looks at the test split, its validation split. Figures are 10 x 10 in at 100 dpi
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +93,7 @@ def plot_gradcam(model, images, labels, preds, classes, finish, path: Path, coun
     if len(wrong):
         x = torch.from_numpy(images[wrong]).permute(0, 3, 1, 2)
         inputs = finish(x.to(finish.device)).float().contiguous()
-        model = model.float().eval()
+        model = copy.deepcopy(model).float().eval()  # the run's own net stays in its precision
         for col, targets in ((1, preds[wrong]), (2, labels[wrong])):
             maps = gradcam_maps(model, inputs, targets, model.cam_layer)
             for row, k in enumerate(wrong):
@@ -119,7 +120,9 @@ def analyze(model, loader, finish, autocast, cfg, classes, run_dir: Path, tracke
     pngs = {"confusion_matrix": plot_confusion(cm, classes, run_dir / "confusion.png"),
             "misclassified": plot_misclassified(images, labels, preds, classes,
                                                 run_dir / "misclassified.png", split)}
-    if cfg.gradcam_images > 0:
+    if cfg.gradcam_images > 0 and model.cam_layer is None:
+        print("no Grad-CAM: the net names no layer for it (models.Net.cam_layer)")
+    elif cfg.gradcam_images > 0:
         pngs["gradcam"] = plot_gradcam(model, images, labels, preds, classes, finish,
                                        run_dir / "gradcam.png", cfg.gradcam_images, split)
     for key, png in pngs.items():

@@ -61,13 +61,14 @@ def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None)
 
 
 class BatchAugment:
-    """uint8 batch on the device -> the network's input. `geometric` adds crop and flip (the gpu
-    backend); `train=False` gives the test-time path: normalization only."""
+    """uint8 batch on the device -> the network's input, in `dtype` and `memory_format`.
+    `geometric` adds crop and flip (the gpu backend); `train=False` gives the test-time path:
+    normalization only."""
 
-    def __init__(self, cfg, device: torch.device, train: bool, geometric: bool,
-                 memory_format=torch.contiguous_format):
+    def __init__(self, cfg, device: torch.device, *, train: bool, geometric: bool = False,
+                 memory_format=torch.contiguous_format, dtype: torch.dtype = torch.float32):
         self.cfg, self.device, self.train, self.geometric = cfg, device, train, geometric
-        self.memory_format = memory_format
+        self.memory_format, self.dtype = memory_format, dtype
         # made once: building them per batch would be two small host-to-device copies a step
         self.mean, self.std = cifar10_stats(device)
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed + 1) if train else None
@@ -90,4 +91,4 @@ class BatchAugment:
             x = normalize(x, self.mean, self.std)
         if self.train and cfg.cutout > 0:
             x = cutout(x, cfg.cutout, g)
-        return x.contiguous(memory_format=self.memory_format)
+        return x.to(self.dtype).contiguous(memory_format=self.memory_format)

@@ -28,6 +28,7 @@ from .config import Config, load_experiment, parse
 from .data import load_cifar10
 from .repeat import fmt, run_each, spread
 from .tracking import provenance
+from .optim import n_epochs, sync, total_steps
 from .train import make_loaders, pick_device, run
 
 
@@ -36,28 +37,23 @@ def environment(device: torch.device) -> dict:
     return {**provenance(device), "gpu": gpu, "cpu_cores": os.cpu_count()}
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def pipeline_throughput(cfg: Config, cifar, device: torch.device) -> float:
     """Training images per second from loader to augmented device batch, over one epoch after
     the first batch (so worker start-up is left out), with no model in the way."""
     loader, _, _ = make_loaders(cfg, cifar, device)
     # on a CPU-only machine the device-side ops would compete with the workers for the same
     # cores, so there the albumentations figure is the loader's alone
-    finish = (BatchAugment(cfg, device, True, cfg.backend == "gpu")
+    finish = (BatchAugment(cfg, device, train=True, geometric=cfg.backend == "gpu")
               if device.type == "cuda" or cfg.backend == "gpu" else None)
     batches = iter(loader)
     next(batches)
-    _sync(device)
+    sync(device)
     t0, n = time.perf_counter(), 0
     for x, _ in batches:
         if finish is not None:
             finish(x.to(device, non_blocking=True))
         n += len(x)
-    _sync(device)
+    sync(device)
     return n / (time.perf_counter() - t0)
 
 
@@ -80,7 +76,6 @@ def flops(cfg: Config, n_train: int = 50_000, n_test: int = 10_000) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     from . import models
-    from .train import n_epochs, total_steps
 
     model, x = models.build(cfg), torch.randn(2, 3, 32, 32)
     with FlopCounterMode(display=False) as counter:
@@ -136,11 +131,11 @@ def against_airbench94(cfg: Config, seeds: int, out: Path) -> pd.DataFrame:
         rows = []
         for seed in range(seeds):
             torch.manual_seed(seed)
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             net = airbench.train94(train, verbose=False)
             acc = airbench.evaluate(net, test, tta_level=2)
-            _sync(device)
+            sync(device)
             rows.append({"seed": seed, "test_acc": acc, "seconds": time.perf_counter() - t0})
     finally:
         os.chdir(here)

@@ -187,10 +187,11 @@ class Config:
     """auto (cuda when available, else cpu), cpu, cuda or cuda:N."""
     amp: bool = True
     """Mixed precision (autocast) on CUDA, in amp_dtype."""
-    amp_dtype: Literal["auto", "bf16", "fp16"] = "auto"
-    """auto: bf16 where the GPU computes it natively (compute capability >= 8.0), else fp16 with
-    a GradScaler (T4, V100); none on the CPU. bf16/fp16 force that type (on the CPU too, where
-    torch supports it)."""
+    amp_dtype: Literal["auto", "bf16", "fp16", "half"] = "auto"
+    """auto: bf16 autocast where the GPU computes it natively (compute capability >= 8.0), else
+    fp16 autocast with a GradScaler (T4, V100); none on the CPU. bf16/fp16 force that autocast
+    type (on the CPU too, where torch supports it). half: airbench94's way, the net itself in
+    fp16 (BatchNorm fp32), the batch's losses summed instead of a GradScaler."""
     channels_last: bool = True
     """channels_last memory format on CUDA (faster convolutions on tensor cores)."""
     deterministic: bool = False

@@ -17,7 +17,8 @@ from .batch_augment import BatchAugment
 from .config import Config
 from .plots import pyplot
 from .tracking import Tracker, new_run_dir
-from .train import build, make_optimizer
+from .optim import make_optimizer
+from .train import build
 
 
 class _Finished(TrainDataLoaderIter):

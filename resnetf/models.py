@@ -8,8 +8,35 @@ stem, three conv groups at 64-256-256, about a third of ResNet-9's FLOPs per ima
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import nn
+
+
+class Net(nn.Module):
+    """What a run asks of a net beyond forward(), with defaults that fit an ordinary net: the run
+    (train.py, analysis.py) asks through these alone, so a net declares its quirks here, on
+    itself, and a new net needs no change to the run."""
+
+    init_images: int = 0
+    """Training images `init_from_data` wants before training (0: it wants none)."""
+
+    def init_from_data(self, images: torch.Tensor) -> None:
+        """Set weights from `init_images` training images (N, 3, H, W, as the net sees them)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called before each training epoch: switch parameters that train in some epochs only."""
+
+    def frozen_parameters(self) -> list[nn.Parameter]:
+        """What never trains (the optimizer leaves it out): by default what needs no gradient."""
+        return [p for p in self.parameters() if not p.requires_grad]
+
+    @property
+    def cam_layer(self) -> Optional[nn.Module]:
+        """Where Grad-CAM looks: by default the last convolution; None: no Grad-CAM."""
+        convs = [m for m in self.modules() if isinstance(m, nn.Conv2d)]
+        return convs[-1] if convs else None
 
 
 def _ch(c: int, width: float) -> int:
@@ -30,7 +57,7 @@ def _conv_bn_relu(cin: int, cout: int, pool: bool = False) -> nn.Sequential:
                          nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
-class _Backbone(nn.Module):
+class _Backbone(Net):
     """prep -> layer1 (+residual1) -> layer2 -> layer3 + dropout (+residual2), from `block`."""
 
     def __init__(self, block, width: float, dropout: float):
@@ -113,14 +140,17 @@ def _group(cin: int, cout: int) -> nn.Sequential:
                          _Conv(cout, cout), _BatchNorm(cout), nn.GELU())
 
 
-class WhitenedConvNet(nn.Module):
+class WhitenedConvNet(Net):
     """2x2 whitening stem (24 channels, weights frozen, set by `init_whitening`) -> GELU ->
     three groups of conv -> maxpool -> BN -> GELU -> conv -> BN -> GELU (64-256-256 channels
     times `width`) -> max pool 3 -> [dropout] -> linear without bias -> logits / 9."""
 
+    init_images = 5000  # airbench94 whitens from the first 5000 training images
+
     def __init__(self, num_classes: int = 10, width: float = 1.0, dropout: float = 0.0,
-                 logit_scale: float = 1 / 9, eps: float = 5e-4):
+                 logit_scale: float = 1 / 9, eps: float = 5e-4, stem_bias_epochs: int = 3):
         super().__init__()
+        self.stem_bias_epochs = stem_bias_epochs
         widths = [_ch(c, width) for c in (64, 256, 256)]
         self.stem = nn.Conv2d(3, 24, 2, padding=0, bias=True)
         self.stem.weight.requires_grad_(False)
@@ -132,7 +162,7 @@ class WhitenedConvNet(nn.Module):
         self.logit_scale, self.eps = logit_scale, eps
 
     @torch.no_grad()
-    def init_whitening(self, images: torch.Tensor) -> None:
+    def init_from_data(self, images: torch.Tensor) -> None:
         """Set the stem to whiten 2x2 patches of `images` (N, 3, H, W, as the net sees them):
         the eigenvectors of the patch covariance scaled by 1/sqrt(eigenvalue + eps), each with
         both signs (24 filters for 12-dim patches)."""
@@ -142,6 +172,14 @@ class WhitenedConvNet(nn.Module):
         eigenvalues, eigenvectors = torch.linalg.eigh(cov)
         filters = (eigenvectors.T / torch.sqrt(eigenvalues + self.eps)[:, None]).reshape(12, 3, 2, 2)
         self.stem.weight.copy_(torch.cat([filters, -filters]).to(self.stem.weight))
+
+    def set_epoch(self, epoch: int) -> None:
+        # the stem's bias trains for the first few epochs only, then it is frozen like its weights
+        self.stem.bias.requires_grad_(epoch < self.stem_bias_epochs)
+
+    def frozen_parameters(self) -> list[nn.Parameter]:
+        # named, not read from requires_grad: the stem's bias is off only in later epochs
+        return [self.stem.weight] + [m.weight for m in self.modules() if isinstance(m, _BatchNorm)]
 
     @property
     def cam_layer(self) -> nn.Module:
@@ -161,6 +199,9 @@ def build(cfg) -> nn.Module:
     """The net `cfg.model` names (Config.validate() has checked the name and the head)."""
     if cfg.model == "resnetf":
         return ResnetF(width=cfg.width, dropout=cfg.dropout, softmax=cfg.softmax_head)
+    if cfg.model == "whitened_convnet":
+        return WhitenedConvNet(width=cfg.width, dropout=cfg.dropout,
+                               stem_bias_epochs=cfg.stem_bias_epochs)
     return NETS[cfg.model](width=cfg.width, dropout=cfg.dropout)
 
 
@@ -185,7 +226,9 @@ def summary(model: nn.Module, device=None) -> str:
     import torchinfo
 
     was_training = model.training
-    text = str(torchinfo.summary(model, input_size=(1, 3, 32, 32), device=device, verbose=0,
+    weight = next(model.parameters())  # a half-precision net takes fp16 images
+    image = torch.zeros(1, 3, 32, 32, dtype=weight.dtype, device=device or weight.device)
+    text = str(torchinfo.summary(model, input_data=image, verbose=0,
                                  col_names=("output_size", "num_params")))
     model.train(was_training)
     return text

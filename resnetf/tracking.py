@@ -212,6 +212,12 @@ class Tracker:
             run.log({key: wandb.Table(dataframe=frame)})
         self._wandb("log", send)
 
+    def _write(self, name: str, write) -> None:
+        try:
+            write(self.run_dir / name)
+        except Exception as e:
+            warnings.warn(f"{name} not written ({type(e).__name__}: {e})", stacklevel=3)
+
     def write_curves(self) -> Optional[Path]:
         """curves.png: this run's LR per step, training loss and accuracies so far. A figure
         that cannot be drawn must not cost the run its other files."""
@@ -226,9 +232,11 @@ class Tracker:
 
     def finish(self, summary: dict, model: Optional[torch.nn.Module] = None,
                exit_code: int = 0) -> None:
+        """The final files (model.pt, summary.json, curves.png), then the W&B run closed: each
+        step guarded, so one that fails (a full disk, say) costs the run no other."""
         if model is not None:
-            torch.save(model.state_dict(), self.run_dir / "model.pt")
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+            self._write("model.pt", lambda path: torch.save(model.state_dict(), path))
+        self._write("summary.json", lambda path: path.write_text(json.dumps(summary, indent=2)))
         self.write_curves()
 
         def close(run):

@@ -20,7 +20,6 @@ import signal
 import sys
 import threading
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -36,7 +35,8 @@ from . import analysis, augment, checkpoint, data, models
 from .batch_augment import BatchAugment
 from .checkpoint import Progress
 from .config import Config, ConfigError
-from .lookahead import Lookahead
+from .optim import (Lookahead, Precision, make_optimizer, make_scheduler, n_epochs, precision,
+                    sync, total_steps)
 from .tracking import Tracker, check_runs_dir, new_run_dir, provenance
 
 
@@ -126,8 +126,7 @@ class Setup:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.OneCycleLR
     criterion: nn.Module
-    autocast: Any
-    scaler: Optional[torch.amp.GradScaler]  # fp16 only: bf16 and fp32 need no loss scaling
+    precision: Precision
     ema: Optional[torch.optim.swa_utils.AveragedModel]
     lookahead: Optional[Lookahead]
     net: nn.Module  # what trains: the model, compiled with cfg.compile
@@ -142,6 +141,14 @@ class Setup:
     @property
     def total_steps(self) -> int:
         return total_steps(self.cfg, self.steps)
+
+    @property
+    def autocast(self):
+        return self.precision.autocast
+
+    @property
+    def scaler(self) -> Optional[torch.amp.GradScaler]:  # fp16 autocast only
+        return self.precision.scaler
 
     @property
     def final_net(self) -> nn.Module:
@@ -182,86 +189,6 @@ def configure_torch(cfg: Config, device: torch.device) -> None:
     torch.backends.cudnn.benchmark = device.type == "cuda" and not cfg.deterministic
 
 
-def total_steps(cfg: Config, steps_per_epoch: int) -> int:
-    """The run's optimizer steps: a fractional epoch count trains the last epoch partly."""
-    return max(1, round(cfg.epochs * steps_per_epoch))
-
-
-def n_epochs(cfg: Config) -> int:
-    """Epochs the loop enters, the partial last one included."""
-    return math.ceil(cfg.epochs - 1e-9)
-
-
-def sgd_hyperparameters(cfg: Config) -> tuple[float, float]:
-    """(peak lr, decay step) for torch's SGD on the mean loss of a batch. The decay step is what
-    one step at the peak lr takes off a weight w: lr * weight_decay * w. In the decoupled form
-    both come per 1024 examples of a summed loss with momentum's 1/(1 - momentum) gain taken
-    out (airbench94's hyperparameters)."""
-    if not cfg.decoupled:
-        return cfg.max_lr, cfg.max_lr * cfg.weight_decay
-    per_step = cfg.batch_size / (1024 * (1 + 1 / (1 - cfg.momentum)))
-    return cfg.max_lr * per_step, cfg.weight_decay * per_step
-
-
-def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.SGD:
-    """Nesterov SGD over the trained parameters (frozen ones, like a whitening stem, left out)
-    in two groups: BatchNorm biases at bn_bias_lr times the lr, then everything else. Each
-    group's weight_decay is set so that its decay step at the peak lr is the same."""
-    bn_biases = {id(m.bias) for m in model.modules()
-                 if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.bias is not None}
-    # a parameter frozen for good is left out; the whitening stem's bias, frozen after a few
-    # epochs, is in (SGD skips a parameter without a gradient)
-    trained = [p for n, p in model.named_parameters() if p.requires_grad or n == "stem.bias"]
-    lr, decay_step = sgd_hyperparameters(cfg)
-    groups = []
-    for params, group_lr in (([p for p in trained if id(p) not in bn_biases], lr),
-                             ([p for p in trained if id(p) in bn_biases], lr * cfg.bn_bias_lr)):
-        if params:  # OneCycleLR sets each group's lr from its max_lr before the first step
-            groups.append({"params": params, "lr": group_lr, "max_lr": group_lr,
-                           "weight_decay": decay_step / group_lr})
-    return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                           foreach=True)
-
-
-def precision(cfg: Config, device: torch.device):
-    """(autocast context, GradScaler or None): see Config.amp_dtype."""
-    capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
-    dtype = amp_dtype(cfg.amp, cfg.amp_dtype, device.type, capability)
-    if dtype is None:
-        return nullcontext(), None
-    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
-    return torch.autocast(device.type, dtype=dtype), scaler
-
-
-def amp_dtype(amp: bool, choice: str, device_type: str, capability=None) -> Optional[torch.dtype]:
-    """auto: bf16 from compute capability 8.0 (Ampere) on, where tensor cores run it natively,
-    fp16 below (T4, V100), nothing on the CPU; bf16/fp16: as asked."""
-    if not amp or (choice == "auto" and device_type != "cuda"):
-        return None
-    if choice == "auto":
-        return torch.bfloat16 if tuple(capability) >= (8, 0) else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[choice]
-
-
-def check_schedule(cfg: Config, total_steps: int) -> None:
-    """OneCycleLR divides by the length of each phase: a phase under one step would crash it."""
-    p = cfg.pct_start * total_steps
-    ends = [p - 1, 2 * p - 2, total_steps - 1] if cfg.three_phase else [p - 1, total_steps - 1]
-    if any(b - a <= 0 for a, b in zip([0.0] + ends, ends)):
-        raise ConfigError(f"pct_start: {cfg.pct_start} of {total_steps} steps leaves a One Cycle "
-                          f"phase with no step; train longer or change pct_start")
-
-
-def make_scheduler(optimizer, cfg: Config, steps_per_epoch: int):
-    total = total_steps(cfg, steps_per_epoch)
-    check_schedule(cfg, total)
-    return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=[g["max_lr"] for g in optimizer.param_groups], total_steps=total,
-        pct_start=cfg.pct_start, anneal_strategy=cfg.anneal_strategy,
-        div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor,
-        three_phase=cfg.three_phase, cycle_momentum=cfg.cycle_momentum)
-
-
 def make_loaders(cfg: Config, cifar: data.Cifar10, device: torch.device):
     """Train, val (None when val_size is 0) and test (None when use_test is off) loaders, all
     yielding uint8 batches. Evaluation needs no augmentation, so its images go to the device
@@ -295,32 +222,36 @@ def make_loaders(cfg: Config, cifar: data.Cifar10, device: torch.device):
 
 def build(cfg: Config, cifar: Optional[data.Cifar10] = None) -> Setup:
     """Device, data (loaded unless `cifar` is given: a tuning worker loads it once), augmentation,
-    net, optimizer, schedule, loss, autocast and EMA, as `cfg` says."""
+    net, optimizer, schedule, loss, precision, EMA and lookahead, as `cfg` says."""
     device = pick_device(cfg.device)
     configure_torch(cfg, device)
     cifar = cifar if cifar is not None else data.load_cifar10(cfg.data_dir, download=cfg.download)
     train, val, test = make_loaders(cfg, cifar, device)
     memory_format = (torch.channels_last if device.type == "cuda" and cfg.channels_last
                      else torch.contiguous_format)
-    eval_finish = BatchAugment(cfg, device, False, False, memory_format)
+    prec = precision(cfg, device, cfg.batch_size)
+    eval_finish = BatchAugment(cfg, device, train=False, memory_format=memory_format,
+                               dtype=prec.input_dtype)
     model = models.build(cfg).to(device, memory_format=memory_format)
-    if hasattr(model, "init_whitening"):  # from 5000 training images, as the net sees them
-        first = cifar.train_images[data.split_val(cifar.train_labels, cfg.val_size, cfg.seed)[0][:5000]]
-        model.init_whitening(eval_finish(torch.from_numpy(first).to(device).permute(0, 3, 1, 2)))
-    optimizer = make_optimizer(model, cfg)
+    if model.init_images:  # the first training images, as the net sees them
+        first = data.split_val(cifar.train_labels, cfg.val_size, cfg.seed)[0][:model.init_images]
+        images = torch.from_numpy(cifar.train_images[first]).to(device).permute(0, 3, 1, 2)
+        model.init_from_data(eval_finish(images).float())
+    prec.prepare(model)
+    optimizer = make_optimizer(model, cfg, prec.loss_scale)
     ema = (torch.optim.swa_utils.AveragedModel(
         model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
         if cfg.ema > 0 else None)
-    autocast, scaler = precision(cfg, device)
     lookahead = (Lookahead(model, total_steps(cfg, len(train)), cfg.lookahead, cfg.lookahead_every)
                  if cfg.lookahead > 0 else None)
     return Setup(
         cfg, device, cifar, train, val, test,
-        train_finish=BatchAugment(cfg, device, True, cfg.backend == "gpu", memory_format),
+        train_finish=BatchAugment(cfg, device, train=True, geometric=cfg.backend == "gpu",
+                                  memory_format=memory_format, dtype=prec.input_dtype),
         eval_finish=eval_finish, model=model, optimizer=optimizer,
         scheduler=make_scheduler(optimizer, cfg, len(train)),
         criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
-        autocast=autocast, scaler=scaler, ema=ema, lookahead=lookahead, net=model)
+        precision=prec, ema=ema, lookahead=lookahead, net=model)
 
 
 def compile_model(model, train_shape, eval_batch_sizes, criterion, autocast):
@@ -339,7 +270,7 @@ def compile_model(model, train_shape, eval_batch_sizes, criterion, autocast):
     with torch.no_grad(), autocast:
         for b in sorted(set(eval_batch_sizes)):
             compiled(torch.zeros((b, *train_shape[1:]), device=device))
-    _sync(device)
+    sync(device)
     model.load_state_dict(state)
     model.zero_grad(set_to_none=True)
     return compiled, time.perf_counter() - t0
@@ -350,11 +281,6 @@ def compile_setup(setup: Setup) -> None:
              for i in range(0, len(l.labels), l.batch_size)]
     setup.net, setup.compile_seconds = compile_model(
         setup.model, (setup.cfg.batch_size, 3, 32, 32), sizes, setup.criterion, setup.autocast)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 # ===== start: the run folder, the tracker, the banner ============================================
@@ -396,15 +322,16 @@ def train_epoch(setup: Setup, epoch: int, desc: Optional[str] = None,
         y = y.to(s.device, non_blocking=True)
         with s.autocast:
             out = s.net(x)
-            loss = s.criterion(out, y)
+            loss = s.criterion(out.float(), y)  # fp32 softmax whatever the net computes in
         s.optimizer.zero_grad(set_to_none=True)
-        lrs.append(s.scheduler.get_last_lr()[0])  # the LR this step used, known on the host
-        if s.scaler is not None:  # fp16: scale the loss so small gradients do not underflow
+        # the LR this step used, known on the host, in the units of a mean loss
+        lrs.append(s.scheduler.get_last_lr()[0] * s.precision.loss_scale)
+        if s.scaler is not None:  # fp16 autocast: scale the loss so small gradients do not underflow
             s.scaler.scale(loss).backward()
             s.scaler.step(s.optimizer)
             s.scaler.update()
-        else:
-            loss.backward()
+        else:  # half: the batch's losses summed (loss_scale), as airbench94 does
+            (loss * s.precision.loss_scale if s.precision.half else loss).backward()
             s.optimizer.step()
         s.scheduler.step()
         if s.ema is not None:
@@ -457,8 +384,7 @@ def begin_epoch(setup: Setup, epoch: int) -> None:
     torch.manual_seed(data.epoch_seed(cfg.seed, epoch))
     data.set_epoch(setup.train_loader, cfg.seed, epoch)
     setup.train_finish.set_epoch(epoch)
-    if hasattr(setup.model, "stem"):  # the whitening stem's bias trains only at first
-        setup.model.stem.bias.requires_grad_(epoch < cfg.stem_bias_epochs)
+    setup.model.set_epoch(epoch)  # a net whose parameters train in some epochs only
 
 
 def fit(setup: Setup, tracker: Tracker, progress: Progress, on_epoch=None, stop=None) -> None:
@@ -472,7 +398,7 @@ def fit(setup: Setup, tracker: Tracker, progress: Progress, on_epoch=None, stop=
             setup, epoch, f"epoch {epoch + 1}/{last_epoch}" if cfg.progress else None, stop)
         if setup.lookahead is not None and epoch + 1 == last_epoch:
             setup.lookahead.finish(setup.model)  # the weights become the average
-        _sync(setup.device)
+        sync(setup.device)
         seconds = time.perf_counter() - t0
         progress.train_seconds += seconds
         tracker.log_steps(epoch * setup.steps, lrs, losses)
@@ -516,8 +442,13 @@ def finish(setup: Setup, tracker: Tracker, progress: Progress) -> dict:
     split = "test" if setup.test_loader else "val"  # a tuning trial never looks at test
     loader = setup.eval_loaders().get(split)
     if cfg.analysis and loader is not None:  # on the eager net: Grad-CAM needs hooks and gradients
-        analysis.analyze(setup.final_net, loader, setup.eval_finish, setup.autocast, cfg,
-                         setup.cifar.classes, tracker.run_dir, tracker, split)
+        try:
+            analysis.analyze(setup.final_net, loader, setup.eval_finish, setup.autocast, cfg,
+                             setup.cifar.classes, tracker.run_dir, tracker, split)
+        except Exception as e:  # the trained model and its numbers matter more than its figures
+            summary["analysis_error"] = f"{type(e).__name__}: {e}"
+            print(f"warning: the analysis after training failed ({summary['analysis_error']}); "
+                  f"the summary and the model are saved", file=sys.stderr)
     tracker.finish(summary, setup.final_net if cfg.save_model else None)
     print(pd.DataFrame(tracker.epochs).to_string(index=False, float_format="%.4f"))
     name = {"test": "test", "val": "validation"}[split]

@@ -25,7 +25,8 @@ from optuna.trial import TrialState
 
 from .config import Config, ConfigError
 from .data import Cifar10, load_cifar10, split_val
-from .train import Context, RunStopped, check_schedule, n_epochs, run, total_steps
+from .optim import check_schedule, n_epochs, total_steps
+from .train import Context, RunStopped, run
 
 MAX_DEFAULT_VAL = 5000
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)

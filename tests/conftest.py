@@ -70,7 +70,7 @@ def tiny_cfg(tiny_data, tmp_path) -> Config:
 def scheduler_lrs(cfg: Config, steps_per_epoch: int) -> list:
     """The LR of every step of a run, from the scheduler the training loop builds."""
     import torch
-    from resnetf.train import make_optimizer, make_scheduler, total_steps
+    from resnetf.optim import make_optimizer, make_scheduler, total_steps
 
     opt = make_optimizer(torch.nn.Linear(2, 2), cfg)
     sched = make_scheduler(opt, cfg, steps_per_epoch)

@@ -101,7 +101,7 @@ def test_normalization_matches_albumentations_normalize():
     expected = A.Normalize(mean=data.CIFAR10_MEAN, std=data.CIFAR10_STD)(image=IMAGE)["image"]
     batch = torch.from_numpy(IMAGE).permute(2, 0, 1)[None]
     for train in (False, True):  # train adds nothing when crop, flip and cutout are off
-        out = BatchAugment(Config(pad=0, flip=False, cutout=0), CPU, train, True)(batch)
+        out = BatchAugment(Config(pad=0, flip=False, cutout=0), CPU, train=train, geometric=True)(batch)
         assert out.dtype == torch.float32
         np.testing.assert_allclose(out[0].permute(1, 2, 0).numpy(), expected, atol=1e-5)
 
@@ -115,7 +115,7 @@ def test_eval_path_has_no_randomness():
 
 def test_batch_ops_are_reproducible_from_the_seed():
     batch = torch.from_numpy(IMAGE).permute(2, 0, 1)[None].repeat(16, 1, 1, 1)
-    a = BatchAugment(Config(seed=1), CPU, True, True)(batch)
-    b = BatchAugment(Config(seed=1), CPU, True, True)(batch)
-    c = BatchAugment(Config(seed=2), CPU, True, True)(batch)
+    a = BatchAugment(Config(seed=1), CPU, train=True, geometric=True)(batch)
+    b = BatchAugment(Config(seed=1), CPU, train=True, geometric=True)(batch)
+    c = BatchAugment(Config(seed=2), CPU, train=True, geometric=True)(batch)
     assert torch.equal(a, b) and not torch.equal(a, c)

@@ -17,8 +17,8 @@ from resnetf import models, run
 from resnetf.batch_augment import BatchAugment
 from resnetf.config import Config, load_experiment
 from resnetf.data import DeviceLoader
-from resnetf.lookahead import Lookahead
-from resnetf.train import Context, amp_dtype, make_optimizer, sgd_hyperparameters
+from resnetf.optim import Lookahead, amp_dtype, make_optimizer, sgd_hyperparameters
+from resnetf.train import Context
 
 CPU = torch.device("cpu")
 FAST94 = load_experiment(REPO / "experiments" / "fast94.py")
@@ -34,7 +34,7 @@ def _correlated_images(n=400, seed=0):
 def test_the_whitening_stem_outputs_uncorrelated_unit_variance_channels():
     net = models.WhitenedConvNet(width=0.125)
     images = _correlated_images()
-    net.init_whitening(images)
+    net.init_from_data(images)
     with torch.no_grad():
         out = net.stem(images) - net.stem.bias[None, :, None, None]
     channels = out.permute(1, 0, 2, 3).reshape(24, -1)
@@ -270,3 +270,34 @@ def test_flops_of_the_fast_recipe_are_within_airbench94s_budget():
 
     resnet9 = flops(load_experiment(REPO / "experiments" / "oc_24ep.py"))
     assert resnet9["train_gflop_per_image"] == pytest.approx(2.27, abs=0.01)
+
+
+def test_half_precision_runs_the_net_in_fp16_with_batchnorm_fp32(tiny_data, tmp_path):
+    from resnetf import train
+
+    cfg = FAST94.replace(width=0.125, batch_size=20, epochs=3, device="cpu", workers=0,
+                         data_dir=str(tiny_data), runs_dir=str(tmp_path), wandb_mode="disabled",
+                         progress=False, analysis=False, amp_dtype="half", eval_every=1)
+    setup = train.build(cfg)
+    bns = [m for m in setup.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(t.dtype == torch.float32 for b in bns for t in (*b.parameters(), *b.buffers())
+               if t.is_floating_point())
+    others = [p for n, p in setup.model.named_parameters() if not any(p is q for b in bns
+                                                                      for q in b.parameters())]
+    assert others and all(p.dtype == torch.float16 for p in others)
+    x, _ = next(iter(setup.train_loader))
+    assert setup.train_finish(x).dtype == torch.float16 and setup.scaler is None
+    # the batch's losses are summed, so SGD's lr is the fp32 run's over the batch size
+    fp32 = train.build(cfg.replace(amp_dtype="auto"))
+    for half_group, fp32_group in zip(setup.optimizer.param_groups, fp32.optimizer.param_groups):
+        assert half_group["lr"] * 20 == pytest.approx(fp32_group["lr"])
+        assert (half_group["lr"] * half_group["weight_decay"]
+                == pytest.approx(fp32_group["lr"] * fp32_group["weight_decay"]))
+    summary = run(cfg)
+    d = run_dir_of(summary)
+    steps = pd.read_csv(d / "steps.csv")
+    assert steps["lr"].tolist() == pytest.approx(scheduler_lrs(cfg, 5))  # logged as fp32's
+    losses = pd.read_csv(d / "metrics.csv")["train_loss"]
+    assert np.isfinite(losses).all() and losses.iloc[-1] < losses.iloc[0]
+    saved = torch.load(d / "model.pt")
+    assert saved["fc.weight"].dtype == torch.float16 and saved["stem.bias"].dtype == torch.float16

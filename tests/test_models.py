@@ -32,3 +32,41 @@ def test_resnet9_is_bias_free_conv_bn_relu():
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(convs) == 8 and all(c.bias is None for c in convs)
     assert isinstance(net.prep[1], torch.nn.BatchNorm2d) and isinstance(net.prep[2], torch.nn.ReLU)
+
+
+def test_every_net_the_config_names_is_registered_and_builds():
+    import typing
+
+    choices = set(typing.get_args(typing.get_type_hints(Config)["model"]))
+    assert choices == set(models.NETS)
+    for name in choices:
+        net = models.build(Config(model=name, width=0.0625))
+        assert isinstance(net, models.NETS[name]) and isinstance(net, models.Net)
+        assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_the_whitened_net_declares_its_quirks():
+    net = models.build(Config(model="whitened_convnet", width=0.125, stem_bias_epochs=2))
+    assert net.init_images == 5000 and net.cam_layer is net.groups[-1]
+    frozen = {id(p) for p in net.frozen_parameters()}
+    assert id(net.stem.weight) in frozen and id(net.stem.bias) not in frozen
+    net.set_epoch(1)
+    assert net.stem.bias.requires_grad
+    net.set_epoch(2)
+    assert not net.stem.bias.requires_grad
+    assert id(net.stem.bias) not in {id(p) for p in net.frozen_parameters()}  # off now, not for good
+
+
+def test_an_ordinary_net_gets_the_defaults():
+    class Plain(models.Net):
+        def __init__(self):
+            super().__init__()
+            self.stem = torch.nn.Conv2d(3, 4, 3)
+            self.head = torch.nn.Linear(4, 10)
+
+    net = Plain()
+    net.stem.weight.requires_grad_(False)
+    assert net.init_images == 0 and net.cam_layer is net.stem
+    assert [id(p) for p in net.frozen_parameters()] == [id(net.stem.weight)]
+    net.set_epoch(10)
+    assert net.stem.bias.requires_grad  # nothing switched behind its back

@@ -4,7 +4,7 @@ import torch
 
 from conftest import scheduler_lrs
 from resnetf.config import Config
-from resnetf.train import make_optimizer, make_scheduler
+from resnetf.optim import make_optimizer, make_scheduler
 
 
 def _lrs(cfg, steps_per_epoch):

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import REPO, run_dir_of
-from resnetf import Config, run
+from conftest import REPO, read_wandb_records, run_dir_of
+from resnetf import Config, analysis, models, run
 from resnetf.batch_augment import BatchAugment
 from resnetf.data import DeviceLoader, load_cifar10
-from resnetf.train import TrainingDiverged, evaluate
+from resnetf.train import Context, TrainingDiverged, evaluate
 
 
 def test_short_run_on_real_images_beats_chance(real_subset, tmp_path):
@@ -90,3 +90,52 @@ def test_missing_data_exits_with_a_message_not_a_traceback(tmp_path):
          "--wandb_mode=disabled"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
     assert "no CIFAR-10 at" in proc.stderr and "Traceback" not in proc.stderr
+
+
+class _ToyNet(models.Net):
+    """A net of the kind a researcher might add: no whitening, a plain `stem` whose bias should
+    train every epoch, no convolution after it to look at... and no Grad-CAM layer at all."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 4, 4, stride=4)
+        self.head = torch.nn.Linear(4 * 8 * 8, 10)
+
+    @property
+    def cam_layer(self):
+        return None
+
+    def forward(self, x):
+        return self.head(torch.relu(self.stem(x)).flatten(1))
+
+
+def test_a_new_net_without_a_stem_quirk_or_grad_cam_layer_runs_end_to_end(tiny_cfg, monkeypatch,
+                                                                          capsys):
+    nets = []
+    monkeypatch.setattr(models, "build", lambda cfg: nets.append(_ToyNet()) or nets[-1])
+    biases = []
+    summary = run(tiny_cfg.replace(epochs=5, stem_bias_epochs=1, gradcam_images=2),
+                  Context(on_epoch=lambda m: biases.append(nets[0].stem.bias.detach().clone())))
+    d = run_dir_of(summary)
+    assert summary["status"] == "finished" and "analysis_error" not in summary
+    for name in ("model.pt", "summary.json", "confusion.png", "misclassified.png"):
+        assert (d / name).exists(), name
+    assert not (d / "gradcam.png").exists() and "no Grad-CAM" in capsys.readouterr().out
+    # its `stem` is its own business: the bias trains to the end, stem_bias_epochs or not
+    assert all(not torch.equal(a, b) for a, b in zip(biases, biases[1:]))
+
+
+def test_a_run_whose_analysis_fails_keeps_its_model_summary_and_wandb_run(tiny_cfg, monkeypatch,
+                                                                          capsys):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no figure today")
+    monkeypatch.setattr(analysis, "analyze", broken)
+    summary = run(tiny_cfg.replace(wandb_mode="offline"))
+    d = run_dir_of(summary)
+    saved = json.loads((d / "summary.json").read_text())
+    assert saved["status"] == "finished" and "no figure today" in saved["analysis_error"]
+    assert (d / "model.pt").exists() and (d / "curves.png").exists()
+    err = capsys.readouterr().err
+    assert "analysis after training failed (RuntimeError: no figure today)" in err
+    (exit_record,) = read_wandb_records(d, "exit")
+    assert exit_record.exit.exit_code == 0
