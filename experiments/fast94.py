@@ -35,7 +35,7 @@ CONFIG = Config(
     lookahead=0.95,
     tta="flip_translate",
     eval_every=0,
-    max_lr_range=(3.0, 40.0),  # the decoupled lr's scale, for --tune
+    sweep="sweeps/fast94.yaml",  # its search space, in the decoupled lr's units
 )
 
 if __name__ == "__main__":

@@ -19,17 +19,20 @@ GRID = 5  # the misclassified grid is GRID x GRID images
 
 
 @torch.no_grad()
-def predict(model, loader, finish, autocast, tta: str = "none"):
-    """(predictions, labels, uint8 HWC images) for every image of the loader, on the host."""
+def predict(model, loader, finish, autocast, tta: str = "none", preds=None):
+    """(predictions, labels, uint8 HWC images) for every image of the loader, on the host.
+    `preds` given (the run's final evaluation already made them): the net is not run again."""
     model.eval()
-    preds, labels, images = [], [], []
+    predicted, labels, images = [], [], []
     for x, y in loader:
-        inputs = finish(x.to(finish.device, non_blocking=True))
-        with autocast:
-            preds.append(logits(model, inputs, tta).argmax(1).cpu())
+        if preds is None:
+            inputs = finish(x.to(finish.device, non_blocking=True))
+            with autocast:
+                predicted.append(logits(model, inputs, tta).argmax(1).cpu())
         labels.append(y.cpu())
         images.append(x.permute(0, 2, 3, 1).cpu())
-    return torch.cat(preds).numpy(), torch.cat(labels).numpy(), torch.cat(images).numpy()
+    preds = torch.cat(predicted).numpy() if preds is None else preds
+    return preds, torch.cat(labels).numpy(), torch.cat(images).numpy()
 
 
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, n: int = 10) -> np.ndarray:
@@ -110,8 +113,8 @@ def plot_gradcam(model, images, labels, preds, classes, finish, path: Path, coun
 
 
 def analyze(model, loader, finish, autocast, cfg, classes, run_dir: Path, tracker,
-            split: str = "test") -> dict:
-    preds, labels, images = predict(model, loader, finish, autocast, cfg.tta)
+            split: str = "test", preds=None) -> dict:
+    preds, labels, images = predict(model, loader, finish, autocast, cfg.tta, preds)
     cm = confusion_matrix(labels, preds, len(classes))
     per_class = pd.DataFrame({"class": classes, "images": cm.sum(1), "correct": cm.diagonal(),
                               "accuracy": cm.diagonal() / np.maximum(cm.sum(1), 1)})

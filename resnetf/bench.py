@@ -223,8 +223,9 @@ def print_race(name: str, race: pd.DataFrame) -> None:
 
 
 def trial_overheads(cfg: Config, trials: int, out: Path) -> pd.DataFrame:
-    """A small study (no pruning): each trial's wall seconds minus its training seconds, the
-    time a trial spends outside its epochs (building, the device copy, evaluation, files)."""
+    """A small study (no pruning). For each trial: its whole wall time as Optuna records it
+    (from the trial's start to its end: building, the run folder and W&B, training, evaluation,
+    files, W&B's close), its training and evaluation seconds, and what is left: the overhead."""
     from .tune import tune
 
     study = tune(cfg.replace(tune=trials, pruner="none", runs_dir=str(out / "runs"),
@@ -232,9 +233,10 @@ def trial_overheads(cfg: Config, trials: int, out: Path) -> pd.DataFrame:
     rows = []
     for trial in study.trials:
         s = json.loads((Path(trial.user_attrs["run_dir"]) / "summary.json").read_text())
-        rows.append({"trial": trial.number, "wall_seconds": s["wall_seconds"],
-                     "train_seconds": s["train_seconds"],
-                     "overhead_seconds": s["wall_seconds"] - s["train_seconds"]})
+        wall = (trial.datetime_complete - trial.datetime_start).total_seconds()
+        rows.append({"trial": trial.number, "wall_seconds": wall,
+                     "train_seconds": s["train_seconds"], "eval_seconds": s["eval_seconds"],
+                     "overhead_seconds": wall - s["train_seconds"] - s["eval_seconds"]})
     return pd.DataFrame(rows)
 
 
@@ -253,8 +255,8 @@ def arguments(argv) -> tuple[argparse.Namespace, list]:
                          "data and GPU, --seeds times each, interleaved: both accuracies, wall "
                          "and timer seconds, and the time ratios (see race_airbench94)")
     ap.add_argument("--trials", type=int, default=0,
-                    help="run a study of N trials and report each trial's overhead "
-                         "(wall minus train seconds)")
+                    help="run a study of N trials and report each trial's wall, train, "
+                         "evaluation and overhead seconds")
     ap.add_argument("--out", default=None, help="folder for the CSV files and run folders")
     return ap.parse_args(argv[:cut]), argv[cut + 1:]
 
@@ -331,8 +333,10 @@ def main(argv=None) -> None:
         overheads = trial_overheads(cfg, args.trials, out)
         overheads.to_csv(out / "trials.csv", index=False)
         print(overheads.to_string(index=False, float_format="%.2f"))
-        print(f"per-trial overhead (wall minus train seconds): "
-              f"{fmt(*spread(overheads['overhead_seconds']))} s")
+        print(f"per trial: wall {fmt(*spread(overheads['wall_seconds']))} s, train "
+              f"{fmt(*spread(overheads['train_seconds']))} s, evaluation "
+              f"{fmt(*spread(overheads['eval_seconds']))} s, overhead (wall minus train and "
+              f"evaluation) {fmt(*spread(overheads['overhead_seconds']))} s")
     print(f"CSV in {out}")
 
 

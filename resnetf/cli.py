@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 from .checkpoint import resume_config
 from .config import Config, parse
 from .data import DataError
-from .train import RunStopped, TrainingDiverged, run
+from .train import RunStopped, TrainingDiverged, run, under_sweep_agent
 
 
 def dispatch(cfg: Config):
@@ -24,8 +24,20 @@ def dispatch(cfg: Config):
     return run(cfg)
 
 
+def as_sweep_run(cfg: Config, args: Sequence[str]) -> Config:
+    """Under W&B's sweep agent a run is a trial of the sweep: it measures the validation split
+    and never the test split (the retrained best does), unless --use_test is given."""
+    if not under_sweep_agent() or any(a.split("=")[0] == "--use_test" for a in args):
+        return cfg
+    val_size = cfg.val_size or 5000
+    print(f"W&B sweep run: validation split of {val_size} images, no test evaluation "
+          f"(--use_test to evaluate on test too)")
+    return cfg.replace(use_test=False, val_size=val_size)
+
+
 def main(defaults: Config, args: Optional[Sequence[str]] = None, description: str = ""):
-    cfg = parse(defaults, args, description)
+    args = sys.argv[1:] if args is None else list(args)
+    cfg = as_sweep_run(parse(defaults, args, description), args)
     try:
         if cfg.resume:  # the run continues with the config it was started with
             cfg = resume_config(cfg, defaults)

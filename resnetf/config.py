@@ -148,21 +148,23 @@ class Config:
 
     # --- tuning (Optuna) -----------------------------------------------------------------------
     tune: int = 0
-    """Run an Optuna study until it has N finished trials, tuning max_lr, pct_start and dropout on
-    the validation split; 0: train once."""
+    """Run an Optuna study until it has N finished trials, searching the sweep file's parameters
+    on the validation split; 0: train once."""
+    sweep: str = "sweeps/lr.yaml"
+    """The experiment's W&B sweep file: its `parameters` are the search space of --tune and of
+    `wandb sweep` alike (relative paths: from the working directory, else from the repo)."""
     study: Optional[str] = None
     """Optuna study name; None: the experiment's name."""
     storage: Optional[str] = None
-    """Optuna storage URL (sqlite:///path.db, postgresql://user:pw@host/db); None: a SQLite file
-    runs/tune/<study>.db. Workers pointed at one URL share the study."""
+    """Optuna storage: a journal file (PATH.log or journal:PATH; the processes of one machine
+    share it, no server) or a database URL (postgresql://user:pw@host/db across machines,
+    sqlite:///path.db); None: a SQLite file runs/tune/<study>.db. Workers pointed at one
+    storage share the study."""
     pruner: Literal["median", "hyperband", "none"] = "median"
     """Stop unpromising trials early on their per-epoch validation accuracy."""
-    max_lr_range: tuple[float, float] = (0.01, 1.0)
-    """Search range of max_lr, sampled log-uniformly."""
-    pct_start_range: tuple[float, float] = (0.1, 0.5)
-    """Search range of pct_start."""
-    dropout_range: tuple[float, float] = (0.0, 0.3)
-    """Search range of dropout."""
+    trial_analysis: bool = False
+    """Tuning trials draw the analysis figures too (of their validation split); off: a trial does
+    only the work its objective needs. --retrain_best analyses as --analysis says."""
     heartbeat: int = 60
     """Seconds between a running trial's heartbeats; a trial silent for 2x this (a killed
     worker) is marked failed and the study goes on."""
@@ -241,12 +243,6 @@ class Config:
             ("seeds", self.seeds >= 1, "must be >= 1"),
             ("gradcam_images", 0 <= self.gradcam_images <= 16, "must be in [0, 16]"),
             ("heartbeat", self.heartbeat >= 1, "must be >= 1 second"),
-            ("max_lr_range", 0 < self.max_lr_range[0] < self.max_lr_range[1],
-             "must be two numbers, 0 < low < high"),
-            ("pct_start_range", 0 < self.pct_start_range[0] < self.pct_start_range[1] < 1,
-             "must be two numbers, 0 < low < high < 1"),
-            ("dropout_range", 0 <= self.dropout_range[0] < self.dropout_range[1] < 1,
-             "must be two numbers, 0 <= low < high < 1"),
             ("eval_every", self.eval_every >= 0, "must be >= 0"),
             ("workers", self.workers is None or self.workers >= 0, "must be >= 0"),
             ("device", self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
@@ -304,8 +300,8 @@ GROUPS = {
     "evaluation": ("what is measured, on which split, and the analysis after training",
                    ["tta", "eval_every", "use_test", "analysis", "gradcam_images"]),
     "tuning": ("Optuna: --tune N trials on the validation split",
-               ["tune", "study", "storage", "pruner", "max_lr_range", "pct_start_range",
-                "dropout_range", "heartbeat", "retrain_best"]),
+               ["tune", "sweep", "study", "storage", "pruner", "trial_analysis", "heartbeat",
+                "retrain_best"]),
     "tracking": ("Weights & Biases and the run folders",
                  ["wandb_mode", "wandb_project", "wandb_entity", "wandb_group", "runs_dir"]),
     "hardware": ("device, precision and speed",

@@ -95,10 +95,12 @@ def new_run_dir(runs_dir: str | os.PathLike, name: str, seed: int) -> Path:
 
 class Tracker:
     def __init__(self, cfg, run_dir: Path, extra_config: Optional[dict] = None,
-                 resumed=None, job_type: str = "train", tags: tuple = ()):
+                 resumed=None, job_type: str = "train", tags: tuple = (),
+                 wandb_id: Optional[str] = None):
         """`resumed`: the checkpoint.Progress to continue from; its metrics are kept, the steps
         it had not checkpointed are dropped from steps.csv, and the same W&B run is continued.
-        `job_type` and `tags` say to W&B what the run is part of (a study's trial, say)."""
+        `job_type` and `tags` say to W&B what the run is part of (a study's trial, say);
+        `wandb_id` continues (or starts) the W&B run of that id."""
         self.run_dir = Path(run_dir)
         self.epochs: list[dict] = list(resumed.metrics) if resumed else []
         self.wandb_run = None
@@ -112,7 +114,7 @@ class Tracker:
             (self.run_dir / "config.json").write_text(json.dumps(config, indent=2))
         mode = cfg.wandb_mode or default_wandb_mode()
         if mode != "disabled":
-            self._start_wandb(cfg, config, mode, resumed.wandb_id if resumed else None,
+            self._start_wandb(cfg, config, mode, resumed.wandb_id if resumed else wandb_id,
                               job_type, [cfg.name, cfg.model, cfg.backend, *tags])
 
     # --- W&B, guarded ------------------------------------------------------------------------
@@ -217,6 +219,9 @@ class Tracker:
             write(self.run_dir / name)
         except Exception as e:
             warnings.warn(f"{name} not written ({type(e).__name__}: {e})", stacklevel=3)
+
+    def update_summary(self, values: dict) -> None:
+        self._wandb("log", lambda run: run.summary.update(values))
 
     def write_curves(self) -> Optional[Path]:
         """curves.png: this run's LR per step, training loss and accuracies so far. A figure

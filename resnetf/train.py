@@ -132,6 +132,7 @@ class Setup:
     net: nn.Module  # what trains: the model, compiled with cfg.compile
     compile_seconds: float = 0.0
     started: float = field(default_factory=time.perf_counter)
+    final_predictions: dict = field(default_factory=dict)  # split -> the last evaluation's classes
 
     @property
     def steps(self) -> int:
@@ -351,8 +352,9 @@ def train_epoch(setup: Setup, epoch: int, desc: Optional[str] = None,
 
 
 @torch.no_grad()
-def evaluate(model, loader, finish, autocast, tta: str = "none"):
-    """(mean cross-entropy, accuracy) over every image of the loader."""
+def evaluate(model, loader, finish, autocast, tta: str = "none", predictions: list | None = None):
+    """(mean cross-entropy, accuracy) over every image of the loader; `predictions`, when given,
+    receives each image's predicted class (one tensor per batch, on the device)."""
     model.eval()
     device = finish.device
     loss_sum = torch.zeros((), device=device)
@@ -364,7 +366,10 @@ def evaluate(model, loader, finish, autocast, tta: str = "none"):
         with autocast:
             out = models.logits(model, x, tta).float()
         loss_sum += nn.functional.cross_entropy(out, y, reduction="sum")
-        correct += (out.argmax(1) == y).sum()
+        pred = out.argmax(1)
+        correct += (pred == y).sum()
+        if predictions is not None:
+            predictions.append(pred)
         n += len(y)
     return loss_sum.item() / n, correct.item() / n
 
@@ -405,11 +410,14 @@ def fit(setup: Setup, tracker: Tracker, progress: Progress, on_epoch=None, stop=
         check_finite(losses, lrs, epoch, setup.steps)
         metrics = {"epoch": epoch + 1, "train_loss": sum(losses) / len(losses),
                    "train_acc": train_acc}
-        if epoch + 1 == last_epoch or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
+        last = epoch + 1 == last_epoch
+        if last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
             t0 = time.perf_counter()
             for split, loader in setup.eval_loaders().items():
+                # the last evaluation's predictions serve the analysis: no second TTA pass
+                keep = setup.final_predictions.setdefault(split, []) if last else None
                 metrics[f"{split}_loss"], metrics[f"{split}_acc"] = evaluate(
-                    setup.eval_net, loader, setup.eval_finish, setup.autocast, cfg.tta)
+                    setup.eval_net, loader, setup.eval_finish, setup.autocast, cfg.tta, keep)
                 progress.best[split] = max(progress.best.get(split, 0.0), metrics[f"{split}_acc"])
             progress.eval_seconds += time.perf_counter() - t0  # evaluate() ends on a host sync
         metrics["epoch_seconds"] = seconds
@@ -443,8 +451,10 @@ def finish(setup: Setup, tracker: Tracker, progress: Progress) -> dict:
     loader = setup.eval_loaders().get(split)
     if cfg.analysis and loader is not None:  # on the eager net: Grad-CAM needs hooks and gradients
         try:
+            preds = setup.final_predictions.get(split)
             analysis.analyze(setup.final_net, loader, setup.eval_finish, setup.autocast, cfg,
-                             setup.cifar.classes, tracker.run_dir, tracker, split)
+                             setup.cifar.classes, tracker.run_dir, tracker, split,
+                             preds=torch.cat(preds).cpu().numpy() if preds else None)
         except Exception as e:  # the trained model and its numbers matter more than its figures
             summary["analysis_error"] = f"{type(e).__name__}: {e}"
             print(f"warning: the analysis after training failed ({summary['analysis_error']}); "

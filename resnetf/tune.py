@@ -1,12 +1,15 @@
-"""Optuna around `run(cfg)`: tune max_lr, pct_start and dropout on the validation split.
+"""Optuna around `run(cfg)`: tune the search space of the experiment's W&B sweep file
+(`--sweep`, read by search_space.py) on the validation split.
 
     python experiments/oc_24ep.py --tune 30 [--storage URL --study NAME --retrain_best]
 
 `--tune N` runs trials until the study holds N finished (complete or pruned) trials, so the same
 command run again resumes the study, and the same command on several processes or machines
 against one storage URL shares it. The study records the settings that make its trials
-comparable (experiment, epochs, width, batch size, validation split, data) and refuses a worker
-whose settings differ. Trials report validation accuracy each epoch to the pruner and never
+comparable (experiment, epochs, width, batch size, validation split, data, search space) and
+refuses a worker whose settings differ. After every trial it writes runs/tune/<study>.html (the
+optimisation history, parameter importances, parallel coordinates and the trials table) and
+updates one W&B run of the study (job_type=study). Trials report validation accuracy each epoch to the pruner and never
 evaluate on the test split; a trial that fails (a NaN loss, any error) fails alone, with its
 reason stored on it, and the study goes on; a worker killed mid-trial stops sending heartbeats
 and its trial is marked failed by the next worker. The test split is looked at only by
@@ -14,18 +17,25 @@ and its trial is marked failed by the next worker. The test split is looked at o
 """
 from __future__ import annotations
 
+import hashlib
+import html
+import os
 import random
+import re
 import time
 import warnings
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import sqlalchemy.exc
 from optuna.trial import TrialState
 
+from . import search_space
 from .config import Config, ConfigError
 from .data import Cifar10, load_cifar10, split_val
 from .optim import check_schedule, n_epochs, total_steps
+from .tracking import Tracker
 from .train import Context, RunStopped, run
 
 MAX_DEFAULT_VAL = 5000
@@ -59,6 +69,11 @@ def storage_url(cfg: Config, study_name: str) -> str:
     return f"sqlite:///{path}"
 
 
+def masked(url: str) -> str:
+    """The URL as it may be printed: its password replaced."""
+    return re.sub(r"(//[^:/@]+:)[^@/]*@", r"\1***@", url)
+
+
 def trials_csv_path(cfg: Config, study_name: str) -> Path:
     """runs/tune/<study>_trials.csv, whatever the storage."""
     folder = Path(cfg.runs_dir) / "tune"
@@ -66,17 +81,42 @@ def trials_csv_path(cfg: Config, study_name: str) -> Path:
     return folder / f"{study_name}_trials.csv"
 
 
-def _storage(cfg: Config, study_name: str, attempts: int = 5) -> optuna.storages.RDBStorage:
+def open_storage(cfg: Config, study_name: str):
+    """The study's storage: a journal file (PATH.log or journal:PATH: Optuna's JournalStorage,
+    shared by the processes of one machine without a server), else a database URL (SQLite,
+    PostgreSQL, ...). One that cannot be opened is a ConfigError naming it (password masked)
+    and the cause; nothing is written."""
+    url = storage_url(cfg, study_name)
+    if url.startswith("journal:") or url.endswith(".log"):
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(url.removeprefix("journal:"))
+        if not path.parent.is_dir():
+            raise ConfigError(f"storage: cannot open {url}: no folder {path.parent}")
+        try:
+            return JournalStorage(JournalFileBackend(str(path)))
+        except OSError as e:
+            raise ConfigError(f"storage: cannot open {url}: {e}") from None
+    try:
+        return _database(cfg, url)
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as e:
+        cause = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+        raise ConfigError(f"storage: cannot open {masked(url)}: {type(e).__name__}: "
+                          f"{masked(cause)}") from None
+
+
+def _database(cfg: Config, url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
     """Workers started together on a fresh database race to create its tables; the loser's
-    CREATE TABLE fails, and a second look finds the tables there."""
+    CREATE TABLE (or its version row) fails, and a second look finds them there. Any other
+    error (a server that is down, a URL no driver knows) is not a race: it fails at once."""
     for attempt in range(attempts):
         try:
             with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(
-                    storage_url(cfg, study_name), heartbeat_interval=cfg.heartbeat,
-                    grace_period=2 * cfg.heartbeat)
-        except sqlalchemy.exc.SQLAlchemyError:
+                    url, heartbeat_interval=cfg.heartbeat, grace_period=2 * cfg.heartbeat)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
             if attempt == attempts - 1:
                 raise
             time.sleep(0.2 + random.random())
@@ -101,12 +141,13 @@ class TrialSeededTPESampler(optuna.samplers.TPESampler):
 
 
 def make_study(cfg: Config, study_name: str) -> optuna.Study:
+    storage = open_storage(cfg, study_name)
     pruner = {"median": optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
               "hyperband": optuna.pruners.HyperbandPruner(min_resource=1,
                                                        max_resource=n_epochs(cfg)),
               "none": optuna.pruners.NopPruner()}[cfg.pruner]
     return optuna.create_study(
-        study_name=study_name, storage=_storage(cfg, study_name), direction="maximize",
+        study_name=study_name, storage=storage, direction="maximize",
         load_if_exists=True, sampler=TrialSeededTPESampler(cfg.seed), pruner=pruner)
 
 
@@ -123,24 +164,30 @@ def choose_val_size(cfg: Config, n_train: int) -> Config:
     return cfg
 
 
-def check_ranges(cfg: Config, n_train: int) -> None:
-    """Every pct_start of the search range must give each One Cycle phase a step: the ends of
-    the range are the extremes."""
-    steps = total_steps(cfg, (n_train - cfg.val_size) // cfg.batch_size)
-    for pct in cfg.pct_start_range:
+def check_space(cfg: Config, space: dict, n_train: int) -> None:
+    """Every point of the search space must be a valid config whose One Cycle phases each get a
+    step: checked at every corner of the space (the checks are monotonic in each parameter)."""
+    for values, corner in search_space.corners(cfg, space):
+        where = ", ".join(f"{k}={v}" for k, v in values.items())
         try:
-            check_schedule(cfg.replace(pct_start=pct), steps)
+            corner.validate()
+            steps = total_steps(corner, (n_train - corner.val_size) // corner.batch_size)
+        except ConfigError as e:
+            raise ConfigError(f"sweep: {cfg.sweep} allows {where}, which is refused: {e}") from None
+        try:
+            check_schedule(corner, steps)
         except ConfigError:
             raise ConfigError(
-                f"pct_start_range: {cfg.pct_start_range} over {steps} steps "
-                f"({cfg.epochs} epochs): pct_start={pct} leaves a One Cycle phase with no "
-                f"step; narrow the range or train longer") from None
+                f"sweep: {cfg.sweep} allows {where}: over {steps} steps ({corner.epochs} "
+                f"epochs) that leaves a One Cycle phase with no step; narrow the range or "
+                f"train longer") from None
 
 
-def study_settings(cfg: Config, cifar: Cifar10) -> dict:
+def study_settings(cfg: Config, cifar: Cifar10, space: dict) -> dict:
     """What must be equal for two trials to be compared."""
     return {"experiment": cfg.name, "model": cfg.model, "epochs": cfg.epochs, "width": cfg.width,
-            "batch_size": cfg.batch_size, "val_size": cfg.val_size, "data": cifar.fingerprint()}
+            "batch_size": cfg.batch_size, "val_size": cfg.val_size, "data": cifar.fingerprint(),
+            "search_space": search_space.describe(space)}
 
 
 def claim(study: optuna.Study, settings: dict) -> None:
@@ -151,7 +198,10 @@ def claim(study: optuna.Study, settings: dict) -> None:
             study.set_user_attr(key, value)
         return
     differ = [f"{k}: study {recorded.get(k)!r}, this worker {v!r}" for k, v in settings.items()
-              if recorded.get(k) != v]
+              if k != "search_space" and recorded.get(k) != v]
+    theirs, ours = recorded.get("search_space") or {}, settings.get("search_space") or {}
+    differ += [f"search space of {k}: study {theirs.get(k)}, this worker {ours.get(k)}"
+               for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)]
     if differ:
         raise ConfigError(f"study: {study.study_name!r} was started with other settings ("
                           + "; ".join(differ) + "); use its settings or another --study")
@@ -159,18 +209,19 @@ def claim(study: optuna.Study, settings: dict) -> None:
 
 # --- the trials --------------------------------------------------------------------------------
 
-def trial_config(cfg: Config, trial: optuna.Trial, study_name: str) -> Config:
+def trial_config(cfg: Config, trial: optuna.Trial, study_name: str, space: dict) -> Config:
+    """A trial: the suggested point, blind to the test split, and only the work its objective
+    needs (no analysis figures, no saved model)."""
     return cfg.replace(
-        max_lr=trial.suggest_float("max_lr", *cfg.max_lr_range, log=True),
-        pct_start=trial.suggest_float("pct_start", *cfg.pct_start_range),
-        dropout=trial.suggest_float("dropout", *cfg.dropout_range),
+        **search_space.suggest(trial, space),
         wandb_group=study_name, runs_dir=str(Path(cfg.runs_dir) / "tune" / study_name),
-        tune=0, retrain_best=False, use_test=False, save_model=False)
+        tune=0, retrain_best=False, use_test=False, save_model=False,
+        analysis=cfg.analysis and cfg.trial_analysis)
 
 
-def objective(cfg: Config, study_name: str, cifar: Cifar10):
+def objective(cfg: Config, study_name: str, cifar: Cifar10, space: dict):
     def evaluate_trial(trial: optuna.Trial) -> float:
-        tcfg = trial_config(cfg, trial, study_name)
+        tcfg = trial_config(cfg, trial, study_name, space)
 
         def started(tracker) -> None:  # where to find the trial, pruned or not
             trial.set_user_attr("run_dir", str(tracker.run_dir))
@@ -181,7 +232,8 @@ def objective(cfg: Config, study_name: str, cifar: Cifar10):
             if "val_acc" not in metrics:
                 return
             trial.report(metrics["val_acc"], metrics["epoch"])
-            if trial.should_prune():
+            # after the last epoch the trial is done: stopping it now would save nothing
+            if metrics["epoch"] < n_epochs(tcfg) and trial.should_prune():
                 raise RunStopped("pruned", f"pruned after epoch {metrics['epoch']}")
 
         context = Context(job_type="trial", tags=(f"study:{study_name}",),
@@ -202,44 +254,51 @@ def objective(cfg: Config, study_name: str, cifar: Cifar10):
 
 
 def tune(cfg: Config, cifar: Cifar10 | None = None) -> optuna.Study:
+    space = search_space.read_space(cfg.sweep)
     cifar = cifar if cifar is not None else load_cifar10(cfg.data_dir, download=cfg.download)
     cfg = choose_val_size(cfg, len(cifar.train_labels))
-    check_ranges(cfg, len(cifar.train_labels))
+    check_space(cfg, space, len(cifar.train_labels))
     split_val(cifar.train_labels, cfg.val_size, cfg.seed)  # fails here, not in every trial
     study_name = cfg.study or cfg.name
     study = make_study(cfg, study_name)
-    claim(study, study_settings(cfg, cifar))
-    csv = trials_csv_path(cfg, study_name)
-
-    def write_csv(study, _trial=None):
-        study.trials_dataframe().to_csv(csv, index=False)
-
+    claim(study, study_settings(cfg, cifar, space))
+    report = StudyReport(cfg, study_name)
     done = len(study.get_trials(deepcopy=False, states=COUNTED))
-    print(f"study {study_name!r} at {storage_url(cfg, study_name)}: {done} of {cfg.tune} trials "
-          f"finished; validation split of {cfg.val_size} images; trials table {csv}")
-    if done < cfg.tune:
-        study.optimize(
-            objective(cfg, study_name, cifar),
-            # until the study, not this worker, holds N finished trials: workers share the
-            # count, and a failed trial is replaced
-            callbacks=[optuna.study.MaxTrialsCallback(cfg.tune, states=COUNTED), write_csv,
-                       StopAfterFailures()],
-            catch=(TrialFailed,), gc_after_trial=True)
-    write_csv(study)
+    print(f"study {study_name!r} at {masked(storage_url(cfg, study_name))}: {done} of {cfg.tune} "
+          f"trials finished; validation split of {cfg.val_size} images; searching "
+          f"{', '.join(space)} ({search_space.sweep_path(cfg.sweep)}); study page {report.html}")
+    try:
+        if done < cfg.tune:
+            study.optimize(
+                objective(cfg, study_name, cifar, space),
+                # until the study, not this worker, holds N finished trials: workers share the
+                # count, and a failed trial is replaced
+                callbacks=[optuna.study.MaxTrialsCallback(cfg.tune, states=COUNTED), report,
+                           StopAfterFailures()],
+                catch=(TrialFailed,), gc_after_trial=True)
+        report(study)
+    finally:
+        report.close()
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        print(f"no trial completed; trials in {csv}")
+        print(f"no trial completed; trials in {report.csv}")
         return study
     best = study.best_trial
     print(f"best trial {best.number}: validation accuracy {best.value:.2%} with "
-          + ", ".join(f"{k}={v:.4g}" for k, v in best.params.items()) + f"; trials in {csv}")
+          + ", ".join(f"{k}={_short(v)}" for k, v in best.params.items())
+          + f"; trials in {report.csv}, study page {report.html}")
     if cfg.retrain_best:
-        retrain_best(cfg, study_name, best, cifar)
+        retrain_best(cfg, study_name, best, cifar, space)
     return study
 
 
-def retrain_best(cfg: Config, study_name: str, best, cifar: Cifar10) -> dict:
-    """The best trial's parameters on the whole training set, evaluated on the test split."""
-    final = run(cfg.replace(**best.params, val_size=0, tune=0, retrain_best=False,
+def _short(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def retrain_best(cfg: Config, study_name: str, best, cifar: Cifar10, space: dict) -> dict:
+    """The best trial's point on the whole training set, evaluated on the test split."""
+    fixed = {k: p.values[0] for k, p in space.items() if p.distribution == "constant"}
+    final = run(cfg.replace(**fixed, **best.params, val_size=0, tune=0, retrain_best=False,
                             wandb_group=study_name),
                 Context(job_type="retrain_best", tags=(f"study:{study_name}",),
                         folder_prefix=f"{study_name}_best",
@@ -247,3 +306,83 @@ def retrain_best(cfg: Config, study_name: str, best, cifar: Cifar10) -> dict:
     print(f"retrained with the best parameters on the whole training set: test accuracy "
           f"{final['final_test_acc']:.2%}")
     return final
+
+
+# --- watching a study: its page and its W&B run ---------------------------------------------------
+
+class StudyReport:
+    """After every trial (an Optuna callback): runs/tune/<study>_trials.csv, the study page
+    runs/tune/<study>.html (self-contained: optimisation history, parameter importances,
+    parallel coordinates, the trials table with each trial's run folder and W&B link), and one
+    W&B run for the study (job_type=study, in the study's group; the same run id for every
+    worker) holding the trials table and the best point so far."""
+
+    def __init__(self, cfg: Config, study_name: str):
+        self.csv = trials_csv_path(cfg, study_name)
+        self.html = self.csv.parent / f"{study_name}.html"
+        folder = self.csv.parent / f"{study_name}_study"
+        folder.mkdir(parents=True, exist_ok=True)
+        run_id = "study-" + hashlib.blake2b(f"{cfg.wandb_project}/{study_name}".encode(),
+                                            digest_size=6).hexdigest()
+        self.tracker = Tracker(cfg.replace(name=study_name, wandb_group=study_name), folder,
+                               job_type="study", tags=(f"study:{study_name}",), wandb_id=run_id)
+
+    def __call__(self, study: optuna.Study, _trial=None) -> None:
+        table = trials_table(study)
+        table.to_csv(self.csv, index=False)
+        try:
+            write_study_page(study, table, self.html)
+        except Exception as e:  # a figure must not stop a study
+            warnings.warn(f"{self.html} not written ({type(e).__name__}: {e})", stacklevel=2)
+        self.tracker.log_table("trials", table.astype(str))
+        completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if completed:
+            best = max(completed, key=lambda t: t.value)
+            self.tracker.update_summary({"best_val_acc": best.value, "best_trial": best.number,
+                                         **{f"best_{k}": v for k, v in best.params.items()},
+                                         "trials_finished": len(completed)})
+
+    def close(self) -> None:
+        self.tracker.finish({"trials": str(self.csv), "study_page": str(self.html)})
+
+
+def trials_table(study: optuna.Study) -> pd.DataFrame:
+    frame = study.trials_dataframe(attrs=("number", "state", "value", "duration", "params",
+                                          "user_attrs"))
+    if "duration" in frame:
+        frame["duration"] = frame["duration"].dt.total_seconds()
+    return frame
+
+
+def write_study_page(study: optuna.Study, table: pd.DataFrame, path: Path) -> Path:
+    """One HTML file that works offline (plotly's JavaScript embedded once)."""
+    from optuna import visualization as vis
+
+    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    figures = []
+    if completed:
+        figures.append(vis.plot_optimization_history(study))
+        figures.append(vis.plot_parallel_coordinate(study))
+    if len(completed) >= 2 and study.best_trial.params:
+        figures.append(vis.plot_param_importances(study))
+    parts = [f"<h1>study {html.escape(study.study_name)}</h1>",
+             f"<p>{len(completed)} completed of {len(study.trials)} trials; "
+             + (f"best validation accuracy {study.best_value:.2%} (trial "
+                f"{study.best_trial.number}: " + ", ".join(
+                    f"{k}={_short(v)}" for k, v in study.best_params.items()) + ")"
+                if completed else "no trial completed yet") + "</p>"]
+    parts += [f.to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False)
+              for i, f in enumerate(figures)]
+    links = table.copy()
+    if "user_attrs_run_dir" in links:  # relative to the page, so the folder moves with it
+        links["user_attrs_run_dir"] = [os.path.relpath(v, path.parent) if isinstance(v, str) else v
+                                       for v in links["user_attrs_run_dir"]]
+    for column, label in (("user_attrs_run_dir", "run folder"), ("user_attrs_wandb_url", "W&B")):
+        if column in links:
+            links[column] = [f'<a href="{html.escape(v)}">{label}</a>'
+                             if isinstance(v, str) and v else "" for v in links[column]]
+    parts.append(links.to_html(index=False, escape=False, na_rep=""))
+    path.write_text("<!doctype html><html><head><meta charset='utf-8'><title>study "
+                    f"{html.escape(study.study_name)}</title></head><body>"
+                    + "\n".join(parts) + "</body></html>")
+    return path

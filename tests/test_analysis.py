@@ -34,6 +34,20 @@ def test_analysis_files_exist_with_expected_sizes_and_agree_with_the_accuracy(ti
     assert "Total params" in summary_txt and f"{summary['parameters']:,}" in summary_txt
 
 
+def test_the_analysis_reuses_the_final_evaluation_instead_of_a_second_tta_pass(tiny_cfg,
+                                                                              monkeypatch):
+    from resnetf import analysis
+
+    def second_pass(*args, **kwargs):
+        raise AssertionError("the analysis ran the net over the test split again")
+    monkeypatch.setattr(analysis, "logits", second_pass)
+    summary = run(tiny_cfg.replace(tta="flip", gradcam_images=1))
+    d = run_dir_of(summary)
+    assert "analysis_error" not in summary
+    cm = pd.read_csv(d / "confusion.csv", index_col=0).to_numpy()
+    assert cm.sum() == 50 and np.trace(cm) / cm.sum() == summary["final_test_acc"]
+
+
 def test_confusion_matrix_rows_are_true_classes():
     cm = confusion_matrix(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 1]), 3)
     assert cm.tolist() == [[1, 1, 0], [0, 1, 0], [0, 1, 0]]

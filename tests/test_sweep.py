@@ -35,12 +35,25 @@ def wandb_sweep_engine():
     return module
 
 
-def test_sweep_file_passes_wandbs_own_schema():
+EXPERIMENTS = ("oc_24ep", "fast94")
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_each_experiments_sweep_file_passes_wandbs_own_schema_and_runs_it(experiment):
+    from resnetf.config import load_experiment
+    from resnetf.search_space import sweep_path
+
+    cfg = load_experiment(REPO / "experiments" / f"{experiment}.py")
+    sweep = yaml.safe_load(sweep_path(cfg.sweep).read_text())
+    assert sweep["program"] == f"experiments/{experiment}.py"  # the sweep runs its own experiment
+    assert sweep["metric"] == {"name": "val_acc", "goal": "maximize"} and sweep["run_cap"] > 0
+    if "early_terminate" in sweep:  # Hyperband needs the metric every epoch
+        assert cfg.eval_every == 1
     sweeps = wandb_sweep_engine()
     if sweeps is None:
         pytest.skip("W&B's sweep engine is not installed (requirements-test.txt has it)")
-    assert sweeps.schema_violations_from_proposed_config(SWEEP) == []
-    broken = {**SWEEP, "parameters": {**SWEEP["parameters"],
+    assert sweeps.schema_violations_from_proposed_config(sweep) == []
+    broken = {**sweep, "parameters": {**sweep["parameters"],
                                       "max_lr": {"distribution": "log_uniform_valuez"}}}
     assert sweeps.schema_violations_from_proposed_config(broken) != []
 
@@ -50,15 +63,6 @@ def test_the_repos_sweeps_folder_is_not_mistaken_for_wandbs_engine(monkeypatch):
     monkeypatch.setattr(sys, "path", [str(REPO)] + [p for p in sys.path
                                                     if "site-packages" not in p])
     assert wandb_sweep_engine() is None
-
-
-def test_sweep_searches_the_same_space_as_optuna():
-    p, cfg = SWEEP["parameters"], Config()
-    assert (p["max_lr"]["min"], p["max_lr"]["max"]) == cfg.max_lr_range
-    assert p["max_lr"]["distribution"] == "log_uniform_values"
-    assert (p["pct_start"]["min"], p["pct_start"]["max"]) == cfg.pct_start_range
-    assert (p["dropout"]["min"], p["dropout"]["max"]) == cfg.dropout_range
-    assert SWEEP["metric"] == {"name": "val_acc", "goal": "maximize"}
 
 
 def _agent_command(suggestion: dict) -> list[str]:

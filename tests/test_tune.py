@@ -211,7 +211,8 @@ def test_a_study_replays_from_its_seed(tiny_data, tmp_path):
 
 def test_trials_never_look_at_the_test_split(tiny_data, tmp_path):
     out = _finish(_experiment("--tune=2", "--pruner=none", f"--data_dir={tiny_data}",
-                              f"--runs_dir={tmp_path}", *TINY, "--analysis", "--gradcam_images=1"))
+                              f"--runs_dir={tmp_path}", *TINY, "--analysis", "--trial_analysis",
+                              "--gradcam_images=1"))
     trials = list((tmp_path / "tune" / "oc_24ep").iterdir())
     assert len(trials) == 2
     for trial in trials:
@@ -240,15 +241,54 @@ def test_a_failing_trial_fails_alone_with_its_reason(tiny_cfg, monkeypatch):
     assert "CUDA out of memory" in study.trials[0].user_attrs["failure"]
 
 
-def test_search_ranges_are_checked_against_the_step_count_before_any_trial(tiny_data, tmp_path):
+def _sweep_copy(tmp_path, **parameters) -> Path:
+    """sweeps/lr.yaml with parameters added or replaced."""
+    import yaml
+
+    sweep = yaml.safe_load((REPO / "sweeps" / "lr.yaml").read_text())
+    sweep["parameters"].update(parameters)
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    return path
+
+
+def test_every_point_of_the_space_is_checked_against_the_step_count_before_any_trial(tiny_data,
+                                                                                    tmp_path):
     # 8 steps an epoch, 3 epochs: a warm-up of 0.02 * 24 steps is no step at all
+    sweep = _sweep_copy(tmp_path, pct_start={"distribution": "uniform", "min": 0.02, "max": 0.5})
     proc = _experiment("--tune=2", f"--data_dir={tiny_data}", f"--runs_dir={tmp_path}", *TINY,
-                       "--pct_start_range", "0.02", "0.5")
+                       f"--sweep={sweep}")
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode != 0
     (line,) = [l for l in out.splitlines() if l.startswith("error:")]
-    assert "pct_start_range" in line and "Traceback" not in out
+    assert "pct_start=0.02" in line and str(sweep) in line and "Traceback" not in out
     assert not (tmp_path / "tune" / "oc_24ep").exists()  # no trial ran
+
+
+def test_a_parameter_added_to_the_sweep_file_is_tuned(tiny_cfg, tmp_path):
+    sweep = _sweep_copy(tmp_path, weight_decay={"distribution": "log_uniform_values",
+                                                "min": 1e-5, "max": 1e-2},
+                        label_smoothing={"values": [0.0, 0.1]}, flip={"value": False})
+    cfg = tiny_cfg.replace(tune=3, epochs=3, val_size=20, pruner="none", sweep=str(sweep),
+                           retrain_best=True, analysis=False)
+    study = tuning.tune(cfg)
+    for trial in study.trials:
+        assert set(trial.params) == {"max_lr", "pct_start", "dropout", "weight_decay",
+                                     "label_smoothing"}
+        config = json.loads((Path(trial.user_attrs["run_dir"]) / "config.json").read_text())
+        assert config["weight_decay"] == trial.params["weight_decay"]
+        assert config["label_smoothing"] == trial.params["label_smoothing"]
+        assert config["flip"] is False  # a fixed value is set, not searched
+    assert study.user_attrs["search_space"]["weight_decay"] == {
+        "distribution": "log_uniform_values", "min": 1e-5, "max": 1e-2}
+    (best,) = Path(cfg.runs_dir).glob("tiny_best_*")
+    config = json.loads((best / "config.json").read_text())
+    assert config["weight_decay"] == study.best_params["weight_decay"] and config["flip"] is False
+    # a worker whose space differs is refused, naming the difference
+    with pytest.raises(tuning.ConfigError, match=r"search space of weight_decay: study .*"
+                                                 r"'max': 0.01.*this worker .*'max': 0.1"):
+        tuning.tune(cfg.replace(sweep=str(_sweep_copy(tmp_path, weight_decay={
+            "distribution": "log_uniform_values", "min": 1e-5, "max": 1e-1}))))
 
 
 def test_default_validation_split_fits_small_data(tiny_data, tmp_path):
@@ -270,9 +310,12 @@ def test_study_records_its_settings_and_its_trials_where_to_find_them(tiny_data,
     _finish(_experiment("--tune=2", *common))
     study = optuna.load_study(study_name="oc_24ep", storage=storage)
     fingerprint = load_cifar10(tiny_data, download=False).fingerprint()
-    assert study.user_attrs == {"experiment": "oc_24ep", "model": "resnet9", "epochs": 3,
+    attrs = study.user_attrs
+    space = attrs.pop("search_space")
+    assert attrs == {"experiment": "oc_24ep", "model": "resnet9", "epochs": 3,
                                 "width": 0.0625, "batch_size": 10, "val_size": 20,
                                 "data": fingerprint}
+    assert space["max_lr"] == {"distribution": "log_uniform_values", "min": 0.01, "max": 1.0}
     for trial in study.trials:
         run_dir = Path(trial.user_attrs["run_dir"])
         assert run_dir.parent == runs / "tune" / "oc_24ep"
@@ -290,3 +333,84 @@ def test_study_records_its_settings_and_its_trials_where_to_find_them(tiny_data,
     assert proc.returncode != 0 and "Traceback" not in out
     assert "epochs: study 3.0, this worker 4.0" in out
     assert len(optuna.load_study(study_name="oc_24ep", storage=storage).trials) == 2
+
+
+# --- storage, the study page, pruning, sweep runs -------------------------------------------------
+
+@pytest.mark.parametrize("storage, cause", [
+    ("foo://bar", "foo://bar"),
+    ("postgresql://me:secret@127.0.0.1:1/db", "postgresql://me:***@127.0.0.1:1/db"),
+    ("{tmp}/missing/study.log", "no folder"),
+])
+def test_a_storage_that_cannot_be_opened_is_one_line_and_writes_nothing(tiny_data, tmp_path,
+                                                                        storage, cause):
+    runs = tmp_path / "runs"
+    proc = _experiment("--tune=2", f"--storage={storage.format(tmp=tmp_path)}",
+                       f"--data_dir={tiny_data}", f"--runs_dir={runs}", *TINY)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in out, out
+    (line,) = [l for l in out.splitlines() if l.startswith("error:")]
+    assert line.startswith("error: storage: cannot open") and cause in line
+    assert "secret" not in out
+    assert not runs.exists() or not any(runs.rglob("*"))
+
+
+def test_a_journal_file_holds_a_study_that_a_second_command_resumes(tiny_data, tmp_path):
+    journal = tmp_path / "study.log"
+    common = [f"--storage={journal}", f"--data_dir={tiny_data}", f"--runs_dir={tmp_path}",
+              *TINY, "--pruner=none"]
+    _finish(_experiment("--tune=2", *common))
+    out = _finish(_experiment("--tune=3", *common))
+    assert "2 of 3 trials finished" in out
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    study = optuna.load_study(study_name="oc_24ep",
+                              storage=JournalStorage(JournalFileBackend(str(journal))))
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+
+
+def test_the_study_page_and_its_wandb_run_follow_the_trials(tiny_cfg, tmp_path):
+    cfg = tiny_cfg.replace(tune=3, epochs=3, val_size=20, pruner="none", wandb_mode="offline",
+                           study="watched")
+    study = tuning.tune(cfg)
+    page = Path(cfg.runs_dir) / "tune" / "watched.html"
+    text = page.read_text()
+    assert text.count("<script") >= 1 and "Optimization History" in text  # plotly, inline
+    assert "Parallel Coordinate" in text and "Hyperparameter Importances" in text
+    for trial in study.trials:  # each trial's row links its run folder, relative to the page
+        assert f'href="watched/{Path(trial.user_attrs["run_dir"]).name}"' in text
+    (folder,) = (Path(cfg.runs_dir) / "tune").glob("watched_study")
+    (record,) = read_wandb_records(folder, "run")
+    assert record.run.job_type == "study" and record.run.run_group == "watched"
+    summary = {}
+    for r in read_wandb_records(folder, "summary"):
+        summary.update({i.key: json.loads(i.value_json) for i in r.summary.update})
+    assert summary["best_val_acc"] == study.best_value
+    assert summary["best_max_lr"] == study.best_params["max_lr"]
+    assert summary["trials_finished"] == 3
+    assert not list((Path(cfg.runs_dir) / "tune" / "watched").glob("*/confusion.png"))  # no analysis
+
+
+def test_a_trial_is_never_pruned_after_its_last_epoch(tiny_cfg, tmp_path, monkeypatch):
+    monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: True)
+    sweep = _sweep_copy(tmp_path, pct_start={"value": 0.3})
+    last = tuning.tune(tiny_cfg.replace(tune=1, epochs=1, val_size=20, sweep=str(sweep)))
+    assert [t.state for t in last.trials] == [TrialState.COMPLETE]
+    earlier = tuning.tune(tiny_cfg.replace(tune=1, epochs=2, val_size=20, sweep=str(sweep),
+                                           study="two_epochs"))
+    assert [t.state for t in earlier.trials] == [TrialState.PRUNED]
+
+
+def test_a_run_under_the_sweep_agent_never_looks_at_the_test_split(tiny_cfg, monkeypatch, capsys):
+    from resnetf.cli import main
+
+    monkeypatch.setenv("WANDB_SWEEP_ID", "s1")
+    monkeypatch.setenv("WANDB_RUN_ID", "r1")
+    args = ["--max_lr=0.2", "--no_analysis"]
+    summary = main(tiny_cfg.replace(val_size=20), args)
+    assert summary["final_test_acc"] is None and summary["test_images"] == 0
+    assert summary["final_val_acc"] is not None
+    assert "no test evaluation" in capsys.readouterr().out
+    asked = main(tiny_cfg.replace(val_size=20), args + ["--use_test"])
+    assert asked["final_test_acc"] is not None
