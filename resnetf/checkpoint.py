@@ -123,3 +123,37 @@ def resume_config(command_line: Config, defaults: Config) -> Config:
                 f"may change)")
     return saved.replace(resume=command_line.resume,
                          **{k: getattr(command_line, k) for k in RESUME_FREE})
+
+
+# --- the trained model, outside any run ------------------------------------------------------------
+
+MODEL_NAME = "model.pt"
+MODEL_FORMAT = "resnetf-model-1"
+
+
+def model_state(saved: dict) -> dict:
+    """The weights a checkpoint's run would have saved as its final net: the EMA average when
+    the run kept one, else the model."""
+    ema = saved.get("ema")
+    if ema is None:
+        return saved["model"]
+    return {k.removeprefix("module."): v for k, v in ema.items() if k.startswith("module.")}
+
+
+def model_file(state_dict: dict, config: dict, classes) -> dict:
+    """What model.pt holds: the weights and what rebuilds the net around them (its config and
+    class names), so that the file alone is a usable model (resnetf.load)."""
+    return {"format": MODEL_FORMAT, "state_dict": state_dict, "config": config,
+            "classes": list(classes)}
+
+
+def read_model_file(path: Path) -> dict:
+    """A model.pt written by resnetf, or a ValueError that says what the file is not."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise ValueError(f"{path} cannot be read as a torch file ({type(e).__name__}: {e})") from None
+    if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{path} is not a resnetf model file (no {MODEL_FORMAT!r} format mark; "
+                         f"a bare state_dict, a checkpoint or another program's file?)")
+    return saved

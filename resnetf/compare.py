@@ -26,7 +26,7 @@ from .plots import plot_curves, read_curves
 
 # recorded per run but never a difference worth a column (shown elsewhere or pure noise)
 _NOISE = {"runs_dir", "progress", "seeds", "seed_list", "name", "job_type", "trial", "git_commit",
-          "git_dirty", "wandb_group"}
+          "git_dirty", "wandb_group", "config_hash", "command", "host", "data_fingerprint"}
 TRAINING = {"train", "trial", "retrain_best"}  # job types that train a model
 
 
@@ -86,14 +86,15 @@ def compare_table(runs: list[Path]) -> pd.DataFrame:
         status = s.get("status", "running or killed")
         commit = (c.get("git_commit") or "")[:10] + ("+dirty" if c.get("git_dirty") else "")
         rows.append({"run": run.name, "job_type": c.get("job_type", "train"), "status": status,
-                     **{f: c.get(f) for f in fields},
+                     "config_hash": c.get("config_hash"), **{f: c.get(f) for f in fields},
                      "final_val_acc": s.get("final_val_acc"), "best_val_acc": s.get("best_val_acc"),
                      "final_test_acc": s.get("final_test_acc"),
                      "best_test_acc": s.get("best_test_acc"),
                      "train_seconds": s.get("train_seconds"), "commit": commit or None})
     table = pd.DataFrame(rows)
     # accuracy columns of a split no run has (validation, say) and an unknown commit say nothing
-    optional = ["final_val_acc", "best_val_acc", "final_test_acc", "best_test_acc", "commit"]
+    optional = ["final_val_acc", "best_val_acc", "final_test_acc", "best_test_acc", "commit",
+                "config_hash"]
     return table.drop(columns=[c for c in optional if table[c].isna().all()])
 
 

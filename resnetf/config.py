@@ -309,6 +309,26 @@ GROUPS = {
 }
 
 
+# fields that say where or how a run is kept, watched or repeated, not what it computes: left out
+# of the config hash, so that the seeds of one config share a W&B group
+NOT_RESULT = {"name", "seed", "seeds", "lr_range_test", "resume", "checkpoint", "save_model",
+              "progress", "data_dir", "download", "workers", "analysis", "gradcam_images",
+              "tune", "sweep", "study", "storage", "pruner", "trial_analysis", "heartbeat",
+              "retrain_best", "wandb_mode", "wandb_project", "wandb_entity", "wandb_group",
+              "runs_dir", "device", "deterministic", "compile"}
+
+
+def config_hash(cfg: Config) -> str:
+    """A short hash of the fields that change what a run computes (NOT_RESULT left out): equal
+    for the seeds of one config, different for an ablation."""
+    import hashlib
+    import json
+
+    fields = {k: v for k, v in cfg.to_dict().items() if k not in NOT_RESULT}
+    return hashlib.blake2b(json.dumps(fields, sort_keys=True, default=str).encode(),
+                           digest_size=4).hexdigest()
+
+
 def _hints() -> dict:
     return typing.get_type_hints(Config)
 

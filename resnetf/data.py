@@ -39,24 +39,27 @@ class Cifar10:
     test_images: np.ndarray
     test_labels: np.ndarray
     classes: tuple
-    _on_device: dict = field(default_factory=dict, repr=False, compare=False)
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def to_device(self, name: str, device: torch.device) -> torch.Tensor:
         """One array (train_images, test_labels, ...) on `device`, images as uint8 NCHW, copied
         once and kept: the trials of a tuning worker share the copy."""
         key = (name, str(device))
-        if key not in self._on_device:
+        if key not in self._cache:
             array = torch.from_numpy(getattr(self, name)).to(device)
-            self._on_device[key] = (array.permute(0, 3, 1, 2).contiguous() if array.ndim == 4
+            self._cache[key] = (array.permute(0, 3, 1, 2).contiguous() if array.ndim == 4
                                     else array)
-        return self._on_device[key]
+        return self._cache[key]
 
     def fingerprint(self) -> str:
-        """A short hash of every image and label: tells whether two runs saw the same data."""
-        h = hashlib.blake2b(digest_size=8)
-        for a in (self.train_images, self.train_labels, self.test_images, self.test_labels):
-            h.update(np.ascontiguousarray(a).data)
-        return h.hexdigest()
+        """A short hash of every image and label: tells whether two runs saw the same data.
+        Computed once (the trials of a tuning worker share it)."""
+        if "fingerprint" not in self._cache:
+            h = hashlib.blake2b(digest_size=8)
+            for a in (self.train_images, self.train_labels, self.test_images, self.test_labels):
+                h.update(np.ascontiguousarray(a).data)
+            self._cache["fingerprint"] = h.hexdigest()
+        return self._cache["fingerprint"]
 
 
 def load_cifar10(root: str | os.PathLike, download: bool = True) -> Cifar10:

@@ -7,12 +7,13 @@ run in the same group, so the UI shows the spread next to the runs it summarises
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Iterable, Optional
 
 import pandas as pd
 
 from .config import Config
-from .tracking import Tracker, new_run_dir
+from .tracking import Tracker, group_of, new_run_dir
 from .train import run
 
 
@@ -45,9 +46,13 @@ def run_seeds(cfg: Config) -> dict:
     result = aggregate(summaries)
     out = new_run_dir(cfg.runs_dir, f"{cfg.name}_seeds", cfg.seed)
     pd.DataFrame(summaries).to_csv(out / "seeds.csv", index=False)
-    tracker = Tracker(cfg.replace(name=f"{cfg.name}_seeds", wandb_group=cfg.wandb_group or cfg.name),
+    tracker = Tracker(cfg.replace(name=f"{cfg.name}_seeds", wandb_group=group_of(cfg)),
                       out, extra_config={"seed_list": seeds}, job_type="seeds")
     tracker.log_table("seeds", pd.DataFrame(summaries)[["seed", "final_test_acc", "train_seconds"]])
+    best = max(summaries, key=lambda s: s["final_test_acc"])
+    model = Path(best["run_dir"]) / "model.pt"
+    if best.get("wandb_id") and model.exists():  # the best seed's model artifact gets `best`
+        tracker.log_model(model, best, aliases=("best",), run_id=best["wandb_id"])
     tracker.finish(result)
     print(f"{cfg.name} over seeds {seeds[0]}..{seeds[-1]}: test accuracy "
           f"{fmt(result['test_acc_mean'], result['test_acc_std'], 100)} % (n={result['runs']}), "

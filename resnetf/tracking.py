@@ -10,7 +10,10 @@ import json
 import netrc
 import os
 import platform
+import shlex
+import socket
 import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -21,7 +24,8 @@ from urllib.parse import urlparse
 import pandas as pd
 import torch
 
-from . import plots
+from . import checkpoint, plots
+from .config import config_hash
 
 
 def default_wandb_mode() -> str:
@@ -38,21 +42,27 @@ def default_wandb_mode() -> str:
         return "offline"
 
 
-def provenance(device: torch.device) -> dict:
-    """What produced a run: the package's git commit (and whether its tracked files had
-    uncommitted changes), the versions that set the numbers, and the device."""
+def git_diff() -> Optional[str]:
+    """The uncommitted changes to the package's tracked files (git diff HEAD), or None."""
+    return _git("diff", "HEAD")
+
+
+def _git(*args) -> Optional[str]:
     repo = Path(__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                             timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):  # no git, or not a checkout
+        return None
 
-    def git(*args) -> Optional[str]:
-        try:
-            out = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
-                                 timeout=10)
-            return out.stdout.strip() if out.returncode == 0 else None
-        except (OSError, subprocess.SubprocessError):  # no git, or not a checkout
-            return None
 
-    commit = git("rev-parse", "HEAD")
-    dirty = git("status", "--porcelain", "--untracked-files=no")
+def provenance(device: torch.device) -> dict:
+    """What produced a run, enough to rerun it: the command line, the package's git commit (and
+    whether its tracked files had uncommitted changes), the versions that set the numbers
+    (CUDA and cuDNN too), the host and the device."""
+    commit = _git("rev-parse", "HEAD")
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
     versions = {}
     for package in ("torch", "albumentations", "wandb", "optuna"):
         try:
@@ -61,8 +71,11 @@ def provenance(device: torch.device) -> dict:
             versions[package] = None
     name = (torch.cuda.get_device_name(device) if device.type == "cuda"
             else platform.processor() or platform.machine())
-    return {"git_commit": commit, "git_dirty": None if dirty is None else bool(dirty),
-            "python": platform.python_version(), **versions, "device": str(device),
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    return {"command": shlex.join([sys.executable, *sys.argv]),
+            "git_commit": commit, "git_dirty": None if dirty is None else bool(dirty),
+            "python": platform.python_version(), **versions, "cuda": torch.version.cuda,
+            "cudnn": cudnn, "host": socket.gethostname(), "device": str(device),
             "device_name": name}
 
 
@@ -93,6 +106,13 @@ def new_run_dir(runs_dir: str | os.PathLike, name: str, seed: int) -> Path:
     raise RuntimeError(f"could not create a new run folder under {root}")
 
 
+def group_of(cfg) -> str:
+    """The W&B group: --wandb_group, else the experiment's name and the hash of the config
+    fields that change the result, so that seeds of one config group together and an ablation
+    gets a group of its own (a study's trials are grouped by the study)."""
+    return cfg.wandb_group or f"{cfg.name}-{config_hash(cfg)}"
+
+
 class Tracker:
     def __init__(self, cfg, run_dir: Path, extra_config: Optional[dict] = None,
                  resumed=None, job_type: str = "train", tags: tuple = (),
@@ -101,10 +121,13 @@ class Tracker:
         it had not checkpointed are dropped from steps.csv, and the same W&B run is continued.
         `job_type` and `tags` say to W&B what the run is part of (a study's trial, say);
         `wandb_id` continues (or starts) the W&B run of that id."""
-        self.run_dir = Path(run_dir)
+        self.run_dir, self.cfg = Path(run_dir), cfg
         self.epochs: list[dict] = list(resumed.metrics) if resumed else []
         self.wandb_run = None
-        config = {**cfg.to_dict(), "job_type": job_type, **(extra_config or {})}
+        self.group = group_of(cfg)
+        config = {**cfg.to_dict(), "job_type": job_type, "config_hash": config_hash(cfg),
+                  **(extra_config or {})}
+        self.config = config
         if resumed:
             steps = self.run_dir / "steps.csv"
             if steps.exists():  # steps logged after the checkpoint will be trained again
@@ -126,9 +149,9 @@ class Tracker:
             self.wandb_run = wandb.init(
                 project=cfg.wandb_project, entity=cfg.wandb_entity, mode=mode,
                 id=run_id, resume="allow" if run_id else None,
-                name=self.run_dir.name, group=cfg.wandb_group or cfg.name, job_type=job_type,
+                name=self.run_dir.name, group=self.group, job_type=job_type,
                 tags=list(dict.fromkeys(tags)), config=config, dir=str(self.run_dir),
-                reinit="create_new",
+                reinit="create_new", save_code=True,
             )
             # per-step series against the optimiser step, per-epoch series against the epoch
             self.wandb_run.define_metric("step")
@@ -214,11 +237,33 @@ class Tracker:
             run.log({key: wandb.Table(dataframe=frame)})
         self._wandb("log", send)
 
-    def _write(self, name: str, write) -> None:
+    def _write(self, name: str, write) -> bool:
         try:
             write(self.run_dir / name)
+            return True
         except Exception as e:
             warnings.warn(f"{name} not written ({type(e).__name__}: {e})", stacklevel=3)
+            return False
+
+    def log_model(self, path: Path, summary: dict, aliases=("latest",),
+                  run_id: Optional[str] = None) -> None:
+        """model.pt as the W&B artifact model-<W&B run id> (type model; `run_id`: of the run that
+        trained it, when another run logs it, say with the alias best), with the figures that
+        tell one model from another in its metadata. Offline, the run's .wandb file records it
+        and `wandb sync` uploads it with the run."""
+        def send(run):
+            import wandb
+
+            keys = ("final_val_acc", "best_val_acc", "final_test_acc", "best_test_acc",
+                    "parameters", "status")
+            metadata = {**{k: summary.get(k) for k in keys},
+                        **{k: self.config.get(k) for k in ("git_commit", "data_fingerprint",
+                                                           "config_hash")}}
+            artifact = wandb.Artifact(f"model-{run_id or run.id}", type="model",
+                                      metadata=metadata)
+            artifact.add_file(str(path), name=checkpoint.MODEL_NAME)
+            run.log_artifact(artifact, aliases=list(aliases))
+        self._wandb("artifact", send)
 
     def update_summary(self, values: dict) -> None:
         self._wandb("log", lambda run: run.summary.update(values))
@@ -235,12 +280,16 @@ class Tracker:
             warnings.warn(f"curves.png not drawn ({type(e).__name__}: {e})", stacklevel=2)
             return None
 
-    def finish(self, summary: dict, model: Optional[torch.nn.Module] = None,
-               exit_code: int = 0) -> None:
-        """The final files (model.pt, summary.json, curves.png), then the W&B run closed: each
-        step guarded, so one that fails (a full disk, say) costs the run no other."""
-        if model is not None:
-            self._write("model.pt", lambda path: torch.save(model.state_dict(), path))
+    def finish(self, summary: dict, model_state: Optional[dict] = None, classes=(),
+               aliases=("latest",), exit_code: int = 0) -> None:
+        """The final files (model.pt with `model_state`, summary.json, curves.png), the model as
+        a W&B artifact, then the W&B run closed: each step guarded, so one that fails (a full
+        disk, say) costs the run no other."""
+        if model_state is not None:
+            path = self.run_dir / checkpoint.MODEL_NAME
+            model = checkpoint.model_file(model_state, self.cfg.to_dict(), classes)
+            if self._write(path.name, lambda p: torch.save(model, p)):
+                self.log_model(path, summary, aliases)
         self._write("summary.json", lambda path: path.write_text(json.dumps(summary, indent=2)))
         self.write_curves()
 

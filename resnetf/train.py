@@ -37,7 +37,7 @@ from .checkpoint import Progress
 from .config import Config, ConfigError
 from .optim import (Lookahead, Precision, make_optimizer, make_scheduler, n_epochs, precision,
                     sync, total_steps)
-from .tracking import Tracker, check_runs_dir, new_run_dir, provenance
+from .tracking import Tracker, check_runs_dir, git_diff, new_run_dir, provenance
 
 
 class TrainingDiverged(RuntimeError):
@@ -108,6 +108,7 @@ class Context:
     extra_config: dict = field(default_factory=dict)
     on_start: Optional[Callable[[Tracker], None]] = None
     on_epoch: Optional[Callable[[dict], None]] = None
+    model_aliases: tuple[str, ...] = ("latest",)  # of the run's W&B model artifact
 
 
 # ===== build: everything a run trains with =======================================================
@@ -290,9 +291,13 @@ def start(setup: Setup, progress: Progress, context: Context, run_dir=None) -> T
     cfg = setup.cfg
     run_dir = run_dir or new_run_dir(cfg.runs_dir, context.folder_prefix or cfg.name, cfg.seed)
     info = setup.info()
+    made_by = provenance(setup.device)
     tracker = Tracker(cfg, run_dir, resumed=progress if progress.epoch else None,
                       job_type=context.job_type, tags=context.tags,
-                      extra_config={**info, **provenance(setup.device), **context.extra_config})
+                      extra_config={**info, **made_by, "data_fingerprint": setup.cifar.fingerprint(),
+                                    **context.extra_config})
+    if made_by["git_dirty"]:  # the code that ran is the commit plus this
+        (tracker.run_dir / "diff.patch").write_text((git_diff() or "") + "\n")
     progress.wandb_id = tracker.wandb_id
     summary = models.summary(setup.model, setup.device)
     (tracker.run_dir / "model_summary.txt").write_text(summary + "\n")
@@ -441,10 +446,11 @@ def summarize(setup: Setup, tracker: Tracker, progress: Progress, status: str) -
             "train_seconds": progress.train_seconds, "eval_seconds": progress.eval_seconds,
             "compile_seconds": setup.compile_seconds,
             "wall_seconds": time.perf_counter() - setup.started, **setup.info(),
-            "run_dir": str(tracker.run_dir)}
+            "run_dir": str(tracker.run_dir), "wandb_id": tracker.wandb_id}
 
 
-def finish(setup: Setup, tracker: Tracker, progress: Progress) -> dict:
+def finish(setup: Setup, tracker: Tracker, progress: Progress,
+           context: Optional[Context] = None) -> dict:
     cfg = setup.cfg
     summary = summarize(setup, tracker, progress, "finished")
     split = "test" if setup.test_loader else "val"  # a tuning trial never looks at test
@@ -459,7 +465,8 @@ def finish(setup: Setup, tracker: Tracker, progress: Progress) -> dict:
             summary["analysis_error"] = f"{type(e).__name__}: {e}"
             print(f"warning: the analysis after training failed ({summary['analysis_error']}); "
                   f"the summary and the model are saved", file=sys.stderr)
-    tracker.finish(summary, setup.final_net if cfg.save_model else None)
+    tracker.finish(summary, setup.final_net.state_dict() if cfg.save_model else None,
+                   setup.cifar.classes, (context or Context()).model_aliases)
     print(pd.DataFrame(tracker.epochs).to_string(index=False, float_format="%.4f"))
     name = {"test": "test", "val": "validation"}[split]
     print(f"final {name} accuracy {summary[f'final_{split}_acc']:.2%} "
@@ -474,8 +481,13 @@ def close_early(setup: Setup, tracker: Tracker, progress: Progress, error: BaseE
     status = (error.status if isinstance(error, RunStopped)
               else "diverged" if isinstance(error, TrainingDiverged) else "failed")
     ok = isinstance(error, RunStopped) and not error.failed
-    tracker.finish(summarize(setup, tracker, progress, status), exit_code=0 if ok else 1)
-    if not ok and (tracker.run_dir / checkpoint.NAME).exists():
+    saved = tracker.run_dir / checkpoint.NAME
+    # the weights of the last completed epoch, as its checkpoint holds them, leave as a model
+    state = (checkpoint.model_state(torch.load(saved, map_location="cpu", weights_only=False))
+             if setup.cfg.save_model and saved.exists() else None)
+    tracker.finish(summarize(setup, tracker, progress, status), state, setup.cifar.classes,
+                   exit_code=0 if ok else 1)
+    if not ok and saved.exists():
         print(f"the last completed epoch is checkpointed; continue with: "
               f"python {sys.argv[0]} --resume {tracker.run_dir}", file=sys.stderr)
 
@@ -505,7 +517,7 @@ def run(cfg: Config, context: Optional[Context] = None,
         except BaseException as e:  # divergence, signals, pruning, crashes: keep what was logged
             close_early(setup, tracker, progress, e)
             raise
-    return finish(setup, tracker, progress)
+    return finish(setup, tracker, progress, context)
 
 
 def _epoch_line(m: dict, lr: float) -> str:

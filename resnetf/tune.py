@@ -301,7 +301,7 @@ def retrain_best(cfg: Config, study_name: str, best, cifar: Cifar10, space: dict
     final = run(cfg.replace(**fixed, **best.params, val_size=0, tune=0, retrain_best=False,
                             wandb_group=study_name),
                 Context(job_type="retrain_best", tags=(f"study:{study_name}",),
-                        folder_prefix=f"{study_name}_best",
+                        folder_prefix=f"{study_name}_best", model_aliases=("latest", "best"),
                         extra_config={"study": study_name, "best_trial": best.number}), cifar)
     print(f"retrained with the best parameters on the whole training set: test accuracy "
           f"{final['final_test_acc']:.2%}")

@@ -48,7 +48,7 @@ def test_both_backends_train_and_are_reproducible(tiny_cfg, backend):
     # it learned: the weights moved away from their seeded start and the loss went down
     torch.manual_seed(cfg.seed)
     start = models.build(cfg).state_dict()
-    trained = torch.load(run_dir_of(a) / "model.pt")
+    trained = torch.load(run_dir_of(a) / "model.pt")["state_dict"]
     assert not torch.equal(start["fc.weight"], trained["fc.weight"])
     assert ma["train_loss"].iloc[-1] < ma["train_loss"].iloc[0]
 
@@ -56,7 +56,7 @@ def test_both_backends_train_and_are_reproducible(tiny_cfg, backend):
 def test_ema_weights_are_saved_and_evaluated(tiny_cfg):
     plain = run(tiny_cfg.replace(epochs=3, analysis=False))
     averaged = run(tiny_cfg.replace(epochs=3, analysis=False, ema=0.9))
-    a, b = (torch.load(run_dir_of(s) / "model.pt") for s in (plain, averaged))
+    a, b = (torch.load(run_dir_of(s) / "model.pt")["state_dict"] for s in (plain, averaged))
     assert set(a) == set(b)  # the averaged net, saved as a plain net
     # same seed, same training: only the averaging can make the saved weights differ
     assert not torch.equal(a["fc.weight"], b["fc.weight"])

@@ -253,7 +253,7 @@ def test_the_fast_recipe_trains_with_its_stem_bias_frozen_after_its_epochs(tiny_
         shutil.copy(copies["dir"] / "checkpoint.pt", tmp_path / f"epoch{metrics['epoch']}.pt")
     summary = run(cfg, Context(on_start=keep, on_epoch=after))
     first = torch.load(tmp_path / "epoch1.pt", weights_only=False)["model"]
-    final = torch.load(run_dir_of(summary) / "model.pt")
+    final = torch.load(run_dir_of(summary) / "model.pt")["state_dict"]
     assert torch.equal(first["stem.bias"], final["stem.bias"])  # frozen after epoch 1
     assert torch.equal(first["stem.weight"], final["stem.weight"])  # never trained
     assert not torch.equal(first["fc.weight"], final["fc.weight"])  # the rest trains on
@@ -299,5 +299,5 @@ def test_half_precision_runs_the_net_in_fp16_with_batchnorm_fp32(tiny_data, tmp_
     assert steps["lr"].tolist() == pytest.approx(scheduler_lrs(cfg, 5))  # logged as fp32's
     losses = pd.read_csv(d / "metrics.csv")["train_loss"]
     assert np.isfinite(losses).all() and losses.iloc[-1] < losses.iloc[0]
-    saved = torch.load(d / "model.pt")
+    saved = torch.load(d / "model.pt")["state_dict"]
     assert saved["fc.weight"].dtype == torch.float16 and saved["stem.bias"].dtype == torch.float16

@@ -31,7 +31,7 @@ def test_notebook_runs_top_to_bottom(tiny_data, tmp_path):
     assert not errors
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
               if "image/png" in o.get("data", {})]
-    assert len(images) >= 5  # range test, curves, misclassified, confusion, Grad-CAM
+    assert len(images) >= 6  # range test, curves, misclassified, confusion, Grad-CAM, predict
     plotly = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
               if "application/vnd.plotly.v1+json" in o.get("data", {})]
     titles = [o["data"]["application/vnd.plotly.v1+json"]["layout"]["title"]["text"]

@@ -38,7 +38,7 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tiny_cfg, backend, w
     pd.testing.assert_frame_equal(a[COLS], b[COLS], check_exact=True)
     pd.testing.assert_frame_equal(pd.read_csv(whole / "steps.csv"), pd.read_csv(stopped / "steps.csv"),
                                   check_exact=True)
-    sa, sb = torch.load(whole / "model.pt"), torch.load(stopped / "model.pt")
+    sa, sb = (torch.load(d / "model.pt")["state_dict"] for d in (whole, stopped))
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 

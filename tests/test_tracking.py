@@ -35,7 +35,7 @@ def test_local_run_folder_is_complete(tiny_cfg):
     assert saved["final_test_acc"] == metrics["test_acc"].iloc[-1]
     assert saved["best_test_acc"] == metrics["test_acc"].max()
     assert saved["parameters"] > 0 and saved["train_seconds"] > 0 and saved["status"] == "finished"
-    state = torch.load(d / "model.pt")
+    state = torch.load(d / "model.pt")["state_dict"]
     assert "fc.weight" in state
     assert not (d / "wandb").exists()  # disabled means no W&B files
 
