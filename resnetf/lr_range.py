@@ -1,36 +1,42 @@
 """LR range test (Smith's): raise the LR exponentially over a few hundred batches, watch the
-smoothed loss, stop when it diverges (5x the best loss), suggest a max_lr. torch-lr-finder does the sweep and
-restores the model and optimizer afterwards; this module feeds it the run's own data path.
+smoothed loss, stop when it diverges (5x the best loss), suggest a max_lr.
+
+Every parameter group keeps its ratio to the first one during the sweep (BatchNorm biases at
+bn_bias_lr times the rest, as in the run), and the suggestion comes in the units the
+experiment's --max_lr takes: per 1024 examples of a summed loss for a --decoupled experiment
+(fast94), the SGD lr otherwise. (torch-lr-finder, used before, sets one lr for every group, so
+the 64x BatchNorm-bias ratio was lost during the sweep; the loop below is the few lines it took.)
 
     python experiments/lr_range_test.py [--data_dir=...]   or   any experiment --lr_range_test
 """
 from __future__ import annotations
 
+import copy
 import json
+import math
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch_lr_finder import LRFinder, TrainDataLoaderIter
 
 from .batch_augment import BatchAugment
 from .config import Config
+from .optim import make_optimizer, sgd_hyperparameters
 from .plots import pyplot
 from .tracking import Tracker, new_run_dir
-from .optim import make_optimizer
 from .train import build
 
 
-class _Finished(TrainDataLoaderIter):
-    """Hands torch-lr-finder network-ready batches: uint8 batch -> device -> BatchAugment."""
+class _Finished:
+    """The loader's batches as the net sees them: uint8 batch -> device -> BatchAugment."""
 
     def __init__(self, loader, finish: BatchAugment):
-        super().__init__(loader)
-        self.finish = finish
+        self.loader, self.finish = loader, finish
 
-    def inputs_labels_from_batch(self, batch):
-        x, y = batch
-        return self.finish(x.to(self.finish.device, non_blocking=True)), y
+    def __iter__(self):
+        for x, y in self.loader:
+            yield (self.finish(x.to(self.finish.device, non_blocking=True)),
+                   y.to(self.finish.device, non_blocking=True))
 
 
 def suggest_max_lr(lrs, losses, skip_end: int = 5) -> float:
@@ -43,48 +49,84 @@ def suggest_max_lr(lrs, losses, skip_end: int = 5) -> float:
     return float(lrs[int(torch.tensor(losses).argmin())]) / 10
 
 
-def lr_range_test(model: nn.Module, optimizer, criterion, batches, device, start_lr: float = 1e-4,
-                  end_lr: float = 10.0, num_iter: int = 200) -> tuple[list, list, float]:
-    """Run the sweep on `batches` (a loader or TrainDataLoaderIter); model and optimizer come
-    back as they were. Returns (lrs, smoothed losses, suggested max_lr)."""
-    finder = LRFinder(model, optimizer, criterion, device=device)
-    finder.range_test(batches, start_lr=start_lr, end_lr=end_lr, num_iter=num_iter,
-                      step_mode="exp", smooth_f=0.05, diverge_th=5)
-    lrs, losses = finder.history["lr"], finder.history["loss"]
-    finder.reset()
+def lr_range_test(model: nn.Module, optimizer, criterion, batches, device=None,
+                  start_lr: float = 1e-4, end_lr: float = 10.0, num_iter: int = 200,
+                  smooth: float = 0.05, diverge: float = 5.0, loss_scale: float = 1.0,
+                  autocast=None) -> tuple[list, list, float]:
+    """Sweep the first parameter group's lr from start_lr to end_lr exponentially over num_iter
+    batches of `batches` (re-iterated as needed), every other group at its ratio to the first;
+    stop once the smoothed loss passes `diverge` x its best. `loss_scale`: the optimizer takes
+    a loss multiplied by it (half precision), its lrs divided by it. Model and optimizer come
+    back as they were. Returns (lrs, smoothed losses, suggested lr), in the first group's units."""
+    saved = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
+    groups = optimizer.param_groups
+    ratios = [g["lr"] / groups[0]["lr"] for g in groups]
+    lrs, losses, best, average, stream = [], [], math.inf, None, iter(batches)
+    model.train()
+    for i in range(num_iter):
+        lr = start_lr * (end_lr / start_lr) ** (i / max(1, num_iter - 1))
+        for group, ratio in zip(groups, ratios):
+            group["lr"] = lr * ratio / loss_scale
+        try:
+            x, y = next(stream)
+        except StopIteration:
+            stream = iter(batches)
+            x, y = next(stream)
+        with autocast or torch.autocast("cpu", enabled=False):
+            loss = criterion(model(x).float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        (loss * loss_scale).backward()
+        optimizer.step()
+        value = loss.item()
+        average = value if average is None else smooth * value + (1 - smooth) * average
+        lrs.append(lr)
+        losses.append(average)
+        best = min(best, average)
+        if not math.isfinite(average) or average > diverge * best:
+            break
+    model.load_state_dict(saved[0])
+    optimizer.load_state_dict(saved[1])
     return lrs, losses, suggest_max_lr(lrs, losses)
+
+
+def max_lr_units(cfg: Config, sgd_lr: float) -> float:
+    """An SGD lr (of a mean loss) in the units of the experiment's --max_lr."""
+    return sgd_lr * cfg.max_lr / sgd_hyperparameters(cfg)[0]
 
 
 def run_lr_range_test(cfg: Config, num_iter: int = 200) -> dict:
     """The range test on the experiment's model and data path, built as a run builds them
-    (channels_last and autocast included); returns the suggestion and where the curve went."""
+    (channels_last, precision, the optimizer's groups included); returns the suggestion, in
+    --max_lr's units, and where the curve went."""
     setup = build(cfg.replace(val_size=0, use_test=False))
     # an optimizer of the run's kind, without the run's One Cycle schedule attached to it
-    optimizer = make_optimizer(setup.model, cfg)
-    with setup.autocast:
-        lrs, losses, suggestion = lr_range_test(
-            setup.model, optimizer, setup.criterion,
-            _Finished(setup.train_loader, setup.train_finish), setup.device, num_iter=num_iter)
-
+    optimizer = make_optimizer(setup.model, cfg, setup.precision.loss_scale)
+    sgd_lrs, losses, _ = lr_range_test(
+        setup.model, optimizer, setup.criterion, _Finished(setup.train_loader, setup.train_finish),
+        num_iter=num_iter, loss_scale=setup.precision.loss_scale, autocast=setup.autocast)
+    lrs = [max_lr_units(cfg, lr) for lr in sgd_lrs]
+    suggestion = suggest_max_lr(lrs, losses)
+    units = ("per 1024 examples of a summed loss, as --decoupled takes it" if cfg.decoupled
+             else "SGD's lr")
     run_dir = new_run_dir(cfg.runs_dir, f"{cfg.name}_lr_range", cfg.seed)
-    png = save_plot(lrs, losses, suggestion, run_dir / "lr_range.png")
+    png = save_plot(lrs, losses, suggestion, run_dir / "lr_range.png", f"max_lr ({units})")
     (run_dir / "lr_range.json").write_text(json.dumps(
-        {"lr": lrs, "loss": losses, "suggested_max_lr": suggestion}, indent=2))
+        {"max_lr": lrs, "sgd_lr": sgd_lrs, "loss": losses, "suggested_max_lr": suggestion,
+         "units": units}, indent=2))
     tracker = Tracker(cfg.replace(name=f"{cfg.name}_lr_range"), run_dir, job_type="lr_range_test")
     tracker.log_image("lr_range", png, caption=f"suggested max_lr {suggestion:.3g}")
     tracker.finish({"suggested_max_lr": suggestion, "steps": len(lrs)})
-    print(f"LR range test over {len(lrs)} steps: suggested max_lr {suggestion:.4g} "
-          f"(curve: {png})")
+    print(f"LR range test over {len(lrs)} steps: suggested max_lr {suggestion:.4g} ({units}; "
+          f"curve: {png})")
     return {"suggested_max_lr": suggestion, "plot": str(png), "run_dir": str(run_dir)}
 
 
-def save_plot(lrs, losses, suggestion: float, path: Path) -> Path:
+def save_plot(lrs, losses, suggestion: float, path: Path, xlabel: str = "learning rate") -> Path:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(lrs, losses)
     ax.axvline(suggestion, color="red", linestyle="--", label=f"suggested max_lr {suggestion:.3g}")
-    ax.set(xscale="log", xlabel="learning rate", ylabel="smoothed training loss",
-           title="LR range test")
+    ax.set(xscale="log", xlabel=xlabel, ylabel="smoothed training loss", title="LR range test")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -179,6 +179,39 @@ def test_lr_range_test_suggests_a_sane_lr_and_leaves_model_and_optimizer_untouch
     assert optimizer.param_groups[0]["lr"] == 0.01
 
 
+def test_the_sweep_keeps_every_groups_ratio_and_speaks_the_experiments_units(tiny_data, tmp_path,
+                                                                              monkeypatch):
+    from resnetf.config import load_experiment
+    from resnetf import lr_range
+
+    seen = []
+    real = lr_range.lr_range_test
+
+    def watched(model, optimizer, *args, **kwargs):
+        step = optimizer.step
+
+        def record(*a, **k):
+            seen.append([g["lr"] for g in optimizer.param_groups])
+            return step(*a, **k)
+        optimizer.step = record
+        return real(model, optimizer, *args, **kwargs)
+    monkeypatch.setattr(lr_range, "lr_range_test", watched)
+    cfg = load_experiment(REPO / "experiments" / "fast94.py").replace(
+        data_dir=str(tiny_data), runs_dir=str(tmp_path), width=0.125, batch_size=20, workers=0,
+        device="cpu", wandb_mode="disabled", progress=False)
+    result = lr_range.run_lr_range_test(cfg, num_iter=12)
+    assert len(seen) >= 3
+    for others, bn_biases in seen:  # fast94's BatchNorm biases at 64x, all the way
+        assert bn_biases == pytest.approx(64 * others)
+    curve = json.loads((Path(result["run_dir"]) / "lr_range.json").read_text())
+    per_step = 20 / (1024 * (1 + 1 / (1 - 0.85)))  # SGD's lr per unit of fast94's max_lr
+    assert curve["sgd_lr"][0] == pytest.approx(1e-4) == pytest.approx(seen[0][0])
+    assert curve["max_lr"][0] == pytest.approx(1e-4 / per_step)
+    assert "per 1024 examples" in curve["units"]
+    assert result["suggested_max_lr"] == pytest.approx(
+        lr_range.suggest_max_lr(curve["max_lr"], curve["loss"]))
+
+
 def test_suggestion_is_a_tenth_of_the_minimum():
     lrs = list(np.logspace(-4, 1, 50))
     losses = [(np.log10(lr) + 1) ** 2 for lr in lrs]  # lowest at lr = 0.1
