@@ -80,6 +80,12 @@ def test_load_rebuilds_the_net_from_a_run_folder_or_its_model_file(tiny_cfg):
         assert net.classes == tuple(f"class{k}" for k in range(10))
     saved = torch.load(d / "model.pt")["state_dict"]
     assert all(torch.equal(v, saved[k]) for k, v in net.state_dict().items())
+    # a half-precision run's net comes back in half precision, BatchNorm in fp32
+    half = run_dir_of(run(tiny_cfg.replace(analysis=False, amp_dtype="half")))
+    net, _ = load(half)
+    assert net.fc.weight.dtype == torch.float16
+    assert all(b.running_mean.dtype == torch.float32 for b in net.modules()
+               if isinstance(b, torch.nn.BatchNorm2d))
 
 
 def test_load_says_in_one_line_what_is_wrong(tiny_cfg, tmp_path, monkeypatch):
@@ -127,6 +133,16 @@ def test_predicting_the_test_split_as_pngs_gives_the_runs_own_accuracy(tiny_cfg,
     truth = [cifar.classes[k] for k in cifar.test_labels]
     assert (table["class"] == truth).mean() == summary["final_test_acc"]
     assert (table["probability"] >= table["probability_2"]).all()
+    # the probabilities are those of the run's TTA level, not of a single view
+    from resnetf import models
+    from resnetf.batch_augment import BatchAugment
+
+    net, cfg = load(summary["run_dir"])
+    x = BatchAugment(cfg, torch.device("cpu"), train=False)(
+        torch.from_numpy(cifar.test_images).permute(0, 3, 1, 2))
+    with torch.no_grad():
+        expected = models.logits(net, x, "flip_translate").softmax(1).max(1).values
+    np.testing.assert_allclose(table["probability"], expected.numpy(), rtol=1e-4)
 
 
 def test_predict_takes_any_image_and_skips_what_it_cannot_read(tiny_cfg, tmp_path):
