@@ -19,14 +19,14 @@ GRID = 5  # the misclassified grid is GRID x GRID images
 
 
 @torch.no_grad()
-def predict(model, loader, finish, autocast, tta: str = "none", preds=None):
+def predict(model, loader, prep, autocast, tta: str = "none", preds=None):
     """(predictions, labels, uint8 HWC images) for every image of the loader, on the host.
     `preds` given (the run's final evaluation already made them): the net is not run again."""
     model.eval()
     predicted, labels, images = [], [], []
     for x, y in loader:
         if preds is None:
-            inputs = finish(x.to(finish.device, non_blocking=True))
+            inputs = prep(x.to(prep.device, non_blocking=True))
             with autocast:
                 predicted.append(logits(model, inputs, tta).argmax(1).cpu())
         labels.append(y.cpu())
@@ -82,7 +82,7 @@ def gradcam_maps(model, inputs: torch.Tensor, targets, layer) -> np.ndarray:
         return cam(input_tensor=inputs, targets=[ClassifierOutputTarget(int(t)) for t in targets])
 
 
-def plot_gradcam(model, images, labels, preds, classes, finish, path: Path, count: int,
+def plot_gradcam(model, images, labels, preds, classes, prep, path: Path, count: int,
                  split: str = "test") -> Path:
     """For the first `count` misclassified images: the image, then Grad-CAM for the predicted
     class and for the true class, side by side."""
@@ -95,7 +95,7 @@ def plot_gradcam(model, images, labels, preds, classes, finish, path: Path, coun
         ax.axis("off")
     if len(wrong):
         x = torch.from_numpy(images[wrong]).permute(0, 3, 1, 2)
-        inputs = finish(x.to(finish.device)).float().contiguous()
+        inputs = prep(x.to(prep.device)).float().contiguous()
         model = copy.deepcopy(model).float().eval()  # the run's own net stays in its precision
         for col, targets in ((1, preds[wrong]), (2, labels[wrong])):
             maps = gradcam_maps(model, inputs, targets, model.cam_layer)
@@ -112,9 +112,9 @@ def plot_gradcam(model, images, labels, preds, classes, finish, path: Path, coun
     return path
 
 
-def analyze(model, loader, finish, autocast, cfg, classes, run_dir: Path, tracker,
+def analyze(model, loader, prep, autocast, cfg, classes, run_dir: Path, tracker,
             split: str = "test", preds=None) -> dict:
-    preds, labels, images = predict(model, loader, finish, autocast, cfg.tta, preds)
+    preds, labels, images = predict(model, loader, prep, autocast, cfg.tta, preds)
     cm = confusion_matrix(labels, preds, len(classes))
     per_class = pd.DataFrame({"class": classes, "images": cm.sum(1), "correct": cm.diagonal(),
                               "accuracy": cm.diagonal() / np.maximum(cm.sum(1), 1)})
@@ -126,7 +126,7 @@ def analyze(model, loader, finish, autocast, cfg, classes, run_dir: Path, tracke
     if cfg.gradcam_images > 0 and model.cam_layer is None:
         print("no Grad-CAM: the net names no layer for it (models.Net.cam_layer)")
     elif cfg.gradcam_images > 0:
-        pngs["gradcam"] = plot_gradcam(model, images, labels, preds, classes, finish,
+        pngs["gradcam"] = plot_gradcam(model, images, labels, preds, classes, prep,
                                        run_dir / "gradcam.png", cfg.gradcam_images, split)
     for key, png in pngs.items():
         tracker.log_image(key, png)

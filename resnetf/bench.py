@@ -43,15 +43,15 @@ def pipeline_throughput(cfg: Config, cifar, device: torch.device) -> float:
     loader, _, _ = make_loaders(cfg, cifar, device)
     # on a CPU-only machine the device-side ops would compete with the workers for the same
     # cores, so there the albumentations figure is the loader's alone
-    finish = (BatchAugment(cfg, device, train=True, geometric=cfg.backend == "gpu")
+    prep = (BatchAugment(cfg, device, train=True, geometric=cfg.backend == "gpu")
               if device.type == "cuda" or cfg.backend == "gpu" else None)
     batches = iter(loader)
     next(batches)
     sync(device)
     t0, n = time.perf_counter(), 0
     for x, _ in batches:
-        if finish is not None:
-            finish(x.to(device, non_blocking=True))
+        if prep is not None:
+            prep(x.to(device, non_blocking=True))
         n += len(x)
     sync(device)
     return n / (time.perf_counter() - t0)

@@ -11,7 +11,10 @@ from .train import RunStopped, TrainingDiverged, run, under_sweep_agent
 
 
 def dispatch(cfg: Config):
-    """One mode per command: LR range test, study, several seeds, or one run."""
+    """One mode per command: a debug mode, LR range test, study, several seeds, or one run."""
+    if cfg.debug:
+        from .debug import run_debug
+        return run_debug(cfg)
     if cfg.lr_range_test:
         from .lr_range import run_lr_range_test
         return run_lr_range_test(cfg)
@@ -22,6 +25,19 @@ def dispatch(cfg: Config):
         from .repeat import run_seeds
         return run_seeds(cfg)
     return run(cfg)
+
+
+def finished_summary(run_dir) -> Optional[dict]:
+    """The summary of a run folder whose run finished, else None."""
+    import json
+    from pathlib import Path
+
+    path = Path(run_dir) / "summary.json"
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if summary.get("status") == "finished" else None
 
 
 def as_sweep_run(cfg: Config, args: Sequence[str]) -> Config:
@@ -41,6 +57,15 @@ def main(defaults: Config, args: Optional[Sequence[str]] = None, description: st
     try:
         if cfg.resume:  # the run continues with the config it was started with
             cfg = resume_config(cfg, defaults)
+            finished = finished_summary(cfg.resume)
+            if finished is not None:
+                print(f"{cfg.resume} already finished ({finished.get('epochs_done')} epochs, "
+                      f"final test accuracy {finished.get('final_test_acc')}): nothing to "
+                      f"resume, nothing changed")
+                return finished
+            if cfg.name != defaults.name:
+                print(f"resuming {cfg.resume}, a run of {cfg.name} (not {defaults.name}): it goes "
+                      f"on with its own config")
         return dispatch(cfg)
     except RunStopped as e:
         print(f"stopped: {e}", file=sys.stderr)
@@ -51,3 +76,41 @@ def main(defaults: Config, args: Optional[Sequence[str]] = None, description: st
         # problems the user can fix: one clear line instead of a traceback
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+# --- the `resnetf` command ---------------------------------------------------------------------
+
+COMMANDS = {
+    "train": "train an experiment file: resnetf train experiments/fast94.py [--flags]",
+    "compare": "compare run folders (python -m resnetf.compare)",
+    "bench": "benchmark an experiment (python -m resnetf.bench)",
+    "predict": "predict images with a trained model (python -m resnetf.predict)",
+}
+
+
+def command(argv: Optional[Sequence[str]] = None):
+    """`resnetf SUBCOMMAND ...` (also `python -m resnetf ...`): train, compare, bench, predict."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print("usage: resnetf {" + ",".join(COMMANDS) + "} ...\n\n" + "\n".join(
+            f"  {name:<8} {text}" for name, text in COMMANDS.items()),
+              file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
+        raise SystemExit(0 if argv and argv[0] in ("-h", "--help") else 2)
+    name, rest = argv[0], argv[1:]
+    if name == "train":
+        if not rest or rest[0].startswith("-"):
+            raise SystemExit("usage: resnetf train EXPERIMENT_FILE [--flags] (e.g. "
+                             "experiments/oc_24ep.py)")
+        from .config import load_experiment
+        try:
+            defaults = load_experiment(rest[0])
+        except (FileNotFoundError, AttributeError) as e:
+            raise SystemExit(f"error: {rest[0]} is not an experiment file ({e})") from None
+        sys.argv = [rest[0], *rest[1:]]  # what the run records as its command
+        main(defaults, rest[1:])
+        return None
+    module = __import__(f"resnetf.{name}", fromlist=["main"])
+    result = module.main(rest)
+    if name == "predict":
+        raise SystemExit(result)
+    return None

@@ -40,6 +40,11 @@ class Config:
     """Save the final weights as model.pt in the run folder."""
     progress: bool = True
     """Show a progress bar while an epoch runs."""
+    debug: Optional[Literal["fast", "overfit", "profile"]] = None
+    """A quick check instead of a run: fast (a few steps at a constant LR, one evaluation batch,
+    analysis and files; W&B off, under runs/debug/), overfit (one batch without augmentation
+    until it is learnt, or exit 1), profile (a few steps under torch.profiler: a trace and the
+    top operators)."""
 
     # --- data --------------------------------------------------------------------------------
     data_dir: str = "data"
@@ -264,6 +269,10 @@ class Config:
              "--tune runs a study; it cannot be repeated over seeds (use one of them)"),
             ("lr_range_test", self.lr_range_test and (self.tune > 0 or self.seeds > 1),
              "the LR range test trains nothing; it cannot be combined with --tune or --seeds"),
+            ("debug", self.debug is not None and (self.tune > 0 or self.seeds > 1
+                                                 or self.lr_range_test or self.resume is not None),
+             "a debug mode is a quick check of one run: not with --tune, --seeds, "
+             "--lr_range_test or --resume"),
             ("retrain_best", self.retrain_best and self.tune == 0,
              "retrains the best trial of a study: it needs --tune N"),
             ("eval_every", self.tune > 0 and self.pruner != "none" and self.eval_every == 0,
@@ -283,7 +292,7 @@ class Config:
 GROUPS = {
     "run": ("what the command does, and how the run is kept",
             ["name", "seed", "seeds", "lr_range_test", "resume", "checkpoint", "save_model",
-             "progress"]),
+             "progress", "debug"]),
     "data": ("CIFAR-10, the validation split and the loader",
              ["data_dir", "download", "val_size", "workers", "backend"]),
     "augmentation": ("training-set augmentation: crop and flip per image (albumentations backend) "
@@ -312,7 +321,7 @@ GROUPS = {
 # fields that say where or how a run is kept, watched or repeated, not what it computes: left out
 # of the config hash, so that the seeds of one config share a W&B group
 NOT_RESULT = {"name", "seed", "seeds", "lr_range_test", "resume", "checkpoint", "save_model",
-              "progress", "data_dir", "download", "workers", "analysis", "gradcam_images",
+              "progress", "debug", "data_dir", "download", "workers", "analysis", "gradcam_images",
               "tune", "sweep", "study", "storage", "pruner", "trial_analysis", "heartbeat",
               "retrain_best", "wandb_mode", "wandb_project", "wandb_entity", "wandb_group",
               "runs_dir", "device", "deterministic", "compile"}

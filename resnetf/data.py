@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,9 +89,12 @@ def _download(root: Path) -> None:
     from torchvision.datasets import CIFAR10
 
     print(f"CIFAR-10 not found under {root}: downloading it with torchvision")
+    made = [p for p in (root, *root.parents) if not p.exists()]  # what a failure must take back
     try:
         CIFAR10(str(root), train=True, download=True)
     except Exception as e:  # URLError, socket errors, HTTP errors: all mean the same to the user
+        for folder in made:  # deepest first: a failed download leaves no empty data folder
+            shutil.rmtree(folder, ignore_errors=True)
         raise DataError(f"could not download CIFAR-10 ({type(e).__name__}: {e}). "
                         f"{_where_to_put(root / FOLDER)}") from e
 

@@ -27,16 +27,16 @@ from .tracking import Tracker, new_run_dir
 from .train import build
 
 
-class _Finished:
+class _Prepared:
     """The loader's batches as the net sees them: uint8 batch -> device -> BatchAugment."""
 
-    def __init__(self, loader, finish: BatchAugment):
-        self.loader, self.finish = loader, finish
+    def __init__(self, loader, prep: BatchAugment):
+        self.loader, self.prep = loader, prep
 
     def __iter__(self):
         for x, y in self.loader:
-            yield (self.finish(x.to(self.finish.device, non_blocking=True)),
-                   y.to(self.finish.device, non_blocking=True))
+            yield (self.prep(x.to(self.prep.device, non_blocking=True)),
+                   y.to(self.prep.device, non_blocking=True))
 
 
 def suggest_max_lr(lrs, losses, skip_end: int = 5) -> float:
@@ -102,7 +102,7 @@ def run_lr_range_test(cfg: Config, num_iter: int = 200) -> dict:
     # an optimizer of the run's kind, without the run's One Cycle schedule attached to it
     optimizer = make_optimizer(setup.model, cfg, setup.precision.loss_scale)
     sgd_lrs, losses, _ = lr_range_test(
-        setup.model, optimizer, setup.criterion, _Finished(setup.train_loader, setup.train_finish),
+        setup.model, optimizer, setup.criterion, _Prepared(setup.train_loader, setup.train_prep),
         num_iter=num_iter, loss_scale=setup.precision.loss_scale, autocast=setup.autocast)
     lrs = [max_lr_units(cfg, lr) for lr in sgd_lrs]
     suggestion = suggest_max_lr(lrs, losses)
@@ -115,7 +115,7 @@ def run_lr_range_test(cfg: Config, num_iter: int = 200) -> dict:
          "units": units}, indent=2))
     tracker = Tracker(cfg.replace(name=f"{cfg.name}_lr_range"), run_dir, job_type="lr_range_test")
     tracker.log_image("lr_range", png, caption=f"suggested max_lr {suggestion:.3g}")
-    tracker.finish({"suggested_max_lr": suggestion, "steps": len(lrs)})
+    tracker.close({"suggested_max_lr": suggestion, "steps": len(lrs)})
     print(f"LR range test over {len(lrs)} steps: suggested max_lr {suggestion:.4g} ({units}; "
           f"curve: {png})")
     return {"suggested_max_lr": suggestion, "plot": str(png), "run_dir": str(run_dir)}

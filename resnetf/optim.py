@@ -165,7 +165,7 @@ class Lookahead:
 
     The pull grows over the run, decay = base**every * (step / total)**3: early on the average
     follows the weights (decay ~ 0), late it damps the last steps' noise (decay -> 0.95**5 ~
-    0.77). At the end the weights become the average (`finish`). BatchNorm running statistics
+    0.77). At the end the weights become the average (`apply_average`). BatchNorm running statistics
     are averaged with the weights, so the net stays consistent."""
 
     def __init__(self, model: nn.Module, total_steps: int, base: float = 0.95, every: int = 5):
@@ -183,7 +183,7 @@ class Lookahead:
             self._pull(model, self.decay(step))
 
     @torch.no_grad()
-    def finish(self, model: nn.Module) -> None:
+    def apply_average(self, model: nn.Module) -> None:
         """The weights become the average (decay 1: the average itself does not move)."""
         self._pull(model, 1.0)
 

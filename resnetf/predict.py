@@ -135,11 +135,11 @@ def probabilities(net, cfg: Config, images: np.ndarray, tta: Optional[str] = Non
     device = next(net.parameters()).device
     half = any(p.dtype == torch.float16 for p in net.parameters())  # a half-precision run's net
     dtype = torch.float16 if half else torch.float32
-    finish = BatchAugment(cfg, device, train=False, dtype=dtype)
+    prep = BatchAugment(cfg, device, train=False, dtype=dtype)
     out = []
     for i in range(0, len(images), batch_size):
         x = torch.from_numpy(images[i:i + batch_size]).to(device).permute(0, 3, 1, 2)
-        out.append(models.logits(net, finish(x), tta or cfg.tta).float().softmax(1).cpu())
+        out.append(models.logits(net, prep(x), tta or cfg.tta).float().softmax(1).cpu())
     return torch.cat(out) if out else torch.zeros(0, len(net.classes))
 
 
@@ -167,8 +167,8 @@ def plot_gradcam(net, cfg: Config, images: np.ndarray, probs: torch.Tensor, path
     layer_net = copy.deepcopy(net).float().eval()
     if layer_net.cam_layer is None:
         raise LoadError("the net names no Grad-CAM layer (models.Net.cam_layer)")
-    finish = BatchAugment(cfg, torch.device("cpu"), train=False)
-    inputs = finish(torch.from_numpy(images).permute(0, 3, 1, 2)).float()
+    prep = BatchAugment(cfg, torch.device("cpu"), train=False)
+    inputs = prep(torch.from_numpy(images).permute(0, 3, 1, 2)).float()
     predicted = probs.argmax(1).tolist()
     maps = gradcam_maps(layer_net.cpu(), inputs, predicted, layer_net.cam_layer)
     plt = pyplot()

@@ -53,7 +53,7 @@ def run_seeds(cfg: Config) -> dict:
     model = Path(best["run_dir"]) / "model.pt"
     if best.get("wandb_id") and model.exists():  # the best seed's model artifact gets `best`
         tracker.log_model(model, best, aliases=("best",), run_id=best["wandb_id"])
-    tracker.finish(result)
+    tracker.close(result)
     print(f"{cfg.name} over seeds {seeds[0]}..{seeds[-1]}: test accuracy "
           f"{fmt(result['test_acc_mean'], result['test_acc_std'], 100)} % (n={result['runs']}), "
           f"train seconds {fmt(result['train_seconds_mean'], result['train_seconds_std'])}; {out}")

@@ -80,14 +80,15 @@ def provenance(device: torch.device) -> dict:
 
 
 def check_runs_dir(runs_dir: str | os.PathLike) -> None:
-    """Fail before any training when run folders cannot be written there."""
-    path = Path(runs_dir)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ValueError(f"runs_dir: cannot create {path} ({e.strerror or e})") from None
-    if not os.access(path, os.W_OK):
-        raise ValueError(f"runs_dir: {path} is not writable")
+    """Fail before any training when run folders cannot be written there, creating nothing:
+    the folder, or the nearest existing folder above it, must be writable."""
+    path = Path(runs_dir).absolute()
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir():
+        raise ValueError(f"runs_dir: cannot create {runs_dir} ({existing} is not a folder)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"runs_dir: {runs_dir} is not writable" if existing == path else
+                         f"runs_dir: cannot create {runs_dir} ({existing} is not writable)")
 
 
 def new_run_dir(runs_dir: str | os.PathLike, name: str, seed: int) -> Path:
@@ -280,7 +281,7 @@ class Tracker:
             warnings.warn(f"curves.png not drawn ({type(e).__name__}: {e})", stacklevel=2)
             return None
 
-    def finish(self, summary: dict, model_state: Optional[dict] = None, classes=(),
+    def close(self, summary: dict, model_state: Optional[dict] = None, classes=(),
                aliases=("latest",), exit_code: int = 0) -> None:
         """The final files (model.pt with `model_state`, summary.json, curves.png), the model as
         a W&B artifact, then the W&B run closed: each step guarded, so one that fails (a full

@@ -99,13 +99,14 @@ class StopOnSignal:
 
 @dataclass
 class Context:
-    """What a run is part of, and how its caller follows it: `on_start(tracker)` once the run
-    folder and W&B run exist, `on_epoch(metrics)` after each logged epoch (it may raise
-    RunStopped: a pruned trial)."""
+    """What a run is part of, and how its caller follows it: `on_build(setup)` once everything
+    it trains with is built, `on_start(tracker)` once the run folder and W&B run exist,
+    `on_epoch(metrics)` after each logged epoch (it may raise RunStopped: a pruned trial)."""
     job_type: str = "train"
     tags: tuple[str, ...] = ()
     folder_prefix: Optional[str] = None  # None: the experiment's name
     extra_config: dict = field(default_factory=dict)
+    on_build: Optional[Callable[["Setup"], None]] = None  # may adjust the setup (debug modes)
     on_start: Optional[Callable[[Tracker], None]] = None
     on_epoch: Optional[Callable[[dict], None]] = None
     model_aliases: tuple[str, ...] = ("latest",)  # of the run's W&B model artifact
@@ -121,8 +122,8 @@ class Setup:
     train_loader: Any
     val_loader: Any  # None without a validation split
     test_loader: Any  # None when cfg.use_test is off
-    train_finish: BatchAugment
-    eval_finish: BatchAugment
+    train_prep: BatchAugment
+    eval_prep: BatchAugment
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.OneCycleLR
@@ -134,6 +135,7 @@ class Setup:
     compile_seconds: float = 0.0
     started: float = field(default_factory=time.perf_counter)
     final_predictions: dict = field(default_factory=dict)  # split -> the last evaluation's classes
+    on_step: Optional[Callable[[], None]] = None  # after every optimizer step (a profiler's)
 
     @property
     def steps(self) -> int:
@@ -232,13 +234,13 @@ def build(cfg: Config, cifar: Optional[data.Cifar10] = None) -> Setup:
     memory_format = (torch.channels_last if device.type == "cuda" and cfg.channels_last
                      else torch.contiguous_format)
     prec = precision(cfg, device, cfg.batch_size)
-    eval_finish = BatchAugment(cfg, device, train=False, memory_format=memory_format,
+    eval_prep = BatchAugment(cfg, device, train=False, memory_format=memory_format,
                                dtype=prec.input_dtype)
     model = models.build(cfg).to(device, memory_format=memory_format)
     if model.init_images:  # the first training images, as the net sees them
         first = data.split_val(cifar.train_labels, cfg.val_size, cfg.seed)[0][:model.init_images]
         images = torch.from_numpy(cifar.train_images[first]).to(device).permute(0, 3, 1, 2)
-        model.init_from_data(eval_finish(images).float())
+        model.init_from_data(eval_prep(images).float())
     prec.prepare(model)
     optimizer = make_optimizer(model, cfg, prec.loss_scale)
     ema = (torch.optim.swa_utils.AveragedModel(
@@ -248,9 +250,9 @@ def build(cfg: Config, cifar: Optional[data.Cifar10] = None) -> Setup:
                  if cfg.lookahead > 0 else None)
     return Setup(
         cfg, device, cifar, train, val, test,
-        train_finish=BatchAugment(cfg, device, train=True, geometric=cfg.backend == "gpu",
+        train_prep=BatchAugment(cfg, device, train=True, geometric=cfg.backend == "gpu",
                                   memory_format=memory_format, dtype=prec.input_dtype),
-        eval_finish=eval_finish, model=model, optimizer=optimizer,
+        eval_prep=eval_prep, model=model, optimizer=optimizer,
         scheduler=make_scheduler(optimizer, cfg, len(train)),
         criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
         precision=prec, ema=ema, lookahead=lookahead, net=model)
@@ -308,6 +310,10 @@ def start(setup: Setup, progress: Progress, context: Context, run_dir=None) -> T
           f"-> {tracker.run_dir}")
     if progress.epoch:
         print(f"resuming {tracker.run_dir} after epoch {progress.epoch}")
+    if cfg.ema and 1 / (1 - cfg.ema) > setup.total_steps:
+        print(f"warning: --ema={cfg.ema} averages over about {1 / (1 - cfg.ema):.0f} steps, more "
+              f"than this run's {setup.total_steps}: the evaluated weights stay close to the "
+              f"first ones; use a smaller --ema", file=sys.stderr)
     return tracker
 
 
@@ -324,7 +330,7 @@ def train_epoch(setup: Setup, epoch: int, desc: Optional[str] = None,
     seen, first = 0, epoch * s.steps
     batches = min(s.steps, s.total_steps - first)
     for x, y in tqdm(s.train_loader, desc=desc, leave=False, disable=desc is None, total=batches):
-        x = s.train_finish(x.to(s.device, non_blocking=True))
+        x = s.train_prep(x.to(s.device, non_blocking=True))
         y = y.to(s.device, non_blocking=True)
         with s.autocast:
             out = s.net(x)
@@ -347,6 +353,8 @@ def train_epoch(setup: Setup, epoch: int, desc: Optional[str] = None,
         losses.append(loss.detach())
         correct += (out.argmax(1) == y).sum()
         seen += len(y)
+        if s.on_step is not None:
+            s.on_step()
         if stop is not None and stop.requested:
             raise stop.reason()
         if len(lrs) == batches:
@@ -357,16 +365,16 @@ def train_epoch(setup: Setup, epoch: int, desc: Optional[str] = None,
 
 
 @torch.no_grad()
-def evaluate(model, loader, finish, autocast, tta: str = "none", predictions: list | None = None):
+def evaluate(model, loader, prep, autocast, tta: str = "none", predictions: list | None = None):
     """(mean cross-entropy, accuracy) over every image of the loader; `predictions`, when given,
     receives each image's predicted class (one tensor per batch, on the device)."""
     model.eval()
-    device = finish.device
+    device = prep.device
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     n = 0
     for x, y in loader:
-        x = finish(x.to(device, non_blocking=True))
+        x = prep(x.to(device, non_blocking=True))
         y = y.to(device, non_blocking=True)
         with autocast:
             out = models.logits(model, x, tta).float()
@@ -393,7 +401,7 @@ def begin_epoch(setup: Setup, epoch: int) -> None:
     # all randomness of an epoch derives from (seed, epoch): resuming repeats it exactly
     torch.manual_seed(data.epoch_seed(cfg.seed, epoch))
     data.set_epoch(setup.train_loader, cfg.seed, epoch)
-    setup.train_finish.set_epoch(epoch)
+    setup.train_prep.set_epoch(epoch)
     setup.model.set_epoch(epoch)  # a net whose parameters train in some epochs only
 
 
@@ -407,7 +415,7 @@ def fit(setup: Setup, tracker: Tracker, progress: Progress, on_epoch=None, stop=
         lrs, losses, train_acc = train_epoch(
             setup, epoch, f"epoch {epoch + 1}/{last_epoch}" if cfg.progress else None, stop)
         if setup.lookahead is not None and epoch + 1 == last_epoch:
-            setup.lookahead.finish(setup.model)  # the weights become the average
+            setup.lookahead.apply_average(setup.model)  # the weights become the average
         sync(setup.device)
         seconds = time.perf_counter() - t0
         progress.train_seconds += seconds
@@ -422,7 +430,7 @@ def fit(setup: Setup, tracker: Tracker, progress: Progress, on_epoch=None, stop=
                 # the last evaluation's predictions serve the analysis: no second TTA pass
                 keep = setup.final_predictions.setdefault(split, []) if last else None
                 metrics[f"{split}_loss"], metrics[f"{split}_acc"] = evaluate(
-                    setup.eval_net, loader, setup.eval_finish, setup.autocast, cfg.tta, keep)
+                    setup.eval_net, loader, setup.eval_prep, setup.autocast, cfg.tta, keep)
                 progress.best[split] = max(progress.best.get(split, 0.0), metrics[f"{split}_acc"])
             progress.eval_seconds += time.perf_counter() - t0  # evaluate() ends on a host sync
         metrics["epoch_seconds"] = seconds
@@ -458,14 +466,14 @@ def finish(setup: Setup, tracker: Tracker, progress: Progress,
     if cfg.analysis and loader is not None:  # on the eager net: Grad-CAM needs hooks and gradients
         try:
             preds = setup.final_predictions.get(split)
-            analysis.analyze(setup.final_net, loader, setup.eval_finish, setup.autocast, cfg,
+            analysis.analyze(setup.final_net, loader, setup.eval_prep, setup.autocast, cfg,
                              setup.cifar.classes, tracker.run_dir, tracker, split,
                              preds=torch.cat(preds).cpu().numpy() if preds else None)
         except Exception as e:  # the trained model and its numbers matter more than its figures
             summary["analysis_error"] = f"{type(e).__name__}: {e}"
             print(f"warning: the analysis after training failed ({summary['analysis_error']}); "
                   f"the summary and the model are saved", file=sys.stderr)
-    tracker.finish(summary, setup.final_net.state_dict() if cfg.save_model else None,
+    tracker.close(summary, setup.final_net.state_dict() if cfg.save_model else None,
                    setup.cifar.classes, (context or Context()).model_aliases)
     print(pd.DataFrame(tracker.epochs).to_string(index=False, float_format="%.4f"))
     name = {"test": "test", "val": "validation"}[split]
@@ -485,7 +493,7 @@ def close_early(setup: Setup, tracker: Tracker, progress: Progress, error: BaseE
     # the weights of the last completed epoch, as its checkpoint holds them, leave as a model
     state = (checkpoint.model_state(torch.load(saved, map_location="cpu", weights_only=False))
              if setup.cfg.save_model and saved.exists() else None)
-    tracker.finish(summarize(setup, tracker, progress, status), state, setup.cifar.classes,
+    tracker.close(summarize(setup, tracker, progress, status), state, setup.cifar.classes,
                    exit_code=0 if ok else 1)
     if not ok and saved.exists():
         print(f"the last completed epoch is checkpointed; continue with: "
@@ -505,6 +513,8 @@ def run(cfg: Config, context: Optional[Context] = None,
     if saved is None:
         check_runs_dir(cfg.runs_dir)
     setup = build(cfg, cifar)
+    if context.on_build is not None:
+        context.on_build(setup)
     progress = checkpoint.restore(setup, saved) if saved else Progress()
     if cfg.compile:
         compile_setup(setup)

@@ -343,7 +343,7 @@ class StudyReport:
                                          "trials_finished": len(completed)})
 
     def close(self) -> None:
-        self.tracker.finish({"trials": str(self.csv), "study_page": str(self.html)})
+        self.tracker.close({"trials": str(self.csv), "study_page": str(self.html)})
 
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:

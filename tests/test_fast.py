@@ -114,7 +114,7 @@ def test_lookahead_pulls_the_weights_to_their_average_every_few_steps():
         model.weight.fill_(9.0)
     la.step(model, 6)  # not a multiple of 5: nothing happens
     assert model.weight.item() == 9.0
-    la.finish(model)  # the final sync: the weights become the average
+    la.apply_average(model)  # the final sync: the weights become the average
     assert model.weight.item() == pytest.approx(expected)
 
 
@@ -168,7 +168,7 @@ def test_the_net_sees_each_image_mirrored_the_other_way_from_its_previous_epoch(
     cfg = FAST94.replace(width=0.125, batch_size=20, epochs=4, device="cpu", workers=0,
                          runs_dir=str(tmp_path), wandb_mode="disabled", progress=False)
     setup = train.build(cfg, _marked_cifar())
-    finish = setup.train_finish
+    finish = setup.train_prep
     seen = _Seen(setup.net, finish.mean, finish.std)
     setup.net = seen
     mirrored = []
@@ -286,7 +286,7 @@ def test_half_precision_runs_the_net_in_fp16_with_batchnorm_fp32(tiny_data, tmp_
                                                                       for q in b.parameters())]
     assert others and all(p.dtype == torch.float16 for p in others)
     x, _ = next(iter(setup.train_loader))
-    assert setup.train_finish(x).dtype == torch.float16 and setup.scaler is None
+    assert setup.train_prep(x).dtype == torch.float16 and setup.scaler is None
     # the batch's losses are summed, so SGD's lr is the fp32 run's over the batch size
     fp32 = train.build(cfg.replace(amp_dtype="auto"))
     for half_group, fp32_group in zip(setup.optimizer.param_groups, fp32.optimizer.param_groups):

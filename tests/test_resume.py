@@ -216,3 +216,55 @@ def test_resume_refuses_a_changed_setting_and_allows_how_it_runs(tiny_cfg):
     proc = _experiment(f"--resume={run_dir}", "--workers=1", "--no_progress")
     assert proc.returncode == 0, proc.stderr
     assert json.loads((run_dir / "summary.json").read_text())["epochs_done"] == 3
+
+
+def test_resuming_a_finished_run_says_so_and_changes_nothing(tiny_cfg, capsys):
+    from resnetf.cli import main
+
+    d = run_dir_of(run(tiny_cfg.replace(analysis=False)))
+    before = {p.name: p.stat().st_mtime_ns for p in d.iterdir()}
+    summary = main(tiny_cfg, ["--resume", str(d)])
+    assert summary["status"] == "finished"
+    assert "already finished" in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in d.iterdir()} == before
+
+
+def test_resuming_with_another_experiments_file_names_the_runs_experiment(tiny_cfg, capsys):
+    from resnetf.cli import main
+    from resnetf.config import load_experiment
+
+    def stop(metrics):
+        raise RunStopped("interrupted", "stopped for the test", failed=True)
+    with pytest.raises(RunStopped):
+        run(tiny_cfg.replace(epochs=3, analysis=False), Context(on_epoch=stop))
+    (d,) = Path(tiny_cfg.runs_dir).iterdir()
+    summary = main(load_experiment(REPO / "experiments" / "oc_24ep.py"), ["--resume", str(d)])
+    assert "a run of tiny (not oc_24ep): it goes on with its own config" in capsys.readouterr().out
+    assert summary["status"] == "finished" and summary["epochs_done"] == 3
+    assert json.loads((d / "config.json").read_text())["model"] == "resnet9"
+
+
+def test_a_run_that_fails_before_training_creates_no_folder(tmp_path, monkeypatch):
+    proc = subprocess.run(
+        [sys.executable, "experiments/oc_24ep.py", f"--data_dir={tmp_path / 'nodata'}",
+         "--no_download", f"--runs_dir={tmp_path / 'runs'}", "--wandb_mode=disabled"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "no CIFAR-10 at" in proc.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "nodata").exists()
+    # a download that fails takes back the folders it made
+    import torchvision.datasets
+
+    from resnetf import data
+
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable")
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    with pytest.raises(data.DataError, match="could not download"):
+        data.load_cifar10(tmp_path / "fresh" / "data")
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_an_ema_longer_than_the_run_is_said_at_the_start(tiny_cfg, capsys):
+    run(tiny_cfg.replace(ema=0.999, analysis=False))
+    assert "--ema=0.999 averages over about 1000 steps, more than this run's 10" in (
+        capsys.readouterr().err)
