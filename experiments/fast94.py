@@ -11,6 +11,7 @@ translations, evaluated once at the end.
 
     python experiments/fast94.py [--seed=1 --epochs=12 ...]
 """
+
 from resnetf import Config, main
 
 CONFIG = Config(
@@ -22,14 +23,14 @@ CONFIG = Config(
     batch_size=1024,
     momentum=0.85,
     decoupled=True,
-    max_lr=11.5,             # per 1024 examples: SGD's lr 1.5 at batch 1024
-    weight_decay=0.0153,     # per 1024 examples, whatever the lr
+    max_lr=11.5,  # per 1024 examples: SGD's lr 1.5 at batch 1024
+    weight_decay=0.0153,  # per 1024 examples, whatever the lr
     bn_bias_lr=64.0,
     label_smoothing=0.2,
     pct_start=0.23,
-    div_factor=5.0,          # start at 0.2x the peak
+    div_factor=5.0,  # start at 0.2x the peak
     final_div_factor=0.2 / 0.07,  # end at 0.07x the peak
-    pad=2,                   # random translation by up to 2 px, reflect-padded
+    pad=2,  # random translation by up to 2 px, reflect-padded
     alternating_flip=True,
     cutout=0,
     lookahead=0.95,

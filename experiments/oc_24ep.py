@@ -5,6 +5,7 @@ label smoothing and flip test-time augmentation on top.
 
     python experiments/oc_24ep.py [--max_lr=0.4 --epochs=24 ...]   (--help lists every field)
 """
+
 from resnetf import Config, main
 
 CONFIG = Config(
@@ -12,8 +13,8 @@ CONFIG = Config(
     model="resnet9",
     dropout=0.0,
     max_lr=0.4,
-    pct_start=5 / 24,        # the peak at epoch 5 of 24, as in the DAWNBench schedule
-    div_factor=20.0,         # start at 0.02
+    pct_start=5 / 24,  # the peak at epoch 5 of 24, as in the DAWNBench schedule
+    div_factor=20.0,  # start at 0.02
     final_div_factor=200.0,  # end at 1e-4, near the DAWNBench schedule's 0
     label_smoothing=0.2,
     tta="flip",

@@ -3,6 +3,7 @@
 ResnetF with its softmax head fed to CrossEntropyLoss, a random 32x32 crop with no padding
 (a no-op), no weight decay, plain momentum cycled by OneCycleLR, fp32; 24 epochs, batch 512.
 """
+
 from resnetf import Config, main
 
 CONFIG = Config(

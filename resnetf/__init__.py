@@ -1,4 +1,5 @@
 """resnetf: a fast ResNet on CIFAR-10 with One Cycle LR, albumentations and W&B tracking."""
+
 from .cli import main
 from .config import Config, ConfigError
 from .train import run

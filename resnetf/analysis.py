@@ -3,6 +3,7 @@ matrix with per-class accuracy, and Grad-CAM overlays, saved as PNG/CSV in the r
 logged to W&B through the Tracker. A run analyses its test split; a tuning trial, which never
 looks at the test split, its validation split. Figures are 10 x 10 in at 100 dpi.
 """
+
 from __future__ import annotations
 
 import copy
@@ -46,8 +47,14 @@ def plot_confusion(cm: np.ndarray, classes, path: Path) -> Path:
     ax.imshow(cm, cmap="Blues")
     for i in range(len(cm)):
         for j in range(len(cm)):
-            ax.text(j, i, cm[i, j], ha="center", va="center",
-                    color="white" if cm[i, j] > cm.max() / 2 else "black")
+            ax.text(
+                j,
+                i,
+                cm[i, j],
+                ha="center",
+                va="center",
+                color="white" if cm[i, j] > cm.max() / 2 else "black",
+            )
     per_class = cm.diagonal() / np.maximum(cm.sum(1), 1)
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
     ax.set_yticks(range(len(classes)), [f"{c} ({a:.0%})" for c, a in zip(classes, per_class)])
@@ -60,7 +67,7 @@ def plot_confusion(cm: np.ndarray, classes, path: Path) -> Path:
 
 def plot_misclassified(images, labels, preds, classes, path: Path, split: str = "test") -> Path:
     plt = pyplot()
-    wrong = np.flatnonzero(labels != preds)[:GRID * GRID]
+    wrong = np.flatnonzero(labels != preds)[: GRID * GRID]
     fig, axes = plt.subplots(GRID, GRID, figsize=(10, 10), dpi=100)
     for ax, k in zip(axes.flat, list(wrong) + [None] * (GRID * GRID - len(wrong))):
         ax.axis("off")
@@ -82,8 +89,9 @@ def gradcam_maps(model, inputs: torch.Tensor, targets, layer) -> np.ndarray:
         return cam(input_tensor=inputs, targets=[ClassifierOutputTarget(int(t)) for t in targets])
 
 
-def plot_gradcam(model, images, labels, preds, classes, prep, path: Path, count: int,
-                 split: str = "test") -> Path:
+def plot_gradcam(
+    model, images, labels, preds, classes, prep, path: Path, count: int, split: str = "test"
+) -> Path:
     """For the first `count` misclassified images: the image, then Grad-CAM for the predicted
     class and for the true class, side by side."""
     from pytorch_grad_cam.utils.image import show_cam_on_image
@@ -112,22 +120,50 @@ def plot_gradcam(model, images, labels, preds, classes, prep, path: Path, count:
     return path
 
 
-def analyze(model, loader, prep, autocast, cfg, classes, run_dir: Path, tracker,
-            split: str = "test", preds=None) -> dict:
+def analyze(
+    model,
+    loader,
+    prep,
+    autocast,
+    cfg,
+    classes,
+    run_dir: Path,
+    tracker,
+    split: str = "test",
+    preds=None,
+) -> dict:
     preds, labels, images = predict(model, loader, prep, autocast, cfg.tta, preds)
     cm = confusion_matrix(labels, preds, len(classes))
-    per_class = pd.DataFrame({"class": classes, "images": cm.sum(1), "correct": cm.diagonal(),
-                              "accuracy": cm.diagonal() / np.maximum(cm.sum(1), 1)})
+    per_class = pd.DataFrame(
+        {
+            "class": classes,
+            "images": cm.sum(1),
+            "correct": cm.diagonal(),
+            "accuracy": cm.diagonal() / np.maximum(cm.sum(1), 1),
+        }
+    )
     per_class.to_csv(run_dir / "per_class.csv", index=False)
     pd.DataFrame(cm, index=classes, columns=classes).to_csv(run_dir / "confusion.csv")
-    pngs = {"confusion_matrix": plot_confusion(cm, classes, run_dir / "confusion.png"),
-            "misclassified": plot_misclassified(images, labels, preds, classes,
-                                                run_dir / "misclassified.png", split)}
+    pngs = {
+        "confusion_matrix": plot_confusion(cm, classes, run_dir / "confusion.png"),
+        "misclassified": plot_misclassified(
+            images, labels, preds, classes, run_dir / "misclassified.png", split
+        ),
+    }
     if cfg.gradcam_images > 0 and model.cam_layer is None:
         print("no Grad-CAM: the net names no layer for it (models.Net.cam_layer)")
     elif cfg.gradcam_images > 0:
-        pngs["gradcam"] = plot_gradcam(model, images, labels, preds, classes, prep,
-                                       run_dir / "gradcam.png", cfg.gradcam_images, split)
+        pngs["gradcam"] = plot_gradcam(
+            model,
+            images,
+            labels,
+            preds,
+            classes,
+            prep,
+            run_dir / "gradcam.png",
+            cfg.gradcam_images,
+            split,
+        )
     for key, png in pngs.items():
         tracker.log_image(key, png)
     tracker.log_confusion(labels, preds, classes)

@@ -6,6 +6,7 @@ the device (`batch_augment.BatchAugment`) for both backends: per image on a CPU 
 than the rest of the pipeline together (albumentations' CoarseDropout alone: ~150 us an image),
 and sending uint8 instead of float32 moves 4x fewer bytes. Test images need no transform.
 """
+
 from __future__ import annotations
 
 import os

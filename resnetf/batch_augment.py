@@ -10,6 +10,7 @@ Semantics match the albumentations ops: reflect padding (BORDER_REFLECT_101), cr
 uniform in [0, 2*pad], horizontal flip with p=0.5, one square hole per image placed wholly inside
 the image (as CoarseDropout places it) and filled with 0 after normalization, i.e. the mean.
 """
+
 from __future__ import annotations
 
 import torch
@@ -30,8 +31,9 @@ def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.T
     return (x.float() - mean) / std
 
 
-def random_crop(x: torch.Tensor, pad: int, generator: torch.Generator | None = None,
-                mode: str = "reflect") -> torch.Tensor:
+def random_crop(
+    x: torch.Tensor, pad: int, generator: torch.Generator | None = None, mode: str = "reflect"
+) -> torch.Tensor:
     """Pad every image by `pad` and cut a random same-size window out of each."""
     n, _, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad), mode=mode)
@@ -65,8 +67,16 @@ class BatchAugment:
     `geometric` adds crop and flip (the gpu backend); `train=False` gives the test-time path:
     normalization only."""
 
-    def __init__(self, cfg, device: torch.device, *, train: bool, geometric: bool = False,
-                 memory_format=torch.contiguous_format, dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        cfg,
+        device: torch.device,
+        *,
+        train: bool,
+        geometric: bool = False,
+        memory_format=torch.contiguous_format,
+        dtype: torch.dtype = torch.float32,
+    ):
         self.cfg, self.device, self.train, self.geometric = cfg, device, train, geometric
         self.memory_format, self.dtype = memory_format, dtype
         # made once: building them per batch would be two small host-to-device copies a step
@@ -82,7 +92,9 @@ class BatchAugment:
         x = x.float()  # still 0..255, so constant padding is black, as in albumentations
         if self.train and self.geometric:
             if cfg.pad > 0:
-                x = random_crop(x, cfg.pad, g, "reflect" if cfg.pad_mode == "reflect" else "constant")
+                x = random_crop(
+                    x, cfg.pad, g, "reflect" if cfg.pad_mode == "reflect" else "constant"
+                )
             # the alternating flip is the loader's (it knows each image across epochs): a random
             # flip on top would turn it back into a plain random flip
             if cfg.flip and not cfg.alternating_flip:

@@ -11,6 +11,7 @@ Flags after `--` override the experiment's config as on its own command line. Se
 one process after a one-epoch warm-up run that is not counted (cudnn autotuning, allocator and
 compile caches), each with its own run folder.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,9 +27,9 @@ import torch
 from .batch_augment import BatchAugment
 from .config import Config, load_experiment, parse
 from .data import load_cifar10
+from .optim import n_epochs, sync, total_steps
 from .repeat import fmt, run_each, spread
 from .tracking import provenance
-from .optim import n_epochs, sync, total_steps
 from .train import make_loaders, pick_device, run
 
 
@@ -43,8 +44,11 @@ def pipeline_throughput(cfg: Config, cifar, device: torch.device) -> float:
     loader, _, _ = make_loaders(cfg, cifar, device)
     # on a CPU-only machine the device-side ops would compete with the workers for the same
     # cores, so there the albumentations figure is the loader's alone
-    prep = (BatchAugment(cfg, device, train=True, geometric=cfg.backend == "gpu")
-              if device.type == "cuda" or cfg.backend == "gpu" else None)
+    prep = (
+        BatchAugment(cfg, device, train=True, geometric=cfg.backend == "gpu")
+        if device.type == "cuda" or cfg.backend == "gpu"
+        else None
+    )
     batches = iter(loader)
     next(batches)
     sync(device)
@@ -91,10 +95,15 @@ def flops(cfg: Config, n_train: int = 50_000, n_test: int = 10_000) -> dict:
         evaluations += 1  # the last epoch is always evaluated
     evaluated = (cfg.val_size + (n_test if cfg.use_test else 0)) * evaluations
     train, evaluation = train_per_image * steps * cfg.batch_size, eval_per_image * evaluated
-    return {"train_gflop_per_image": train_per_image / 1e9, "train_images": steps * cfg.batch_size,
-            "eval_gflop_per_image": eval_per_image / 1e9, "eval_images": evaluated,
-            "train_pflop": train / 1e15, "eval_pflop": evaluation / 1e15,
-            "total_pflop": (train + evaluation) / 1e15}
+    return {
+        "train_gflop_per_image": train_per_image / 1e9,
+        "train_images": steps * cfg.batch_size,
+        "eval_gflop_per_image": eval_per_image / 1e9,
+        "eval_images": evaluated,
+        "train_pflop": train / 1e15,
+        "eval_pflop": evaluation / 1e15,
+        "total_pflop": (train + evaluation) / 1e15,
+    }
 
 
 def write_airbench_data(cifar, folder: Path) -> Path:
@@ -102,9 +111,14 @@ def write_airbench_data(cifar, folder: Path) -> Path:
     {'images': uint8 N x 32 x 32 x 3, 'labels', 'classes'}."""
     folder.mkdir(parents=True, exist_ok=True)
     for split in ("train", "test"):
-        torch.save({"images": torch.from_numpy(getattr(cifar, f"{split}_images")),
-                    "labels": torch.from_numpy(getattr(cifar, f"{split}_labels")),
-                    "classes": list(cifar.classes)}, folder / f"{split}.pt")
+        torch.save(
+            {
+                "images": torch.from_numpy(getattr(cifar, f"{split}_images")),
+                "labels": torch.from_numpy(getattr(cifar, f"{split}_labels")),
+                "classes": list(cifar.classes),
+            },
+            folder / f"{split}.pt",
+        )
     return folder
 
 
@@ -135,28 +149,41 @@ def race_airbench94(cfg: Config, seeds: int, out: Path) -> pd.DataFrame:
     try:
         import airbench
     except ImportError:
-        raise SystemExit("error: --against airbench94 needs the airbench package "
-                         "(pip install --no-deps airbench==0.1.8)") from None
+        raise SystemExit(
+            "error: --against airbench94 needs the airbench package "
+            "(pip install --no-deps airbench==0.1.8)"
+        ) from None
     device = pick_device(cfg.device)
     if device.type != "cuda":
         raise SystemExit("error: airbench94 runs on CUDA only")
     cifar = load_cifar10(cfg.data_dir, download=False)
     folder = write_airbench_data(cifar, out / "airbench" / "cifar10")
-    cfg = cfg.replace(checkpoint=False, analysis=False, save_model=False, progress=False,
-                      wandb_mode="disabled", runs_dir=str(out / "runs"))
+    cfg = cfg.replace(
+        checkpoint=False,
+        analysis=False,
+        save_model=False,
+        progress=False,
+        wandb_mode="disabled",
+        runs_dir=str(out / "runs"),
+    )
     here = os.getcwd()
     os.chdir(folder.parent)  # train94 loads its test set from cifar10/test.pt under the cwd
     try:
-        train = airbench.CifarLoader(str(folder), train=True, batch_size=1024,
-                                     aug=dict(flip=True, translate=2), altflip=True)
+        train = airbench.CifarLoader(
+            str(folder), train=True, batch_size=1024, aug=dict(flip=True, translate=2), altflip=True
+        )
         test = airbench.CifarLoader(str(folder), train=False, batch_size=2000)
         _ours(cfg.replace(seed=10_000), cifar, device)  # warm-ups
         _theirs(airbench, train, test, device)
         rows = []
         for seed in range(seeds):
-            rows.append({"side": "ours", "seed": seed, **_ours(cfg.replace(seed=seed), cifar, device)})
+            rows.append(
+                {"side": "ours", "seed": seed, **_ours(cfg.replace(seed=seed), cifar, device)}
+            )
             torch.manual_seed(seed)
-            rows.append({"side": "airbench94", "seed": seed, **_theirs(airbench, train, test, device)})
+            rows.append(
+                {"side": "airbench94", "seed": seed, **_theirs(airbench, train, test, device)}
+            )
     finally:
         os.chdir(here)
     return pd.DataFrame(rows)
@@ -174,8 +201,11 @@ def _ours(cfg: Config, cifar, device: torch.device) -> dict:
     progress = Progress()
     fit(setup, Tracker(cfg, run_dir), progress)  # ends with the final TTA evaluation
     sync(device)
-    return {"test_acc": progress.metrics[-1]["test_acc"], "wall_seconds": time.perf_counter() - t0,
-            "timer_seconds": progress.train_seconds + progress.eval_seconds}
+    return {
+        "test_acc": progress.metrics[-1]["test_acc"],
+        "wall_seconds": time.perf_counter() - t0,
+        "timer_seconds": progress.train_seconds + progress.eval_seconds,
+    }
 
 
 class _EventTimes:
@@ -190,6 +220,7 @@ class _EventTimes:
                 ms = super().elapsed_time(end)
                 times.ms.append(ms)
                 return ms
+
         torch.cuda.Event = Event
         return self
 
@@ -204,22 +235,31 @@ def _theirs(airbench, train, test, device: torch.device) -> dict:
         net = airbench.train94(train, verbose=False)
         sync(device)
         wall = time.perf_counter() - t0
-    return {"test_acc": airbench.evaluate(net, test, tta_level=2), "wall_seconds": wall,
-            "timer_seconds": sum(events.ms) / 1000}
+    return {
+        "test_acc": airbench.evaluate(net, test, tta_level=2),
+        "wall_seconds": wall,
+        "timer_seconds": sum(events.ms) / 1000,
+    }
 
 
 def print_race(name: str, race: pd.DataFrame) -> None:
     print(race.to_string(index=False, float_format="%.4f"))
     sides = {side: race[race["side"] == side] for side in ("ours", "airbench94")}
     for side, rows in sides.items():
-        print(f"{name if side == 'ours' else side}: test accuracy "
-              f"{fmt(*spread(rows['test_acc']), 100)} % (n={len(rows)}), wall seconds "
-              f"{fmt(*spread(rows['wall_seconds']))}, timer seconds "
-              f"{fmt(*spread(rows['timer_seconds']))}")
-    ratio = {k: sides["ours"][k].mean() / sides["airbench94"][k].mean()
-             for k in ("wall_seconds", "timer_seconds")}
-    print(f"time ratio {name} / airbench94: wall {ratio['wall_seconds']:.2f}, "
-          f"timer {ratio['timer_seconds']:.2f}")
+        print(
+            f"{name if side == 'ours' else side}: test accuracy "
+            f"{fmt(*spread(rows['test_acc']), 100)} % (n={len(rows)}), wall seconds "
+            f"{fmt(*spread(rows['wall_seconds']))}, timer seconds "
+            f"{fmt(*spread(rows['timer_seconds']))}"
+        )
+    ratio = {
+        k: sides["ours"][k].mean() / sides["airbench94"][k].mean()
+        for k in ("wall_seconds", "timer_seconds")
+    }
+    print(
+        f"time ratio {name} / airbench94: wall {ratio['wall_seconds']:.2f}, "
+        f"timer {ratio['timer_seconds']:.2f}"
+    )
 
 
 def trial_overheads(cfg: Config, trials: int, out: Path) -> pd.DataFrame:
@@ -228,52 +268,82 @@ def trial_overheads(cfg: Config, trials: int, out: Path) -> pd.DataFrame:
     files, W&B's close), its training and evaluation seconds, and what is left: the overhead."""
     from .tune import tune
 
-    study = tune(cfg.replace(tune=trials, pruner="none", runs_dir=str(out / "runs"),
-                             study=f"bench_{time.strftime('%Y%m%d-%H%M%S')}"))
+    study = tune(
+        cfg.replace(
+            tune=trials,
+            pruner="none",
+            runs_dir=str(out / "runs"),
+            study=f"bench_{time.strftime('%Y%m%d-%H%M%S')}",
+        )
+    )
     rows = []
     for trial in study.trials:
         s = json.loads((Path(trial.user_attrs["run_dir"]) / "summary.json").read_text())
         wall = (trial.datetime_complete - trial.datetime_start).total_seconds()
-        rows.append({"trial": trial.number, "wall_seconds": wall,
-                     "train_seconds": s["train_seconds"], "eval_seconds": s["eval_seconds"],
-                     "overhead_seconds": wall - s["train_seconds"] - s["eval_seconds"]})
+        rows.append(
+            {
+                "trial": trial.number,
+                "wall_seconds": wall,
+                "train_seconds": s["train_seconds"],
+                "eval_seconds": s["eval_seconds"],
+                "overhead_seconds": wall - s["train_seconds"] - s["eval_seconds"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def arguments(argv) -> tuple[argparse.Namespace, list]:
     """(benchmark options, the experiment's flags: those after `--`)."""
     cut = argv.index("--") if "--" in argv else len(argv)
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("experiment", help="an experiment file, e.g. experiments/oc_24ep.py")
     ap.add_argument("--seeds", type=int, default=3, help="timed runs, seeds 0..N-1 (0: none)")
     ap.add_argument("--no_pipeline", action="store_true", help="skip the data-pipeline figures")
-    ap.add_argument("--flops", action="store_true",
-                    help="print the recipe's training PFLOPs and stop (no data, no device)")
-    ap.add_argument("--against", choices=["airbench94"], default=None,
-                    help="race airbench94 (pip install --no-deps airbench==0.1.8) on the same "
-                         "data and GPU, --seeds times each, interleaved: both accuracies, wall "
-                         "and timer seconds, and the time ratios (see race_airbench94)")
-    ap.add_argument("--trials", type=int, default=0,
-                    help="run a study of N trials and report each trial's wall, train, "
-                         "evaluation and overhead seconds")
+    ap.add_argument(
+        "--flops",
+        action="store_true",
+        help="print the recipe's training PFLOPs and stop (no data, no device)",
+    )
+    ap.add_argument(
+        "--against",
+        choices=["airbench94"],
+        default=None,
+        help="race airbench94 (pip install --no-deps airbench==0.1.8) on the same "
+        "data and GPU, --seeds times each, interleaved: both accuracies, wall "
+        "and timer seconds, and the time ratios (see race_airbench94)",
+    )
+    ap.add_argument(
+        "--trials",
+        type=int,
+        default=0,
+        help="run a study of N trials and report each trial's wall, train, "
+        "evaluation and overhead seconds",
+    )
     ap.add_argument("--out", default=None, help="folder for the CSV files and run folders")
-    return ap.parse_args(argv[:cut]), argv[cut + 1:]
+    return ap.parse_args(argv[:cut]), argv[cut + 1 :]
 
 
 def print_flops(name: str, cfg: Config) -> None:
     f = flops(cfg)
-    print(f"{name}: {f['train_gflop_per_image']:.3f} GFLOP per training image x "
-          f"{f['train_images']:,} images = {f['train_pflop']:.3f} PFLOP training + "
-          f"{f['eval_gflop_per_image']:.3f} GFLOP x {f['eval_images']:,} evaluated images "
-          f"(tta={cfg.tta}) = {f['eval_pflop']:.4f} PFLOP; total {f['total_pflop']:.3f} PFLOP")
+    print(
+        f"{name}: {f['train_gflop_per_image']:.3f} GFLOP per training image x "
+        f"{f['train_images']:,} images = {f['train_pflop']:.3f} PFLOP training + "
+        f"{f['eval_gflop_per_image']:.3f} GFLOP x {f['eval_images']:,} evaluated images "
+        f"(tta={cfg.tta}) = {f['eval_pflop']:.4f} PFLOP; total {f['total_pflop']:.3f} PFLOP"
+    )
 
 
 def pipeline(cfg: Config, device: torch.device, env: dict, out: Path) -> None:
     cifar = load_cifar10(cfg.data_dir, download=cfg.download)
     workers = cfg.workers if cfg.workers is not None else os.cpu_count()
-    rows = [{"what": "albumentations transform, 1 core",
-             "images_per_s": per_image_rate(cfg, cifar.train_images)}]
+    rows = [
+        {
+            "what": "albumentations transform, 1 core",
+            "images_per_s": per_image_rate(cfg, cifar.train_images),
+        }
+    ]
     for backend in ("albumentations", "gpu"):
         rate = pipeline_throughput(cfg.replace(backend=backend), cifar, device)
         where = f"{workers} workers" if backend == "albumentations" else str(device)
@@ -287,23 +357,44 @@ def timed_seeds(cfg: Config, seeds: int, name: str, env: dict, out: Path) -> pd.
     """One uncounted one-epoch warm-up run (cudnn autotuning, allocator and compile caches),
     then one run per seed."""
     runs_dir = str(out / "runs")
-    run(cfg.replace(epochs=1, seed=10_000, runs_dir=runs_dir, wandb_mode="disabled",
-                    progress=False, save_model=False, pct_start=min(cfg.pct_start, 0.25)))
-    table = pd.DataFrame([
-        {"experiment": name, "backend": cfg.backend, "seed": s["seed"],
-         "test_acc": s["final_test_acc"], "train_seconds": s["train_seconds"],
-         "eval_seconds": s["eval_seconds"], "compile_seconds": s["compile_seconds"],
-         "epoch_seconds": s["train_seconds"] / s["epochs_done"],
-         "train_images_per_s": s["train_images"] * s["epochs_done"] / s["train_seconds"], **env}
-        for s in run_each(cfg.replace(runs_dir=runs_dir), range(seeds))])
+    run(
+        cfg.replace(
+            epochs=1,
+            seed=10_000,
+            runs_dir=runs_dir,
+            wandb_mode="disabled",
+            progress=False,
+            save_model=False,
+            pct_start=min(cfg.pct_start, 0.25),
+        )
+    )
+    table = pd.DataFrame(
+        [
+            {
+                "experiment": name,
+                "backend": cfg.backend,
+                "seed": s["seed"],
+                "test_acc": s["final_test_acc"],
+                "train_seconds": s["train_seconds"],
+                "eval_seconds": s["eval_seconds"],
+                "compile_seconds": s["compile_seconds"],
+                "epoch_seconds": s["train_seconds"] / s["epochs_done"],
+                "train_images_per_s": s["train_images"] * s["epochs_done"] / s["train_seconds"],
+                **env,
+            }
+            for s in run_each(cfg.replace(runs_dir=runs_dir), range(seeds))
+        ]
+    )
     table["timed_seconds"] = table["train_seconds"] + table["eval_seconds"]
     table.to_csv(out / "seeds.csv", index=False)
     cols = ["seed", "test_acc", "train_seconds", "epoch_seconds", "train_images_per_s"]
     print(table[cols].to_string(index=False, float_format="%.4f"))
-    print(f"{name} ({cfg.backend}) on {env['gpu'] if env['gpu'] != 'none' else 'cpu'}: "
-          f"test accuracy {fmt(*spread(table['test_acc']), 100)} % (n={len(table)}), "
-          f"train seconds {fmt(*spread(table['train_seconds']))}, "
-          f"{table['train_images_per_s'].mean():,.0f} train images/s")
+    print(
+        f"{name} ({cfg.backend}) on {env['gpu'] if env['gpu'] != 'none' else 'cpu'}: "
+        f"test accuracy {fmt(*spread(table['test_acc']), 100)} % (n={len(table)}), "
+        f"train seconds {fmt(*spread(table['train_seconds']))}, "
+        f"{table['train_images_per_s'].mean():,.0f} train images/s"
+    )
     return table
 
 
@@ -333,10 +424,12 @@ def main(argv=None) -> None:
         overheads = trial_overheads(cfg, args.trials, out)
         overheads.to_csv(out / "trials.csv", index=False)
         print(overheads.to_string(index=False, float_format="%.2f"))
-        print(f"per trial: wall {fmt(*spread(overheads['wall_seconds']))} s, train "
-              f"{fmt(*spread(overheads['train_seconds']))} s, evaluation "
-              f"{fmt(*spread(overheads['eval_seconds']))} s, overhead (wall minus train and "
-              f"evaluation) {fmt(*spread(overheads['overhead_seconds']))} s")
+        print(
+            f"per trial: wall {fmt(*spread(overheads['wall_seconds']))} s, train "
+            f"{fmt(*spread(overheads['train_seconds']))} s, evaluation "
+            f"{fmt(*spread(overheads['eval_seconds']))} s, overhead (wall minus train and "
+            f"evaluation) {fmt(*spread(overheads['overhead_seconds']))} s"
+        )
     print(f"CSV in {out}")
 
 

@@ -9,6 +9,7 @@ checkpoint in place, never a truncated one.
 A resumed run continues with the config it was started with (config.json in its folder): what it
 computes cannot change half-way. Only the fields of RESUME_FREE, which say how it runs, may.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,6 +31,7 @@ RESUME_FREE = ("progress", "workers", "device")
 @dataclass
 class Progress:
     """A run's bookkeeping so far: what a checkpoint restores besides the tensors."""
+
     epoch: int = 0  # epochs completed
     steps_done: int = 0
     metrics: list[dict] = field(default_factory=list)  # one row per completed epoch
@@ -41,11 +43,17 @@ class Progress:
 
 def state(setup, progress: Progress) -> dict:
     """Everything needed to continue `setup`'s run exactly after `progress.epoch` epochs."""
-    return {"format": FORMAT, "progress": dataclasses.asdict(progress),
-            "model": setup.model.state_dict(), "optimizer": setup.optimizer.state_dict(),
-            "scheduler": setup.scheduler.state_dict(),
-            **{part: getattr(setup, part).state_dict() if getattr(setup, part) is not None else None
-               for part in ("ema", "lookahead", "scaler")}}
+    return {
+        "format": FORMAT,
+        "progress": dataclasses.asdict(progress),
+        "model": setup.model.state_dict(),
+        "optimizer": setup.optimizer.state_dict(),
+        "scheduler": setup.scheduler.state_dict(),
+        **{
+            part: getattr(setup, part).state_dict() if getattr(setup, part) is not None else None
+            for part in ("ema", "lookahead", "scaler")
+        },
+    }
 
 
 def restore(setup, saved: dict) -> Progress:
@@ -69,8 +77,11 @@ def save(run_dir: Path, checkpoint: dict) -> bool:
         return True
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        warnings.warn(f"checkpoint not written ({e}); the previous one in {run_dir} is kept and "
-                      f"training goes on", stacklevel=2)
+        warnings.warn(
+            f"checkpoint not written ({e}); the previous one in {run_dir} is kept and "
+            f"training goes on",
+            stacklevel=2,
+        )
         return False
 
 
@@ -80,14 +91,18 @@ def load(run_dir: Path) -> dict:
     saved_config(run_dir)  # a run folder at all?
     path = run_dir / NAME
     if not path.is_file():
-        raise ValueError(f"resume: {run_dir} has no {NAME}: the run stopped before its first "
-                         f"epoch ended (or ran with --no_checkpoint), so there is nothing to "
-                         f"continue; start it again")
+        raise ValueError(
+            f"resume: {run_dir} has no {NAME}: the run stopped before its first "
+            f"epoch ended (or ran with --no_checkpoint), so there is nothing to "
+            f"continue; start it again"
+        )
     try:
         saved = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # truncated (EOFError, RuntimeError), not a torch file (UnpicklingError)
-        raise ValueError(f"resume: {path} cannot be read ({type(e).__name__}: {e}); it may be "
-                         f"truncated or damaged") from None
+        raise ValueError(
+            f"resume: {path} cannot be read ({type(e).__name__}: {e}); it may be "
+            f"truncated or damaged"
+        ) from None
     if not isinstance(saved, dict) or saved.get("format") != FORMAT:
         raise ValueError(f"resume: {path} is not a checkpoint this version of resnetf writes")
     return saved
@@ -103,8 +118,9 @@ def saved_config(run_dir: Path) -> Config:
         raise ValueError(f"resume: {run_dir} is not a resnetf run folder (no config.json)")
     saved = json.loads(path.read_text())
     names = {f.name for f in dataclasses.fields(Config)}
-    return Config(**{k: tuple(v) if isinstance(v, list) else v
-                     for k, v in saved.items() if k in names})
+    return Config(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in names}
+    )
 
 
 def resume_config(command_line: Config, defaults: Config) -> Config:
@@ -120,12 +136,14 @@ def resume_config(command_line: Config, defaults: Config) -> Config:
             raise ConfigError(
                 f"resume: --{f.name}={given} differs from the run's {was!r}; a resumed run "
                 f"keeps the config it was started with (only --{', --'.join(RESUME_FREE)} "
-                f"may change)")
-    return saved.replace(resume=command_line.resume,
-                         **{k: getattr(command_line, k) for k in RESUME_FREE})
+                f"may change)"
+            )
+    return saved.replace(
+        resume=command_line.resume, **{k: getattr(command_line, k) for k in RESUME_FREE}
+    )
 
 
-# --- the trained model, outside any run ------------------------------------------------------------
+# --- the trained model, outside any run -----------------------------------------------------------
 
 MODEL_NAME = "model.pt"
 MODEL_FORMAT = "resnetf-model-1"
@@ -143,8 +161,12 @@ def model_state(saved: dict) -> dict:
 def model_file(state_dict: dict, config: dict, classes) -> dict:
     """What model.pt holds: the weights and what rebuilds the net around them (its config and
     class names), so that the file alone is a usable model (resnetf.load)."""
-    return {"format": MODEL_FORMAT, "state_dict": state_dict, "config": config,
-            "classes": list(classes)}
+    return {
+        "format": MODEL_FORMAT,
+        "state_dict": state_dict,
+        "config": config,
+        "classes": list(classes),
+    }
 
 
 def read_model_file(path: Path) -> dict:
@@ -152,8 +174,12 @@ def read_model_file(path: Path) -> dict:
     try:
         saved = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
-        raise ValueError(f"{path} cannot be read as a torch file ({type(e).__name__}: {e})") from None
+        raise ValueError(
+            f"{path} cannot be read as a torch file ({type(e).__name__}: {e})"
+        ) from None
     if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
-        raise ValueError(f"{path} is not a resnetf model file (no {MODEL_FORMAT!r} format mark; "
-                         f"a bare state_dict, a checkpoint or another program's file?)")
+        raise ValueError(
+            f"{path} is not a resnetf model file (no {MODEL_FORMAT!r} format mark; "
+            f"a bare state_dict, a checkpoint or another program's file?)"
+        )
     return saved

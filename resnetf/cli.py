@@ -1,8 +1,9 @@
 """The entry point every experiment file calls: parse the command line over its config, run."""
+
 from __future__ import annotations
 
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from .checkpoint import resume_config
 from .config import Config, parse
@@ -14,20 +15,24 @@ def dispatch(cfg: Config):
     """One mode per command: a debug mode, LR range test, study, several seeds, or one run."""
     if cfg.debug:
         from .debug import run_debug
+
         return run_debug(cfg)
     if cfg.lr_range_test:
         from .lr_range import run_lr_range_test
+
         return run_lr_range_test(cfg)
     if cfg.tune:
         from .tune import tune
+
         return tune(cfg)
     if cfg.seeds > 1:
         from .repeat import run_seeds
+
         return run_seeds(cfg)
     return run(cfg)
 
 
-def finished_summary(run_dir) -> Optional[dict]:
+def finished_summary(run_dir) -> dict | None:
     """The summary of a run folder whose run finished, else None."""
     import json
     from pathlib import Path
@@ -46,12 +51,14 @@ def as_sweep_run(cfg: Config, args: Sequence[str]) -> Config:
     if not under_sweep_agent() or any(a.split("=")[0] == "--use_test" for a in args):
         return cfg
     val_size = cfg.val_size or 5000
-    print(f"W&B sweep run: validation split of {val_size} images, no test evaluation "
-          f"(--use_test to evaluate on test too)")
+    print(
+        f"W&B sweep run: validation split of {val_size} images, no test evaluation "
+        f"(--use_test to evaluate on test too)"
+    )
     return cfg.replace(use_test=False, val_size=val_size)
 
 
-def main(defaults: Config, args: Optional[Sequence[str]] = None, description: str = ""):
+def main(defaults: Config, args: Sequence[str] | None = None, description: str = ""):
     args = sys.argv[1:] if args is None else list(args)
     cfg = as_sweep_run(parse(defaults, args, description), args)
     try:
@@ -59,13 +66,17 @@ def main(defaults: Config, args: Optional[Sequence[str]] = None, description: st
             cfg = resume_config(cfg, defaults)
             finished = finished_summary(cfg.resume)
             if finished is not None:
-                print(f"{cfg.resume} already finished ({finished.get('epochs_done')} epochs, "
-                      f"final test accuracy {finished.get('final_test_acc')}): nothing to "
-                      f"resume, nothing changed")
+                print(
+                    f"{cfg.resume} already finished ({finished.get('epochs_done')} epochs, "
+                    f"final test accuracy {finished.get('final_test_acc')}): nothing to "
+                    f"resume, nothing changed"
+                )
                 return finished
             if cfg.name != defaults.name:
-                print(f"resuming {cfg.resume}, a run of {cfg.name} (not {defaults.name}): it goes "
-                      f"on with its own config")
+                print(
+                    f"resuming {cfg.resume}, a run of {cfg.name} (not {defaults.name}): it goes "
+                    f"on with its own config"
+                )
         return dispatch(cfg)
     except RunStopped as e:
         print(f"stopped: {e}", file=sys.stderr)
@@ -88,20 +99,26 @@ COMMANDS = {
 }
 
 
-def command(argv: Optional[Sequence[str]] = None):
+def command(argv: Sequence[str] | None = None):
     """`resnetf SUBCOMMAND ...` (also `python -m resnetf ...`): train, compare, bench, predict."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print("usage: resnetf {" + ",".join(COMMANDS) + "} ...\n\n" + "\n".join(
-            f"  {name:<8} {text}" for name, text in COMMANDS.items()),
-              file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
+        print(
+            "usage: resnetf {"
+            + ",".join(COMMANDS)
+            + "} ...\n\n"
+            + "\n".join(f"  {name:<8} {text}" for name, text in COMMANDS.items()),
+            file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout,
+        )
         raise SystemExit(0 if argv and argv[0] in ("-h", "--help") else 2)
     name, rest = argv[0], argv[1:]
     if name == "train":
         if not rest or rest[0].startswith("-"):
-            raise SystemExit("usage: resnetf train EXPERIMENT_FILE [--flags] (e.g. "
-                             "experiments/oc_24ep.py)")
+            raise SystemExit(
+                "usage: resnetf train EXPERIMENT_FILE [--flags] (e.g. experiments/oc_24ep.py)"
+            )
         from .config import load_experiment
+
         try:
             defaults = load_experiment(rest[0])
         except (FileNotFoundError, AttributeError) as e:

@@ -10,6 +10,7 @@ printed and written as CSV. The figure shows the runs' LR, training-loss and acc
 Folders that are not training runs (seed aggregates, LR range tests, anything without a
 config.json) are left out, and stderr says how many and why.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,22 @@ import pandas as pd
 from .plots import plot_curves, read_curves
 
 # recorded per run but never a difference worth a column (shown elsewhere or pure noise)
-_NOISE = {"runs_dir", "progress", "seeds", "seed_list", "name", "job_type", "trial", "git_commit",
-          "git_dirty", "wandb_group", "config_hash", "command", "host", "data_fingerprint"}
+_NOISE = {
+    "runs_dir",
+    "progress",
+    "seeds",
+    "seed_list",
+    "name",
+    "job_type",
+    "trial",
+    "git_commit",
+    "git_dirty",
+    "wandb_group",
+    "config_hash",
+    "command",
+    "host",
+    "data_fingerprint",
+}
 TRAINING = {"train", "trial", "retrain_best"}  # job types that train a model
 
 
@@ -48,8 +63,11 @@ def find_runs(patterns: list[str]) -> tuple[list[Path], Counter]:
             if not path.is_dir():
                 skipped["not a folder"] += 1
                 continue
-            below = [c.parent for c in sorted(path.rglob("config.json"))
-                     if "wandb" not in c.relative_to(path).parts]
+            below = [
+                c.parent
+                for c in sorted(path.rglob("config.json"))
+                if "wandb" not in c.relative_to(path).parts
+            ]
             for folder in [path] if (path / "config.json").is_file() else below:
                 ok, why = _kind(folder)
                 if ok:
@@ -66,9 +84,12 @@ def find_runs(patterns: list[str]) -> tuple[list[Path], Counter]:
 def load(run: Path) -> dict:
     summary = run / "summary.json"
     steps, metrics = read_curves(run)
-    return {"config": json.loads((run / "config.json").read_text()),
-            "summary": json.loads(summary.read_text()) if summary.is_file() else {},
-            "metrics": metrics, "steps": steps}
+    return {
+        "config": json.loads((run / "config.json").read_text()),
+        "summary": json.loads(summary.read_text()) if summary.is_file() else {},
+        "metrics": metrics,
+        "steps": steps,
+    }
 
 
 def differing_fields(configs: list[dict]) -> list[str]:
@@ -85,30 +106,50 @@ def compare_table(runs: list[Path]) -> pd.DataFrame:
         # a run with no summary yet is still going, or was killed before it could write one
         status = s.get("status", "running or killed")
         commit = (c.get("git_commit") or "")[:10] + ("+dirty" if c.get("git_dirty") else "")
-        rows.append({"run": run.name, "job_type": c.get("job_type", "train"), "status": status,
-                     "config_hash": c.get("config_hash"), **{f: c.get(f) for f in fields},
-                     "final_val_acc": s.get("final_val_acc"), "best_val_acc": s.get("best_val_acc"),
-                     "final_test_acc": s.get("final_test_acc"),
-                     "best_test_acc": s.get("best_test_acc"),
-                     "train_seconds": s.get("train_seconds"), "commit": commit or None})
+        rows.append(
+            {
+                "run": run.name,
+                "job_type": c.get("job_type", "train"),
+                "status": status,
+                "config_hash": c.get("config_hash"),
+                **{f: c.get(f) for f in fields},
+                "final_val_acc": s.get("final_val_acc"),
+                "best_val_acc": s.get("best_val_acc"),
+                "final_test_acc": s.get("final_test_acc"),
+                "best_test_acc": s.get("best_test_acc"),
+                "train_seconds": s.get("train_seconds"),
+                "commit": commit or None,
+            }
+        )
     table = pd.DataFrame(rows)
     # accuracy columns of a split no run has (validation, say) and an unknown commit say nothing
-    optional = ["final_val_acc", "best_val_acc", "final_test_acc", "best_test_acc", "commit",
-                "config_hash"]
+    optional = [
+        "final_val_acc",
+        "best_val_acc",
+        "final_test_acc",
+        "best_test_acc",
+        "commit",
+        "config_hash",
+    ]
     return table.drop(columns=[c for c in optional if table[c].isna().all()])
 
 
 def main(argv=None) -> pd.DataFrame:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("runs", nargs="+", help="run folders, glob patterns, or a folder of runs")
-    ap.add_argument("--out", default=None, help="path stem for the CSV and PNG "
-                                                "(default runs/compare_<time>)")
+    ap.add_argument(
+        "--out", default=None, help="path stem for the CSV and PNG (default runs/compare_<time>)"
+    )
     args = ap.parse_args(argv)
     runs, skipped = find_runs(args.runs)
     if skipped:
-        print(f"skipped {sum(skipped.values())} folders: "
-              + ", ".join(f"{n} ({why})" for why, n in skipped.items()), file=sys.stderr)
+        print(
+            f"skipped {sum(skipped.values())} folders: "
+            + ", ".join(f"{n} ({why})" for why, n in skipped.items()),
+            file=sys.stderr,
+        )
     out = Path(args.out or f"runs/compare_{time.strftime('%Y%m%d-%H%M%S')}")
     out.parent.mkdir(parents=True, exist_ok=True)
     table = compare_table(runs)

@@ -4,6 +4,7 @@ An experiment file builds a `Config` with the values it changes; `parse()` lets 
 override any field (`--max_lr=0.3` or `--max_lr 0.3`), and `validate()` rejects bad values and
 combinations before any data is read. `--help` shows the fields in the groups of `GROUPS`.
 """
+
 from __future__ import annotations
 
 import ast
@@ -11,9 +12,11 @@ import dataclasses
 import inspect
 import math
 import sys
+import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Optional, Sequence
+from typing import Literal
 
 
 class ConfigError(ValueError):
@@ -31,7 +34,7 @@ class Config:
     """Run the experiment N times (seeds seed..seed+N-1) and report mean +- std."""
     lr_range_test: bool = False
     """Instead of training, run an LR range test: print a suggested max_lr, save the curve."""
-    resume: Optional[str] = None
+    resume: str | None = None
     """A run folder to continue from its last checkpoint, with the config it was started with
     (only --progress, --workers and --device may differ)."""
     checkpoint: bool = True
@@ -40,7 +43,7 @@ class Config:
     """Save the final weights as model.pt in the run folder."""
     progress: bool = True
     """Show a progress bar while an epoch runs."""
-    debug: Optional[Literal["fast", "overfit", "profile"]] = None
+    debug: Literal["fast", "overfit", "profile"] | None = None
     """A quick check instead of a run: fast (a few steps at a constant LR, one evaluation batch,
     analysis and files; W&B off, under runs/debug/), overfit (one batch without augmentation
     until it is learnt, or exit 1), profile (a few steps under torch.profiler: a trace and the
@@ -54,7 +57,7 @@ class Config:
     val_size: int = 0
     """Images held out of the training set (stratified, seeded) as a validation split; 0: none
     (when tuning, 0 means 10% of the training images, at most 5000)."""
-    workers: Optional[int] = None
+    workers: int | None = None
     """DataLoader worker processes; None: one per CPU core, 0: load in the main process."""
     backend: Literal["albumentations", "gpu"] = "albumentations"
     """albumentations: per-image crop/flip in loader workers; gpu: data held on the device and
@@ -158,9 +161,9 @@ class Config:
     sweep: str = "sweeps/lr.yaml"
     """The experiment's W&B sweep file: its `parameters` are the search space of --tune and of
     `wandb sweep` alike (relative paths: from the working directory, else from the repo)."""
-    study: Optional[str] = None
+    study: str | None = None
     """Optuna study name; None: the experiment's name."""
-    storage: Optional[str] = None
+    storage: str | None = None
     """Optuna storage: a journal file (PATH.log or journal:PATH; the processes of one machine
     share it, no server) or a database URL (postgresql://user:pw@host/db across machines,
     sqlite:///path.db); None: a SQLite file runs/tune/<study>.db. Workers pointed at one
@@ -178,13 +181,13 @@ class Config:
     report test accuracy."""
 
     # --- tracking ----------------------------------------------------------------------------
-    wandb_mode: Optional[Literal["online", "offline", "disabled"]] = None
+    wandb_mode: Literal["online", "offline", "disabled"] | None = None
     """W&B mode; None: online when logged in to W&B, else offline (sync later with `wandb sync`)."""
     wandb_project: str = "resnetf"
     """W&B project."""
-    wandb_entity: Optional[str] = None
+    wandb_entity: str | None = None
     """W&B entity (user or team); None: your default."""
-    wandb_group: Optional[str] = None
+    wandb_group: str | None = None
     """W&B group; None: the experiment's name (a study groups its trials under its own name)."""
     runs_dir: str = "runs"
     """Where run folders (config, metrics, summary, model, W&B files) are written."""
@@ -207,12 +210,14 @@ class Config:
     compile: bool = False
     """torch.compile the model; compile time is reported apart from training time."""
 
-    def validate(self) -> "Config":
+    def validate(self) -> Config:
         """Raise ConfigError naming the first field with a bad value; return self."""
         for name, choices in _choice_fields().items():
             if getattr(self, name) not in choices:
-                raise ConfigError(f"{name}: must be one of {', '.join(map(str, choices))} "
-                                  f"(got {getattr(self, name)!r})")
+                raise ConfigError(
+                    f"{name}: must be one of {', '.join(map(str, choices))} "
+                    f"(got {getattr(self, name)!r})"
+                )
         for field, ok, rule in self._range_checks():
             value = getattr(self, field)
             # NaN compares false everywhere, so `ok` is already False for it
@@ -250,37 +255,69 @@ class Config:
             ("heartbeat", self.heartbeat >= 1, "must be >= 1 second"),
             ("eval_every", self.eval_every >= 0, "must be >= 0"),
             ("workers", self.workers is None or self.workers >= 0, "must be >= 0"),
-            ("device", self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
-             "must be auto, cpu, cuda or cuda:N"),
+            (
+                "device",
+                self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+                "must be auto, cpu, cuda or cuda:N",
+            ),
         ]
 
     def _combination_checks(self):
         """(field, bad, why): settings that are each fine alone but mean nothing together."""
         return [
-            ("softmax_head", self.softmax_head and self.model != "resnetf",
-             f"only the resnetf model has one (model={self.model})"),
-            ("nesterov", self.nesterov and self.momentum == 0 and not self.cycle_momentum,
-             "needs momentum > 0 (got momentum=0)"),
-            ("decoupled", self.decoupled and self.cycle_momentum,
-             "the decoupled form is defined for a fixed momentum (turn cycle_momentum off)"),
-            ("alternating_flip", self.alternating_flip and (self.backend != "gpu" or not self.flip),
-             "needs --backend=gpu and --flip (each image's flip is kept on the device)"),
-            ("seeds", self.tune > 0 and self.seeds > 1,
-             "--tune runs a study; it cannot be repeated over seeds (use one of them)"),
-            ("lr_range_test", self.lr_range_test and (self.tune > 0 or self.seeds > 1),
-             "the LR range test trains nothing; it cannot be combined with --tune or --seeds"),
-            ("debug", self.debug is not None and (self.tune > 0 or self.seeds > 1
-                                                 or self.lr_range_test or self.resume is not None),
-             "a debug mode is a quick check of one run: not with --tune, --seeds, "
-             "--lr_range_test or --resume"),
-            ("retrain_best", self.retrain_best and self.tune == 0,
-             "retrains the best trial of a study: it needs --tune N"),
-            ("eval_every", self.tune > 0 and self.pruner != "none" and self.eval_every == 0,
-             "the pruner needs per-epoch validation accuracy: use eval_every >= 1 or "
-             "--pruner=none when tuning"),
+            (
+                "softmax_head",
+                self.softmax_head and self.model != "resnetf",
+                f"only the resnetf model has one (model={self.model})",
+            ),
+            (
+                "nesterov",
+                self.nesterov and self.momentum == 0 and not self.cycle_momentum,
+                "needs momentum > 0 (got momentum=0)",
+            ),
+            (
+                "decoupled",
+                self.decoupled and self.cycle_momentum,
+                "the decoupled form is defined for a fixed momentum (turn cycle_momentum off)",
+            ),
+            (
+                "alternating_flip",
+                self.alternating_flip and (self.backend != "gpu" or not self.flip),
+                "needs --backend=gpu and --flip (each image's flip is kept on the device)",
+            ),
+            (
+                "seeds",
+                self.tune > 0 and self.seeds > 1,
+                "--tune runs a study; it cannot be repeated over seeds (use one of them)",
+            ),
+            (
+                "lr_range_test",
+                self.lr_range_test and (self.tune > 0 or self.seeds > 1),
+                "the LR range test trains nothing; it cannot be combined with --tune or --seeds",
+            ),
+            (
+                "debug",
+                self.debug is not None
+                and (
+                    self.tune > 0 or self.seeds > 1 or self.lr_range_test or self.resume is not None
+                ),
+                "a debug mode is a quick check of one run: not with --tune, --seeds, "
+                "--lr_range_test or --resume",
+            ),
+            (
+                "retrain_best",
+                self.retrain_best and self.tune == 0,
+                "retrains the best trial of a study: it needs --tune N",
+            ),
+            (
+                "eval_every",
+                self.tune > 0 and self.pruner != "none" and self.eval_every == 0,
+                "the pruner needs per-epoch validation accuracy: use eval_every >= 1 or "
+                "--pruner=none when tuning",
+            ),
         ]
 
-    def replace(self, **changes) -> "Config":
+    def replace(self, **changes) -> Config:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
@@ -290,41 +327,120 @@ class Config:
 # --- the groups of --help ----------------------------------------------------------------------
 # Only --help is grouped: the flags and the Config's attributes keep their flat names.
 GROUPS = {
-    "run": ("what the command does, and how the run is kept",
-            ["name", "seed", "seeds", "lr_range_test", "resume", "checkpoint", "save_model",
-             "progress", "debug"]),
-    "data": ("CIFAR-10, the validation split and the loader",
-             ["data_dir", "download", "val_size", "workers", "backend"]),
-    "augmentation": ("training-set augmentation: crop and flip per image (albumentations backend) "
-                     "or batch-wise (gpu backend); cutout and normalize batch-wise on the device",
-                     ["pad", "pad_mode", "flip", "alternating_flip", "cutout", "normalize"]),
+    "run": (
+        "what the command does, and how the run is kept",
+        [
+            "name",
+            "seed",
+            "seeds",
+            "lr_range_test",
+            "resume",
+            "checkpoint",
+            "save_model",
+            "progress",
+            "debug",
+        ],
+    ),
+    "data": (
+        "CIFAR-10, the validation split and the loader",
+        ["data_dir", "download", "val_size", "workers", "backend"],
+    ),
+    "augmentation": (
+        "training-set augmentation: crop and flip per image (albumentations backend) "
+        "or batch-wise (gpu backend); cutout and normalize batch-wise on the device",
+        ["pad", "pad_mode", "flip", "alternating_flip", "cutout", "normalize"],
+    ),
     "model": ("the network", ["model", "width", "dropout", "softmax_head", "stem_bias_epochs"]),
-    "optimisation": ("SGD, the loss and weight averaging",
-                     ["epochs", "batch_size", "momentum", "nesterov", "weight_decay",
-                      "decoupled", "bn_bias_lr", "label_smoothing", "ema", "lookahead",
-                      "lookahead_every"]),
-    "schedule": ("One Cycle LR (torch's OneCycleLR, stepped every batch)",
-                 ["max_lr", "pct_start", "div_factor", "final_div_factor", "anneal_strategy",
-                  "three_phase", "cycle_momentum"]),
-    "evaluation": ("what is measured, on which split, and the analysis after training",
-                   ["tta", "eval_every", "use_test", "analysis", "gradcam_images"]),
-    "tuning": ("Optuna: --tune N trials on the validation split",
-               ["tune", "sweep", "study", "storage", "pruner", "trial_analysis", "heartbeat",
-                "retrain_best"]),
-    "tracking": ("Weights & Biases and the run folders",
-                 ["wandb_mode", "wandb_project", "wandb_entity", "wandb_group", "runs_dir"]),
-    "hardware": ("device, precision and speed",
-                 ["device", "amp", "amp_dtype", "channels_last", "deterministic", "compile"]),
+    "optimisation": (
+        "SGD, the loss and weight averaging",
+        [
+            "epochs",
+            "batch_size",
+            "momentum",
+            "nesterov",
+            "weight_decay",
+            "decoupled",
+            "bn_bias_lr",
+            "label_smoothing",
+            "ema",
+            "lookahead",
+            "lookahead_every",
+        ],
+    ),
+    "schedule": (
+        "One Cycle LR (torch's OneCycleLR, stepped every batch)",
+        [
+            "max_lr",
+            "pct_start",
+            "div_factor",
+            "final_div_factor",
+            "anneal_strategy",
+            "three_phase",
+            "cycle_momentum",
+        ],
+    ),
+    "evaluation": (
+        "what is measured, on which split, and the analysis after training",
+        ["tta", "eval_every", "use_test", "analysis", "gradcam_images"],
+    ),
+    "tuning": (
+        "Optuna: --tune N trials on the validation split",
+        [
+            "tune",
+            "sweep",
+            "study",
+            "storage",
+            "pruner",
+            "trial_analysis",
+            "heartbeat",
+            "retrain_best",
+        ],
+    ),
+    "tracking": (
+        "Weights & Biases and the run folders",
+        ["wandb_mode", "wandb_project", "wandb_entity", "wandb_group", "runs_dir"],
+    ),
+    "hardware": (
+        "device, precision and speed",
+        ["device", "amp", "amp_dtype", "channels_last", "deterministic", "compile"],
+    ),
 }
 
 
 # fields that say where or how a run is kept, watched or repeated, not what it computes: left out
 # of the config hash, so that the seeds of one config share a W&B group
-NOT_RESULT = {"name", "seed", "seeds", "lr_range_test", "resume", "checkpoint", "save_model",
-              "progress", "debug", "data_dir", "download", "workers", "analysis", "gradcam_images",
-              "tune", "sweep", "study", "storage", "pruner", "trial_analysis", "heartbeat",
-              "retrain_best", "wandb_mode", "wandb_project", "wandb_entity", "wandb_group",
-              "runs_dir", "device", "deterministic", "compile"}
+NOT_RESULT = {
+    "name",
+    "seed",
+    "seeds",
+    "lr_range_test",
+    "resume",
+    "checkpoint",
+    "save_model",
+    "progress",
+    "debug",
+    "data_dir",
+    "download",
+    "workers",
+    "analysis",
+    "gradcam_images",
+    "tune",
+    "sweep",
+    "study",
+    "storage",
+    "pruner",
+    "trial_analysis",
+    "heartbeat",
+    "retrain_best",
+    "wandb_mode",
+    "wandb_project",
+    "wandb_entity",
+    "wandb_group",
+    "runs_dir",
+    "device",
+    "deterministic",
+    "compile",
+}
 
 
 def config_hash(cfg: Config) -> str:
@@ -334,8 +450,9 @@ def config_hash(cfg: Config) -> str:
     import json
 
     fields = {k: v for k, v in cfg.to_dict().items() if k not in NOT_RESULT}
-    return hashlib.blake2b(json.dumps(fields, sort_keys=True, default=str).encode(),
-                           digest_size=4).hexdigest()
+    return hashlib.blake2b(
+        json.dumps(fields, sort_keys=True, default=str).encode(), digest_size=4
+    ).hexdigest()
 
 
 def _hints() -> dict:
@@ -346,7 +463,8 @@ def _choice_fields() -> dict:
     """Field -> allowed values, for every field typed Literal[...] or Optional[Literal[...]]."""
     choices = {}
     for name, hint in _hints().items():
-        args = typing.get_args(hint) if typing.get_origin(hint) is typing.Union else (hint,)
+        union = typing.get_origin(hint) in (typing.Union, types.UnionType)  # Optional[X], X | None
+        args = typing.get_args(hint) if union else (hint,)
         literals = [a for a in args if typing.get_origin(a) is Literal]
         if literals:
             choices[name] = (*typing.get_args(literals[0]), *([None] if type(None) in args else []))
@@ -358,8 +476,11 @@ def field_docs() -> dict:
     tree = ast.parse(inspect.getsource(Config))
     body, docs = tree.body[0].body, {}
     for node, after in zip(body, body[1:]):
-        if (isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr)
-                and isinstance(after.value, ast.Constant)):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+        ):
             docs[node.target.id] = inspect.cleandoc(after.value.value).replace("\n", " ")
     return docs
 
@@ -375,12 +496,25 @@ def _cli_class(defaults: Config):
     assert not missing and len(grouped) == len(set(grouped)), f"GROUPS out of date: {missing}"
     outer = []
     for group, (description, fields) in GROUPS.items():
-        cls = dataclasses.make_dataclass(group, [
-            (f, typing.Annotated[hints[f], tyro.conf.arg(help=docs.get(f, ""))],
-             dataclasses.field(default=values[f])) for f in fields])
+        cls = dataclasses.make_dataclass(
+            group,
+            [
+                (
+                    f,
+                    typing.Annotated[hints[f], tyro.conf.arg(help=docs.get(f, ""))],
+                    dataclasses.field(default=values[f]),
+                )
+                for f in fields
+            ],
+        )
         cls.__doc__ = description
-        outer.append((group, typing.Annotated[cls, tyro.conf.OmitArgPrefixes],
-                      dataclasses.field(default_factory=cls)))
+        outer.append(
+            (
+                group,
+                typing.Annotated[cls, tyro.conf.OmitArgPrefixes],
+                dataclasses.field(default_factory=cls),
+            )
+        )
     return dataclasses.make_dataclass("Config", outer)
 
 
@@ -393,7 +527,7 @@ def agent_style(args: Sequence[str]) -> list[str]:
         key = name.replace("-", "_")
         if sep and hints.get(key) is bool and value.lower() in ("true", "false"):
             arg = f"--{key}" if value.lower() == "true" else f"--no_{key}"
-        elif sep and hints.get(key) in (int, Optional[int]) and _integral(value):
+        elif sep and hints.get(key) in (int, int | None) and _integral(value):
             arg = f"--{name}={int(float(value))}"
         out.append(arg)
     return out
@@ -406,14 +540,15 @@ def _integral(text: str) -> bool:
         return False
 
 
-def parse(defaults: Config, args: Optional[Sequence[str]] = None, description: str = "") -> Config:
+def parse(defaults: Config, args: Sequence[str] | None = None, description: str = "") -> Config:
     """Command line -> validated Config. Any field can be overridden as --field=value or
     --field value; a bad value exits with status 2 and a message naming the field."""
     import tyro  # imported here: the package must import without the CLI stack
 
     args = agent_style(sys.argv[1:] if args is None else args)
-    nested = tyro.cli(_cli_class(defaults), args=args, description=description or None,
-                      use_underscores=True)
+    nested = tyro.cli(
+        _cli_class(defaults), args=args, description=description or None, use_underscores=True
+    )
     cfg = Config(**{k: v for group in GROUPS for k, v in vars(getattr(nested, group)).items()})
     try:
         return cfg.validate()

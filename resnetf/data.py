@@ -6,6 +6,7 @@ Images stay uint8 NHWC in memory; the albumentations backend augments them per i
 loader's workers (`CifarDataset`, `make_loader`), the gpu backend batch-wise on the device
 (`DeviceLoader`).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -48,8 +49,7 @@ class Cifar10:
         key = (name, str(device))
         if key not in self._cache:
             array = torch.from_numpy(getattr(self, name)).to(device)
-            self._cache[key] = (array.permute(0, 3, 1, 2).contiguous() if array.ndim == 4
-                                    else array)
+            self._cache[key] = array.permute(0, 3, 1, 2).contiguous() if array.ndim == 4 else array
         return self._cache[key]
 
     def fingerprint(self) -> str:
@@ -81,8 +81,10 @@ def load_cifar10(root: str | os.PathLike, download: bool = True) -> Cifar10:
 
 
 def _where_to_put(folder: Path) -> str:
-    return (f"Put the python version of CIFAR-10 ({ARCHIVE_URL}, extracted: data_batch_1..5, "
-            f"test_batch, batches.meta) in {folder}/, or pass --data_dir pointing at its parent.")
+    return (
+        f"Put the python version of CIFAR-10 ({ARCHIVE_URL}, extracted: data_batch_1..5, "
+        f"test_batch, batches.meta) in {folder}/, or pass --data_dir pointing at its parent."
+    )
 
 
 def _download(root: Path) -> None:
@@ -95,8 +97,9 @@ def _download(root: Path) -> None:
     except Exception as e:  # URLError, socket errors, HTTP errors: all mean the same to the user
         for folder in made:  # deepest first: a failed download leaves no empty data folder
             shutil.rmtree(folder, ignore_errors=True)
-        raise DataError(f"could not download CIFAR-10 ({type(e).__name__}: {e}). "
-                        f"{_where_to_put(root / FOLDER)}") from e
+        raise DataError(
+            f"could not download CIFAR-10 ({type(e).__name__}: {e}). {_where_to_put(root / FOLDER)}"
+        ) from e
 
 
 def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -108,11 +111,15 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         data = np.asarray(batch["data"], dtype=np.uint8)
         labels = np.asarray(batch["labels"], dtype=np.int64)
     except Exception as e:  # truncated (EOFError), not a pickle, a pickle of something else
-        raise DataError(f"{path} is not a CIFAR-10 batch file ({type(e).__name__}: {e}); "
-                        f"it may be truncated or foreign: replace it") from e
+        raise DataError(
+            f"{path} is not a CIFAR-10 batch file ({type(e).__name__}: {e}); "
+            f"it may be truncated or foreign: replace it"
+        ) from e
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
-        raise DataError(f"{path}: expected data of shape (N, 3072) and N labels, "
-                        f"got {data.shape} and {len(labels)}")
+        raise DataError(
+            f"{path}: expected data of shape (N, 3072) and N labels, "
+            f"got {data.shape} and {len(labels)}"
+        )
     if len(labels) and (labels.min() < 0 or labels.max() > 9):
         raise DataError(f"{path}: labels outside 0..9")
     # rows are CHW-flattened; the rest of the package (and albumentations) wants HWC
@@ -171,14 +178,17 @@ class CifarDataset(Dataset):
         return image if self.transform is None else self.transform(image=image)["image"]
 
     def __getitem__(self, i):
-        return torch.from_numpy(np.ascontiguousarray(self._image(i))).permute(2, 0, 1), int(self.labels[i])
+        return torch.from_numpy(np.ascontiguousarray(self._image(i))).permute(2, 0, 1), int(
+            self.labels[i]
+        )
 
     def __getitems__(self, indices):
         # The batch's augmentations are seeded by (seed, epoch, first index): whichever worker
         # builds it, a batch comes out the same, so resuming at an epoch repeats it exactly.
         if self.transform is not None:
             self.transform.set_random_seed(
-                epoch_seed(self.seed, int(self.epoch[0]), int(indices[0])) % 2**32)
+                epoch_seed(self.seed, int(self.epoch[0]), int(indices[0])) % 2**32
+            )
         # DataLoader fetches a whole batch through here: filling one array and converting it
         # once beats a tensor per image plus a collate (measured: 27k vs 17k images/s, 2 cores)
         batch = np.empty((len(indices), 32, 32, 3), np.uint8)
@@ -191,14 +201,23 @@ def _collated(batch):
     return batch  # __getitems__ already returns the batch as (images, labels)
 
 
-def make_loader(dataset: CifarDataset, batch_size: int, train: bool, workers: int | None,
-                seed: int = 0, pin_memory: bool = False) -> DataLoader:
+def make_loader(
+    dataset: CifarDataset,
+    batch_size: int,
+    train: bool,
+    workers: int | None,
+    seed: int = 0,
+    pin_memory: bool = False,
+) -> DataLoader:
     if workers is None:
         workers = os.cpu_count() or 1
     # The shuffle has a generator of its own: the loader's is also drawn from when an iterator
     # starts (worker seeds), which with persistent workers happens once, not every epoch.
-    sampler = (torch.utils.data.RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
-               if train else None)
+    sampler = (
+        torch.utils.data.RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
+        if train
+        else None
+    )
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -231,11 +250,22 @@ class DeviceLoader:
     BatchAugment, because it follows each image across epochs and only the loader knows which
     image is which."""
 
-    def __init__(self, images, labels, batch_size: int, train: bool, device: torch.device,
-                 seed: int = 0, alternating_flip: bool = False):
+    def __init__(
+        self,
+        images,
+        labels,
+        batch_size: int,
+        train: bool,
+        device: torch.device,
+        seed: int = 0,
+        alternating_flip: bool = False,
+    ):
         # numpy arrays are HWC as loaded; tensors come NCHW from Cifar10.to_device
-        self.images = (torch.from_numpy(images).to(device).permute(0, 3, 1, 2).contiguous()
-                       if isinstance(images, np.ndarray) else images.to(device))
+        self.images = (
+            torch.from_numpy(images).to(device).permute(0, 3, 1, 2).contiguous()
+            if isinstance(images, np.ndarray)
+            else images.to(device)
+        )
         self.labels = torch.as_tensor(labels).to(device)
         self.batch_size, self.train, self.dataset = batch_size, train, None
         self.generator = torch.Generator(device=device).manual_seed(seed) if train else None
@@ -253,10 +283,13 @@ class DeviceLoader:
 
     def __iter__(self):
         n = len(self.labels)
-        order = (torch.randperm(n, device=self.labels.device, generator=self.generator)
-                 if self.train else torch.arange(n, device=self.labels.device))
+        order = (
+            torch.randperm(n, device=self.labels.device, generator=self.generator)
+            if self.train
+            else torch.arange(n, device=self.labels.device)
+        )
         for i in range(len(self)):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
             x = self.images[idx]
             if self.flipped is not None:
                 flip = self.flipped[idx] ^ (self.epoch % 2 == 1)

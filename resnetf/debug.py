@@ -10,6 +10,7 @@
 Each builds the experiment's own net, data path, optimizer and precision (train.build), so what
 it says holds for the real run; none of them is a measurement of accuracy.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,7 +38,7 @@ class Limited:
         self.batch_size = loader.batch_size
         self.labels = getattr(loader, "labels", None)
         if self.labels is not None and not getattr(loader, "train", True):
-            self.labels = self.labels[:self.batches * self.batch_size]
+            self.labels = self.labels[: self.batches * self.batch_size]
 
     def __len__(self) -> int:
         return self.batches
@@ -58,8 +59,14 @@ def constant_lr(setup: Setup) -> None:
 
 
 def debug_config(cfg: Config) -> Config:
-    return cfg.replace(wandb_mode="disabled", runs_dir=str(Path(cfg.runs_dir) / "debug"),
-                       checkpoint=False, seeds=1, tune=0, gradcam_images=min(cfg.gradcam_images, 2))
+    return cfg.replace(
+        wandb_mode="disabled",
+        runs_dir=str(Path(cfg.runs_dir) / "debug"),
+        checkpoint=False,
+        seeds=1,
+        tune=0,
+        gradcam_images=min(cfg.gradcam_images, 2),
+    )
 
 
 def fast(cfg: Config) -> dict:
@@ -73,18 +80,30 @@ def fast(cfg: Config) -> dict:
         setup.test_loader = setup.test_loader and Limited(setup.test_loader, 1)
         constant_lr(setup)
 
-    summary = run(debug_config(cfg), Context(job_type="debug", on_build=shrink,
-                                             folder_prefix=f"{cfg.name}_fast"))
-    print(f"debug fast: build, {FAST_STEPS} training steps, evaluation, analysis and files ran "
-          f"in {time.perf_counter() - t0:.1f} s; {summary['run_dir']}")
+    summary = run(
+        debug_config(cfg),
+        Context(job_type="debug", on_build=shrink, folder_prefix=f"{cfg.name}_fast"),
+    )
+    print(
+        f"debug fast: build, {FAST_STEPS} training steps, evaluation, analysis and files ran "
+        f"in {time.perf_counter() - t0:.1f} s; {summary['run_dir']}"
+    )
     return summary
 
 
 def overfit(cfg: Config, steps: int = OVERFIT_STEPS) -> dict:
     """One batch, as the net sees test images (no augmentation), trained on until it is all
     right: a net or a loss that cannot do that has a bug, whatever the data."""
-    cfg = debug_config(cfg).replace(pad=0, flip=False, alternating_flip=False, cutout=0,
-                                    label_smoothing=0.0, dropout=0.0, lookahead=0.0, ema=0.0)
+    cfg = debug_config(cfg).replace(
+        pad=0,
+        flip=False,
+        alternating_flip=False,
+        cutout=0,
+        label_smoothing=0.0,
+        dropout=0.0,
+        lookahead=0.0,
+        ema=0.0,
+    )
     setup = build(cfg)
     constant_lr(setup)
     x, y = next(iter(setup.train_loader))
@@ -101,12 +120,17 @@ def overfit(cfg: Config, steps: int = OVERFIT_STEPS) -> dict:
         if not math.isfinite(loss.item()):
             break
         if accuracy == 1.0:
-            print(f"debug overfit: 100% training accuracy on one batch of {len(y)} images after "
-                  f"{step} steps (loss {loss.item():.4f})")
+            print(
+                f"debug overfit: 100% training accuracy on one batch of {len(y)} images after "
+                f"{step} steps (loss {loss.item():.4f})"
+            )
             return {"steps": step, "loss": loss.item(), "accuracy": accuracy}
-    raise SystemExit(f"debug overfit: {accuracy:.1%} training accuracy on one batch of {len(y)} "
-                     f"images after {step} steps (loss {loss.item():.4g}): the net, the loss or the "
-                     f"optimizer cannot fit even that; check them (or the LR: {setup.optimizer.param_groups[0]['lr']:.3g})")
+    lr = setup.optimizer.param_groups[0]["lr"]
+    raise SystemExit(
+        f"debug overfit: {accuracy:.1%} training accuracy on one batch of {len(y)} "
+        f"images after {step} steps (loss {loss.item():.4g}): the net, the loss or the "
+        f"optimizer cannot fit even that; check them (or the LR: {lr:.3g})"
+    )
 
 
 def profile(cfg: Config, steps: int = PROFILE_STEPS) -> dict:
@@ -119,8 +143,9 @@ def profile(cfg: Config, steps: int = PROFILE_STEPS) -> dict:
     setup.train_loader = Limited(setup.train_loader, steps)
     constant_lr(setup)
     run_dir = new_run_dir(cfg.runs_dir, f"{cfg.name}_profile", cfg.seed)
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA]
-                                           if setup.device.type == "cuda" else [])
+    activities = [ProfilerActivity.CPU] + (
+        [ProfilerActivity.CUDA] if setup.device.type == "cuda" else []
+    )
     trace, tables = run_dir / "trace.json", []
     key = "self_cuda_time_total" if setup.device.type == "cuda" else "self_cpu_time_total"
 
@@ -129,16 +154,21 @@ def profile(cfg: Config, steps: int = PROFILE_STEPS) -> dict:
         tables.append(prof.key_averages().table(sort_by=key, row_limit=15))
 
     begin_epoch(setup, 0)
-    with torch.profiler.profile(activities=activities, on_trace_ready=ready,
-                                schedule=schedule(wait=0, warmup=2, active=steps - 2)) as prof:
+    with torch.profiler.profile(
+        activities=activities,
+        on_trace_ready=ready,
+        schedule=schedule(wait=0, warmup=2, active=steps - 2),
+    ) as prof:
         setup.on_step = prof.step
         train_epoch(setup, 0)
         sync(setup.device)
     table = tables[0]
     (run_dir / "top_ops.txt").write_text(table + "\n")
     print(table)
-    print(f"debug profile: {steps - 2} steps after 2 of warm-up on {setup.device}; trace (open "
-          f"in chrome://tracing or Perfetto, or TensorBoard's profiler): {trace}")
+    print(
+        f"debug profile: {steps - 2} steps after 2 of warm-up on {setup.device}; trace (open "
+        f"in chrome://tracing or Perfetto, or TensorBoard's profiler): {trace}"
+    )
     return {"trace": str(trace), "run_dir": str(run_dir)}
 
 

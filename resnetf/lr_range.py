@@ -9,6 +9,7 @@ the 64x BatchNorm-bias ratio was lost during the sweep; the loop below is the fe
 
     python experiments/lr_range_test.py [--data_dir=...]   or   any experiment --lr_range_test
 """
+
 from __future__ import annotations
 
 import copy
@@ -35,24 +36,36 @@ class _Prepared:
 
     def __iter__(self):
         for x, y in self.loader:
-            yield (self.prep(x.to(self.prep.device, non_blocking=True)),
-                   y.to(self.prep.device, non_blocking=True))
+            yield (
+                self.prep(x.to(self.prep.device, non_blocking=True)),
+                y.to(self.prep.device, non_blocking=True),
+            )
 
 
 def suggest_max_lr(lrs, losses, skip_end: int = 5) -> float:
     """A tenth of the LR at which the smoothed loss bottoms out (fastai's "minimum / 10"): the
     minimum itself sits at the edge of divergence, and the steepest-slope point of a noisy
     curve jumps around from run to run."""
-    losses = losses[:len(losses) - skip_end] if len(losses) > skip_end + 2 else losses
+    losses = losses[: len(losses) - skip_end] if len(losses) > skip_end + 2 else losses
     if len(losses) < 3:
         raise ValueError("lr range test: too few steps before divergence to suggest a max_lr")
     return float(lrs[int(torch.tensor(losses).argmin())]) / 10
 
 
-def lr_range_test(model: nn.Module, optimizer, criterion, batches, device=None,
-                  start_lr: float = 1e-4, end_lr: float = 10.0, num_iter: int = 200,
-                  smooth: float = 0.05, diverge: float = 5.0, loss_scale: float = 1.0,
-                  autocast=None) -> tuple[list, list, float]:
+def lr_range_test(
+    model: nn.Module,
+    optimizer,
+    criterion,
+    batches,
+    device=None,
+    start_lr: float = 1e-4,
+    end_lr: float = 10.0,
+    num_iter: int = 200,
+    smooth: float = 0.05,
+    diverge: float = 5.0,
+    loss_scale: float = 1.0,
+    autocast=None,
+) -> tuple[list, list, float]:
     """Sweep the first parameter group's lr from start_lr to end_lr exponentially over num_iter
     batches of `batches` (re-iterated as needed), every other group at its ratio to the first;
     stop once the smoothed loss passes `diverge` x its best. `loss_scale`: the optimizer takes
@@ -102,22 +115,42 @@ def run_lr_range_test(cfg: Config, num_iter: int = 200) -> dict:
     # an optimizer of the run's kind, without the run's One Cycle schedule attached to it
     optimizer = make_optimizer(setup.model, cfg, setup.precision.loss_scale)
     sgd_lrs, losses, _ = lr_range_test(
-        setup.model, optimizer, setup.criterion, _Prepared(setup.train_loader, setup.train_prep),
-        num_iter=num_iter, loss_scale=setup.precision.loss_scale, autocast=setup.autocast)
+        setup.model,
+        optimizer,
+        setup.criterion,
+        _Prepared(setup.train_loader, setup.train_prep),
+        num_iter=num_iter,
+        loss_scale=setup.precision.loss_scale,
+        autocast=setup.autocast,
+    )
     lrs = [max_lr_units(cfg, lr) for lr in sgd_lrs]
     suggestion = suggest_max_lr(lrs, losses)
-    units = ("per 1024 examples of a summed loss, as --decoupled takes it" if cfg.decoupled
-             else "SGD's lr")
+    units = (
+        "per 1024 examples of a summed loss, as --decoupled takes it"
+        if cfg.decoupled
+        else "SGD's lr"
+    )
     run_dir = new_run_dir(cfg.runs_dir, f"{cfg.name}_lr_range", cfg.seed)
     png = save_plot(lrs, losses, suggestion, run_dir / "lr_range.png", f"max_lr ({units})")
-    (run_dir / "lr_range.json").write_text(json.dumps(
-        {"max_lr": lrs, "sgd_lr": sgd_lrs, "loss": losses, "suggested_max_lr": suggestion,
-         "units": units}, indent=2))
+    (run_dir / "lr_range.json").write_text(
+        json.dumps(
+            {
+                "max_lr": lrs,
+                "sgd_lr": sgd_lrs,
+                "loss": losses,
+                "suggested_max_lr": suggestion,
+                "units": units,
+            },
+            indent=2,
+        )
+    )
     tracker = Tracker(cfg.replace(name=f"{cfg.name}_lr_range"), run_dir, job_type="lr_range_test")
     tracker.log_image("lr_range", png, caption=f"suggested max_lr {suggestion:.3g}")
     tracker.close({"suggested_max_lr": suggestion, "steps": len(lrs)})
-    print(f"LR range test over {len(lrs)} steps: suggested max_lr {suggestion:.4g} ({units}; "
-          f"curve: {png})")
+    print(
+        f"LR range test over {len(lrs)} steps: suggested max_lr {suggestion:.4g} ({units}; "
+        f"curve: {png})"
+    )
     return {"suggested_max_lr": suggestion, "plot": str(png), "run_dir": str(run_dir)}
 
 

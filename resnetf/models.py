@@ -6,9 +6,8 @@ layer3 (+residual) -> global max pool -> linear, at 64-128-256-512 channels time
 WhitenedConvNet is the airbench94 plan (Keller Jordan, arXiv 2404.00498): a frozen 2x2 whitening
 stem, three conv groups at 64-256-256, about a third of ResNet-9's FLOPs per image.
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import torch
 from torch import nn
@@ -33,7 +32,7 @@ class Net(nn.Module):
         return [p for p in self.parameters() if not p.requires_grad]
 
     @property
-    def cam_layer(self) -> Optional[nn.Module]:
+    def cam_layer(self) -> nn.Module | None:
         """Where Grad-CAM looks: by default the last convolution; None: no Grad-CAM."""
         convs = [m for m in self.modules() if isinstance(m, nn.Conv2d)]
         return convs[-1] if convs else None
@@ -45,16 +44,23 @@ def _ch(c: int, width: float) -> int:
 
 def _conv_relu_bn(cin: int, cout: int, pool: bool = False) -> nn.Sequential:
     # ResnetF's published order: conv (with bias) -> [maxpool] -> ReLU -> BatchNorm
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, 1, 1), *([nn.MaxPool2d(2, 2)] if pool else []),
-                         nn.ReLU(), nn.BatchNorm2d(cout))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, 1, 1),
+        *([nn.MaxPool2d(2, 2)] if pool else []),
+        nn.ReLU(),
+        nn.BatchNorm2d(cout),
+    )
 
 
 def _conv_bn_relu(cin: int, cout: int, pool: bool = False) -> nn.Sequential:
     # ResNet9's order: BatchNorm right after the conv (so the conv needs no bias), pooling
     # before normalising
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, 1, 1, bias=False),
-                         *([nn.MaxPool2d(2)] if pool else []),
-                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, 1, 1, bias=False),
+        *([nn.MaxPool2d(2)] if pool else []),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
 
 
 class _Backbone(Net):
@@ -88,8 +94,9 @@ class ResnetF(_Backbone):
     published head, whose probabilities the course project fed to CrossEntropyLoss; the default
     returns logits."""
 
-    def __init__(self, num_classes: int = 10, width: float = 1.0, dropout: float = 0.1,
-                 softmax: bool = False):
+    def __init__(
+        self, num_classes: int = 10, width: float = 1.0, dropout: float = 0.1, softmax: bool = False
+    ):
         super().__init__(_conv_relu_bn, width, dropout)
         self.pool = nn.MaxPool2d(4, 2)
         self.fc = nn.Linear(self.channels, num_classes)
@@ -104,8 +111,13 @@ class ResNet9(_Backbone):
     """Page's DAWNBench ResNet-9: conv-BN-ReLU, bias-free convs, logits scaled by 1/8 so that
     the softmax starts soft and the large LR of the One Cycle peak stays stable."""
 
-    def __init__(self, num_classes: int = 10, width: float = 1.0, dropout: float = 0.0,
-                 logit_scale: float = 0.125):
+    def __init__(
+        self,
+        num_classes: int = 10,
+        width: float = 1.0,
+        dropout: float = 0.0,
+        logit_scale: float = 0.125,
+    ):
         super().__init__(_conv_bn_relu, width, dropout)
         self.fc = nn.Linear(self.channels, num_classes, bias=False)
         self.logit_scale = logit_scale
@@ -115,6 +127,7 @@ class ResNet9(_Backbone):
 
 
 # --- the whitened conv net ----------------------------------------------------------------------
+
 
 class _BatchNorm(nn.BatchNorm2d):
     """BatchNorm whose scale is fixed at 1 (only the bias trains), running statistics that follow
@@ -132,12 +145,19 @@ class _Conv(nn.Conv2d):
     def __init__(self, cin: int, cout: int):
         super().__init__(cin, cout, 3, padding=1, bias=False)
         with torch.no_grad():
-            nn.init.dirac_(self.weight[:min(cin, cout)])
+            nn.init.dirac_(self.weight[: min(cin, cout)])
 
 
 def _group(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(_Conv(cin, cout), nn.MaxPool2d(2), _BatchNorm(cout), nn.GELU(),
-                         _Conv(cout, cout), _BatchNorm(cout), nn.GELU())
+    return nn.Sequential(
+        _Conv(cin, cout),
+        nn.MaxPool2d(2),
+        _BatchNorm(cout),
+        nn.GELU(),
+        _Conv(cout, cout),
+        _BatchNorm(cout),
+        nn.GELU(),
+    )
 
 
 class WhitenedConvNet(Net):
@@ -147,16 +167,24 @@ class WhitenedConvNet(Net):
 
     init_images = 5000  # airbench94 whitens from the first 5000 training images
 
-    def __init__(self, num_classes: int = 10, width: float = 1.0, dropout: float = 0.0,
-                 logit_scale: float = 1 / 9, eps: float = 5e-4, stem_bias_epochs: int = 3):
+    def __init__(
+        self,
+        num_classes: int = 10,
+        width: float = 1.0,
+        dropout: float = 0.0,
+        logit_scale: float = 1 / 9,
+        eps: float = 5e-4,
+        stem_bias_epochs: int = 3,
+    ):
         super().__init__()
         self.stem_bias_epochs = stem_bias_epochs
         widths = [_ch(c, width) for c in (64, 256, 256)]
         self.stem = nn.Conv2d(3, 24, 2, padding=0, bias=True)
         self.stem.weight.requires_grad_(False)
         nn.init.zeros_(self.stem.bias)  # airbench94's start: the whitened patches as they are
-        self.groups = nn.Sequential(*[_group(cin, cout) for cin, cout in
-                                      zip([24] + widths[:-1], widths)])
+        self.groups = nn.Sequential(
+            *[_group(cin, cout) for cin, cout in zip([24] + widths[:-1], widths)]
+        )
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(widths[-1], num_classes, bias=False)
         self.logit_scale, self.eps = logit_scale, eps
@@ -170,7 +198,9 @@ class WhitenedConvNet(Net):
         patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, 12).double()
         cov = torch.cov(patches.T)
         eigenvalues, eigenvectors = torch.linalg.eigh(cov)
-        filters = (eigenvectors.T / torch.sqrt(eigenvalues + self.eps)[:, None]).reshape(12, 3, 2, 2)
+        filters = (eigenvectors.T / torch.sqrt(eigenvalues + self.eps)[:, None]).reshape(
+            12, 3, 2, 2
+        )
         self.stem.weight.copy_(torch.cat([filters, -filters]).to(self.stem.weight))
 
     def set_epoch(self, epoch: int) -> None:
@@ -200,8 +230,9 @@ def build(cfg) -> nn.Module:
     if cfg.model == "resnetf":
         return ResnetF(width=cfg.width, dropout=cfg.dropout, softmax=cfg.softmax_head)
     if cfg.model == "whitened_convnet":
-        return WhitenedConvNet(width=cfg.width, dropout=cfg.dropout,
-                               stem_bias_epochs=cfg.stem_bias_epochs)
+        return WhitenedConvNet(
+            width=cfg.width, dropout=cfg.dropout, stem_bias_epochs=cfg.stem_bias_epochs
+        )
     return NETS[cfg.model](width=cfg.width, dropout=cfg.dropout)
 
 
@@ -216,7 +247,7 @@ def logits(model: nn.Module, inputs: torch.Tensor, tta: str = "none") -> torch.T
         return mirrored
     h, w = inputs.shape[-2:]
     padded = nn.functional.pad(inputs, (1, 1, 1, 1), mode="reflect")
-    shifted = [padded[:, :, :h, :w], padded[:, :, 2:h + 2, 2:w + 2]]
+    shifted = [padded[:, :, :h, :w], padded[:, :, 2 : h + 2, 2 : w + 2]]
     translated = sum(logits(model, x, "flip") for x in shifted) / 2
     return (mirrored + translated) / 2
 
@@ -228,8 +259,11 @@ def summary(model: nn.Module, device=None) -> str:
     was_training = model.training
     weight = next(model.parameters())  # a half-precision net takes fp16 images
     image = torch.zeros(1, 3, 32, 32, dtype=weight.dtype, device=device or weight.device)
-    text = str(torchinfo.summary(model, input_data=image, verbose=0,
-                                 col_names=("output_size", "num_params")))
+    text = str(
+        torchinfo.summary(
+            model, input_data=image, verbose=0, col_names=("output_size", "num_params")
+        )
+    )
     model.train(was_training)
     return text
 

@@ -4,12 +4,13 @@ the One Cycle schedule and its checks, the numeric precision, and lookahead weig
 `train`, `tune`, `bench` and `lr_range` all take these from here, so a run, a study's range
 check, a benchmark's compute count and an LR range test agree on every number.
 """
+
 from __future__ import annotations
 
 import math
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -48,21 +49,33 @@ def make_optimizer(model: nn.Module, cfg: Config, loss_scale: float = 1.0) -> to
     groups: everything else, then BatchNorm biases at bn_bias_lr times the lr. Each group's
     weight_decay is set so that its decay step at the peak lr is the same. A loss multiplied by
     `loss_scale` (half precision sums the batch's losses) gets lr / loss_scale: the same steps."""
-    bn_biases = {id(m.bias) for m in model.modules()
-                 if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.bias is not None}
+    bn_biases = {
+        id(m.bias)
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.bias is not None
+    }
     frozen = {id(p) for p in frozen_parameters(model)}
     # a parameter that trains in some epochs only is in: SGD skips one without a gradient
     trained = [p for p in model.parameters() if id(p) not in frozen]
     lr, decay_step = sgd_hyperparameters(cfg)
     lr = lr / loss_scale
     groups = []
-    for params, group_lr in (([p for p in trained if id(p) not in bn_biases], lr),
-                             ([p for p in trained if id(p) in bn_biases], lr * cfg.bn_bias_lr)):
+    for params, group_lr in (
+        ([p for p in trained if id(p) not in bn_biases], lr),
+        ([p for p in trained if id(p) in bn_biases], lr * cfg.bn_bias_lr),
+    ):
         if params:  # OneCycleLR sets each group's lr from its max_lr before the first step
-            groups.append({"params": params, "lr": group_lr, "max_lr": group_lr,
-                           "weight_decay": decay_step / group_lr})
-    return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                           foreach=True)
+            groups.append(
+                {
+                    "params": params,
+                    "lr": group_lr,
+                    "max_lr": group_lr,
+                    "weight_decay": decay_step / group_lr,
+                }
+            )
+    return torch.optim.SGD(
+        groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, foreach=True
+    )
 
 
 def frozen_parameters(model: nn.Module) -> list:
@@ -81,18 +94,26 @@ def check_schedule(cfg: Config, total_steps: int) -> None:
     p = cfg.pct_start * total_steps
     ends = [p - 1, 2 * p - 2, total_steps - 1] if cfg.three_phase else [p - 1, total_steps - 1]
     if any(b - a <= 0 for a, b in zip([0.0] + ends, ends)):
-        raise ConfigError(f"pct_start: {cfg.pct_start} of {total_steps} steps leaves a One Cycle "
-                          f"phase with no step; train longer or change pct_start")
+        raise ConfigError(
+            f"pct_start: {cfg.pct_start} of {total_steps} steps leaves a One Cycle "
+            f"phase with no step; train longer or change pct_start"
+        )
 
 
 def make_scheduler(optimizer, cfg: Config, steps_per_epoch: int):
     total = total_steps(cfg, steps_per_epoch)
     check_schedule(cfg, total)
     return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=[g["max_lr"] for g in optimizer.param_groups], total_steps=total,
-        pct_start=cfg.pct_start, anneal_strategy=cfg.anneal_strategy,
-        div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor,
-        three_phase=cfg.three_phase, cycle_momentum=cfg.cycle_momentum)
+        optimizer,
+        max_lr=[g["max_lr"] for g in optimizer.param_groups],
+        total_steps=total,
+        pct_start=cfg.pct_start,
+        anneal_strategy=cfg.anneal_strategy,
+        div_factor=cfg.div_factor,
+        final_div_factor=cfg.final_div_factor,
+        three_phase=cfg.three_phase,
+        cycle_momentum=cfg.cycle_momentum,
+    )
 
 
 # ===== precision =================================================================================
@@ -104,8 +125,9 @@ class Precision:
     half: the weights and activations themselves fp16, BatchNorm fp32, the batch's losses
     summed (`loss_scale` = batch size) so that small gradients stay representable without a
     GradScaler, as airbench94 runs."""
+
     autocast: Any = None
-    scaler: Optional[torch.amp.GradScaler] = None
+    scaler: torch.amp.GradScaler | None = None
     half: bool = False
     loss_scale: float = 1.0
 
@@ -139,7 +161,7 @@ def precision(cfg: Config, device: torch.device, batch_size: int) -> Precision:
     return Precision(torch.autocast(device.type, dtype=dtype), scaler)
 
 
-def amp_dtype(amp: bool, choice: str, device_type: str, capability=None) -> Optional[torch.dtype]:
+def amp_dtype(amp: bool, choice: str, device_type: str, capability=None) -> torch.dtype | None:
     """The autocast type. auto: bf16 from compute capability 8.0 (Ampere) on, where tensor cores
     run it natively, fp16 below (T4, V100), nothing on the CPU; bf16/fp16: as asked; half: no
     autocast (the weights are fp16 themselves)."""
@@ -170,11 +192,12 @@ class Lookahead:
 
     def __init__(self, model: nn.Module, total_steps: int, base: float = 0.95, every: int = 5):
         self.total_steps, self.base, self.every = total_steps, base, every
-        self.average = {k: v.detach().clone() for k, v in model.state_dict().items()
-                        if v.is_floating_point()}
+        self.average = {
+            k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()
+        }
 
     def decay(self, step: int) -> float:
-        return self.base ** self.every * (step / self.total_steps) ** 3
+        return self.base**self.every * (step / self.total_steps) ** 3
 
     @torch.no_grad()
     def step(self, model: nn.Module, step: int) -> None:

@@ -10,12 +10,12 @@ RGBA converted to RGB. The net sees them as its run saw test images: the run's n
 and, unless --tta says otherwise, its test-time augmentation. A file that cannot be read is one
 line naming it; the others are still predicted and the exit code says that some were skipped.
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -41,20 +41,28 @@ def load(source, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, C
     except ValueError as e:
         raise LoadError(str(e)) from None
     names = {f for f in Config.__dataclass_fields__}
-    cfg = Config(**{k: tuple(v) if isinstance(v, list) else v
-                    for k, v in saved["config"].items() if k in names})
+    cfg = Config(
+        **{
+            k: tuple(v) if isinstance(v, list) else v
+            for k, v in saved["config"].items()
+            if k in names
+        }
+    )
     net = models.build(cfg)
     state = saved["state_dict"]
     # a half-precision run saved fp16 weights: the net takes them in their own precision
     if any(v.dtype == torch.float16 for v in state.values()):
         from .optim import Precision
+
         Precision(half=True).prepare(net)
     try:
         net.load_state_dict(state)
     except RuntimeError as e:
         first = str(e).strip().splitlines()
-        raise LoadError(f"{path}: the weights do not fit the net its config builds "
-                        f"({cfg.model}, width {cfg.width}): {' '.join(first[:2])}") from None
+        raise LoadError(
+            f"{path}: the weights do not fit the net its config builds "
+            f"({cfg.model}, width {cfg.width}): {' '.join(first[:2])}"
+        ) from None
     net.classes = tuple(saved["classes"])
     return net.to(device).eval(), cfg
 
@@ -63,35 +71,45 @@ def _local(source) -> Path:
     path = Path(source)
     if path.is_dir():
         if not (path / checkpoint.MODEL_NAME).is_file():
-            raise LoadError(f"{path} has no {checkpoint.MODEL_NAME} (a run with --no_save_model, "
-                            f"or not a run folder)")
+            raise LoadError(
+                f"{path} has no {checkpoint.MODEL_NAME} (a run with --no_save_model, "
+                f"or not a run folder)"
+            )
         return path / checkpoint.MODEL_NAME
     if path.is_file():
         return path
     text = str(source)
     if text.count("/") == 2 and "model-" in text:  # ENTITY/PROJECT/model-ID[:alias]
         return _download(text)
-    raise LoadError(f"{source}: no such run folder or file, and not a W&B artifact reference "
-                    f"(ENTITY/PROJECT/model-RUNID:alias)")
+    raise LoadError(
+        f"{source}: no such run folder or file, and not a W&B artifact reference "
+        f"(ENTITY/PROJECT/model-RUNID:alias)"
+    )
 
 
 def _download(reference: str) -> Path:
     from .tracking import default_wandb_mode
 
     if default_wandb_mode() != "online":
-        raise LoadError(f"{reference}: fetching a W&B artifact needs W&B online and a login "
-                        f"(wandb login, or WANDB_API_KEY); offline, load the run folder instead")
+        raise LoadError(
+            f"{reference}: fetching a W&B artifact needs W&B online and a login "
+            f"(wandb login, or WANDB_API_KEY); offline, load the run folder instead"
+        )
     try:
         import wandb
 
-        artifact = wandb.Api().artifact(reference if ":" in reference else reference + ":latest",
-                                        type="model")
+        artifact = wandb.Api().artifact(
+            reference if ":" in reference else reference + ":latest", type="model"
+        )
         return Path(artifact.download()) / checkpoint.MODEL_NAME
     except Exception as e:
-        raise LoadError(f"{reference}: could not fetch the artifact ({type(e).__name__}: {e})") from None
+        raise LoadError(
+            f"{reference}: could not fetch the artifact ({type(e).__name__}: {e})"
+        ) from None
 
 
-# --- images in, classes out ------------------------------------------------------------------------
+# --- images in, classes out -----------------------------------------------------------------------
+
 
 def image_paths(items) -> list[Path]:
     paths = []
@@ -120,14 +138,18 @@ def read_images(paths) -> tuple[np.ndarray, list[Path], list[str]]:
         except Exception as e:
             problems.append(f"skipped {path}: {type(e).__name__}: {e}")
     if resized:
-        print(f"{resized} of {len(read)} images were not 32x32: resized to 32x32 (bilinear), as "
-              f"CIFAR-10's images are", file=sys.stderr)
+        print(
+            f"{resized} of {len(read)} images were not 32x32: resized to 32x32 (bilinear), as "
+            f"CIFAR-10's images are",
+            file=sys.stderr,
+        )
     return np.stack(images) if images else np.zeros((0, 32, 32, 3), np.uint8), read, problems
 
 
 @torch.no_grad()
-def probabilities(net, cfg: Config, images: np.ndarray, tta: Optional[str] = None,
-                  batch_size: int = 500) -> torch.Tensor:
+def probabilities(
+    net, cfg: Config, images: np.ndarray, tta: str | None = None, batch_size: int = 500
+) -> torch.Tensor:
     """Class probabilities (N x classes) for uint8 HWC images, normalised as the run normalised
     its test images, under `tta` (default: the run's level)."""
     from .batch_augment import BatchAugment
@@ -138,7 +160,7 @@ def probabilities(net, cfg: Config, images: np.ndarray, tta: Optional[str] = Non
     prep = BatchAugment(cfg, device, train=False, dtype=dtype)
     out = []
     for i in range(0, len(images), batch_size):
-        x = torch.from_numpy(images[i:i + batch_size]).to(device).permute(0, 3, 1, 2)
+        x = torch.from_numpy(images[i : i + batch_size]).to(device).permute(0, 3, 1, 2)
         out.append(models.logits(net, prep(x), tta or cfg.tta).float().softmax(1).cpu())
     return torch.cat(out) if out else torch.zeros(0, len(net.classes))
 
@@ -154,7 +176,9 @@ def table(paths, probs: torch.Tensor, classes, topk: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def plot_gradcam(net, cfg: Config, images: np.ndarray, probs: torch.Tensor, paths, out: Path) -> Path:
+def plot_gradcam(
+    net, cfg: Config, images: np.ndarray, probs: torch.Tensor, paths, out: Path
+) -> Path:
     """Each image beside the Grad-CAM map of its predicted class, one row an image."""
     import copy
 
@@ -187,14 +211,19 @@ def plot_gradcam(net, cfg: Config, images: np.ndarray, probs: torch.Tensor, path
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("source", help="run folder, model.pt, or ENTITY/PROJECT/model-RUNID:alias")
     ap.add_argument("images", nargs="+", help="PNG/JPEG files or folders of them")
     ap.add_argument("--csv", default=None, help="write one row per image here")
     ap.add_argument("--topk", type=int, default=3, help="classes per image, most likely first")
-    ap.add_argument("--tta", choices=["none", "flip", "flip_translate"], default=None,
-                    help="test-time augmentation (default: the run's)")
+    ap.add_argument(
+        "--tta",
+        choices=["none", "flip", "flip_translate"],
+        default=None,
+        help="test-time augmentation (default: the run's)",
+    )
     ap.add_argument("--gradcam", default=None, help="PNG of each image's Grad-CAM map")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = ap.parse_args(argv)
@@ -209,7 +238,9 @@ def main(argv=None) -> int:
     probs = probabilities(net, cfg, images, args.tta)
     result = table(paths, probs, net.classes, args.topk)
     with pd.option_context("display.max_rows", 50, "display.width", 120):
-        print(result.to_string(index=False, float_format="%.3f") if len(result) else "no image read")
+        print(
+            result.to_string(index=False, float_format="%.3f") if len(result) else "no image read"
+        )
     if args.csv:
         result.to_csv(args.csv, index=False)
     if args.gradcam and len(images):

@@ -15,6 +15,7 @@ fixed, integer `min`/`max` -> int_uniform, else uniform. Any other distribution,
 is no Config field, is one ConfigError naming it. Adding a tuned field is one edit, here in the
 sweep file.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,8 +28,14 @@ import yaml
 from .config import Config, ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
-DISTRIBUTIONS = ("uniform", "log_uniform_values", "int_uniform", "q_uniform", "categorical",
-                 "constant")
+DISTRIBUTIONS = (
+    "uniform",
+    "log_uniform_values",
+    "int_uniform",
+    "q_uniform",
+    "categorical",
+    "constant",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,8 +59,7 @@ class Param:
             return trial.suggest_int(self.name, self.low, self.high)
         if d == "q_uniform":
             return trial.suggest_float(self.name, self.low, self.high, step=self.q)
-        return trial.suggest_float(self.name, self.low, self.high,
-                                   log=d == "log_uniform_values")
+        return trial.suggest_float(self.name, self.low, self.high, log=d == "log_uniform_values")
 
     def extremes(self) -> list:
         """The values that bound what this parameter can take: its range's ends or every value."""
@@ -61,9 +67,17 @@ class Param:
 
     def describe(self) -> dict:
         """A plain dict (a study records it, two workers compare it)."""
-        return {k: v for k, v in {"distribution": self.distribution, "min": self.low,
-                                  "max": self.high, "q": self.q,
-                                  "values": list(self.values) or None}.items() if v is not None}
+        return {
+            k: v
+            for k, v in {
+                "distribution": self.distribution,
+                "min": self.low,
+                "max": self.high,
+                "q": self.q,
+                "values": list(self.values) or None,
+            }.items()
+            if v is not None
+        }
 
 
 def sweep_path(name: str) -> Path:
@@ -79,7 +93,9 @@ def read_space(name: str) -> dict[str, Param]:
     try:
         sweep = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"sweep: cannot read the sweep file {path} ({type(e).__name__}: {e})")
+        raise ConfigError(
+            f"sweep: cannot read the sweep file {path} ({type(e).__name__}: {e})"
+        ) from None
     parameters = (sweep or {}).get("parameters") if isinstance(sweep, dict) else None
     if not parameters:
         raise ConfigError(f"sweep: {path} has no `parameters` block to search")
@@ -94,8 +110,10 @@ def parse_param(name: str, spec: dict, path: Path = Path("sweep")) -> Param:
         raise ConfigError(f"sweep: {path}: parameter {name!r} is not a mapping ({spec!r})")
     d = spec.get("distribution") or _inferred(spec)
     if d not in DISTRIBUTIONS:
-        raise ConfigError(f"sweep: {path}: parameter {name!r} has distribution {d!r}; --tune "
-                          f"knows {', '.join(DISTRIBUTIONS[:-1])} and a fixed value")
+        raise ConfigError(
+            f"sweep: {path}: parameter {name!r} has distribution {d!r}; --tune "
+            f"knows {', '.join(DISTRIBUTIONS[:-1])} and a fixed value"
+        )
     if d == "constant":
         return Param(name, d, values=(spec["value"],))
     if d == "categorical":
@@ -107,9 +125,11 @@ def parse_param(name: str, spec: dict, path: Path = Path("sweep")) -> Param:
     except KeyError as e:
         raise ConfigError(f"sweep: {path}: parameter {name!r} ({d}) needs {e.args[0]!r}") from None
     if not low < high or (d == "log_uniform_values" and low <= 0):
-        raise ConfigError(f"sweep: {path}: parameter {name!r} needs 0 < min < max for {d}"
-                          if d == "log_uniform_values" else
-                          f"sweep: {path}: parameter {name!r} needs min < max (got {low}, {high})")
+        raise ConfigError(
+            f"sweep: {path}: parameter {name!r} needs 0 < min < max for {d}"
+            if d == "log_uniform_values"
+            else f"sweep: {path}: parameter {name!r} needs min < max (got {low}, {high})"
+        )
     return Param(name, d, low, high, q=spec.get("q", 1) if d == "q_uniform" else None)
 
 

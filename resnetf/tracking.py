@@ -4,6 +4,7 @@ The training loop talks only to the Tracker. Every W&B call is guarded: if W&B c
 fails mid-run, the Tracker warns once, drops W&B and keeps writing the local files, so a run
 never dies, or loses its metrics, because of tracking.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,8 @@ import subprocess
 import sys
 import time
 import warnings
-from pathlib import Path
 from importlib import metadata
-from typing import Optional
+from pathlib import Path
 from urllib.parse import urlparse
 
 import pandas as pd
@@ -42,16 +42,17 @@ def default_wandb_mode() -> str:
         return "offline"
 
 
-def git_diff() -> Optional[str]:
+def git_diff() -> str | None:
     """The uncommitted changes to the package's tracked files (git diff HEAD), or None."""
     return _git("diff", "HEAD")
 
 
-def _git(*args) -> Optional[str]:
+def _git(*args) -> str | None:
     repo = Path(__file__).resolve().parents[1]
     try:
-        out = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
-                             timeout=10)
+        out = subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10
+        )
         return out.stdout.strip() if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):  # no git, or not a checkout
         return None
@@ -69,14 +70,24 @@ def provenance(device: torch.device) -> dict:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
-    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
-            else platform.processor() or platform.machine())
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine()
+    )
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
-    return {"command": shlex.join([sys.executable, *sys.argv]),
-            "git_commit": commit, "git_dirty": None if dirty is None else bool(dirty),
-            "python": platform.python_version(), **versions, "cuda": torch.version.cuda,
-            "cudnn": cudnn, "host": socket.gethostname(), "device": str(device),
-            "device_name": name}
+    return {
+        "command": shlex.join([sys.executable, *sys.argv]),
+        "git_commit": commit,
+        "git_dirty": None if dirty is None else bool(dirty),
+        "python": platform.python_version(),
+        **versions,
+        "cuda": torch.version.cuda,
+        "cudnn": cudnn,
+        "host": socket.gethostname(),
+        "device": str(device),
+        "device_name": name,
+    }
 
 
 def check_runs_dir(runs_dir: str | os.PathLike) -> None:
@@ -87,8 +98,11 @@ def check_runs_dir(runs_dir: str | os.PathLike) -> None:
     if existing is None or not existing.is_dir():
         raise ValueError(f"runs_dir: cannot create {runs_dir} ({existing} is not a folder)")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"runs_dir: {runs_dir} is not writable" if existing == path else
-                         f"runs_dir: cannot create {runs_dir} ({existing} is not writable)")
+        raise ValueError(
+            f"runs_dir: {runs_dir} is not writable"
+            if existing == path
+            else f"runs_dir: cannot create {runs_dir} ({existing} is not writable)"
+        )
 
 
 def new_run_dir(runs_dir: str | os.PathLike, name: str, seed: int) -> Path:
@@ -115,9 +129,16 @@ def group_of(cfg) -> str:
 
 
 class Tracker:
-    def __init__(self, cfg, run_dir: Path, extra_config: Optional[dict] = None,
-                 resumed=None, job_type: str = "train", tags: tuple = (),
-                 wandb_id: Optional[str] = None):
+    def __init__(
+        self,
+        cfg,
+        run_dir: Path,
+        extra_config: dict | None = None,
+        resumed=None,
+        job_type: str = "train",
+        tags: tuple = (),
+        wandb_id: str | None = None,
+    ):
         """`resumed`: the checkpoint.Progress to continue from; its metrics are kept, the steps
         it had not checkpointed are dropped from steps.csv, and the same W&B run is continued.
         `job_type` and `tags` say to W&B what the run is part of (a study's trial, say);
@@ -126,8 +147,12 @@ class Tracker:
         self.epochs: list[dict] = list(resumed.metrics) if resumed else []
         self.wandb_run = None
         self.group = group_of(cfg)
-        config = {**cfg.to_dict(), "job_type": job_type, "config_hash": config_hash(cfg),
-                  **(extra_config or {})}
+        config = {
+            **cfg.to_dict(),
+            "job_type": job_type,
+            "config_hash": config_hash(cfg),
+            **(extra_config or {}),
+        }
         self.config = config
         if resumed:
             steps = self.run_dir / "steps.csv"
@@ -138,21 +163,36 @@ class Tracker:
             (self.run_dir / "config.json").write_text(json.dumps(config, indent=2))
         mode = cfg.wandb_mode or default_wandb_mode()
         if mode != "disabled":
-            self._start_wandb(cfg, config, mode, resumed.wandb_id if resumed else wandb_id,
-                              job_type, [cfg.name, cfg.model, cfg.backend, *tags])
+            self._start_wandb(
+                cfg,
+                config,
+                mode,
+                resumed.wandb_id if resumed else wandb_id,
+                job_type,
+                [cfg.name, cfg.model, cfg.backend, *tags],
+            )
 
     # --- W&B, guarded ------------------------------------------------------------------------
-    def _start_wandb(self, cfg, config: dict, mode: str, run_id: Optional[str], job_type: str,
-                     tags: list) -> None:
+    def _start_wandb(
+        self, cfg, config: dict, mode: str, run_id: str | None, job_type: str, tags: list
+    ) -> None:
         try:
             import wandb
 
             self.wandb_run = wandb.init(
-                project=cfg.wandb_project, entity=cfg.wandb_entity, mode=mode,
-                id=run_id, resume="allow" if run_id else None,
-                name=self.run_dir.name, group=self.group, job_type=job_type,
-                tags=list(dict.fromkeys(tags)), config=config, dir=str(self.run_dir),
-                reinit="create_new", save_code=True,
+                project=cfg.wandb_project,
+                entity=cfg.wandb_entity,
+                mode=mode,
+                id=run_id,
+                resume="allow" if run_id else None,
+                name=self.run_dir.name,
+                group=self.group,
+                job_type=job_type,
+                tags=list(dict.fromkeys(tags)),
+                config=config,
+                dir=str(self.run_dir),
+                reinit="create_new",
+                save_code=True,
             )
             # per-step series against the optimiser step, per-epoch series against the epoch
             self.wandb_run.define_metric("step")
@@ -169,8 +209,11 @@ class Tracker:
             self._drop_wandb("start", e)
 
     def _drop_wandb(self, when: str, error: Exception) -> None:
-        warnings.warn(f"W&B failed at {when} ({type(error).__name__}: {error}); "
-                      f"training goes on with local tracking in {self.run_dir}", stacklevel=3)
+        warnings.warn(
+            f"W&B failed at {when} ({type(error).__name__}: {error}); "
+            f"training goes on with local tracking in {self.run_dir}",
+            stacklevel=3,
+        )
         run, self.wandb_run = self.wandb_run, None
         if run is not None:
             try:
@@ -187,11 +230,11 @@ class Tracker:
             self._drop_wandb(when, e)
 
     @property
-    def wandb_id(self) -> Optional[str]:
+    def wandb_id(self) -> str | None:
         return None if self.wandb_run is None else self.wandb_run.id
 
     @property
-    def wandb_url(self) -> Optional[str]:
+    def wandb_url(self) -> str | None:
         """The run's page; None offline or without W&B."""
         try:
             return None if self.wandb_run is None else self.wandb_run.url
@@ -202,14 +245,16 @@ class Tracker:
     def log_steps(self, first_step: int, lrs: list[float], losses: list[float]) -> None:
         """One epoch's per-step LR and training loss, sent together after the epoch so that
         the loop never waits on the GPU inside an epoch."""
-        steps = pd.DataFrame({"step": range(first_step, first_step + len(lrs)), "lr": lrs,
-                              "train_loss": losses})
+        steps = pd.DataFrame(
+            {"step": range(first_step, first_step + len(lrs)), "lr": lrs, "train_loss": losses}
+        )
         path = self.run_dir / "steps.csv"
         steps.to_csv(path, mode="a", header=not path.exists(), index=False)
 
         def send(run):
             for i, (lr, loss) in enumerate(zip(lrs, losses)):
                 run.log({"step": first_step + i, "lr": lr, "train_loss_step": loss})
+
         self._wandb("log", send)
 
     def log_epoch(self, metrics: dict) -> None:
@@ -219,23 +264,36 @@ class Tracker:
 
     def log_image(self, key: str, path: Path, caption: str = "") -> None:
         """An image already saved in the run folder, also sent to W&B."""
+
         def send(run):
             import wandb
+
             run.log({key: wandb.Image(str(path), caption=caption)})
+
         self._wandb("log", send)
 
     def log_confusion(self, labels, preds, classes) -> None:
         def send(run):
             import wandb
-            run.log({"confusion": wandb.plot.confusion_matrix(
-                y_true=list(map(int, labels)), preds=list(map(int, preds)),
-                class_names=list(classes))})
+
+            run.log(
+                {
+                    "confusion": wandb.plot.confusion_matrix(
+                        y_true=list(map(int, labels)),
+                        preds=list(map(int, preds)),
+                        class_names=list(classes),
+                    )
+                }
+            )
+
         self._wandb("log", send)
 
     def log_table(self, key: str, frame: pd.DataFrame) -> None:
         def send(run):
             import wandb
+
             run.log({key: wandb.Table(dataframe=frame)})
+
         self._wandb("log", send)
 
     def _write(self, name: str, write) -> bool:
@@ -246,30 +304,41 @@ class Tracker:
             warnings.warn(f"{name} not written ({type(e).__name__}: {e})", stacklevel=3)
             return False
 
-    def log_model(self, path: Path, summary: dict, aliases=("latest",),
-                  run_id: Optional[str] = None) -> None:
+    def log_model(
+        self, path: Path, summary: dict, aliases=("latest",), run_id: str | None = None
+    ) -> None:
         """model.pt as the W&B artifact model-<W&B run id> (type model; `run_id`: of the run that
         trained it, when another run logs it, say with the alias best), with the figures that
         tell one model from another in its metadata. Offline, the run's .wandb file records it
         and `wandb sync` uploads it with the run."""
+
         def send(run):
             import wandb
 
-            keys = ("final_val_acc", "best_val_acc", "final_test_acc", "best_test_acc",
-                    "parameters", "status")
-            metadata = {**{k: summary.get(k) for k in keys},
-                        **{k: self.config.get(k) for k in ("git_commit", "data_fingerprint",
-                                                           "config_hash")}}
-            artifact = wandb.Artifact(f"model-{run_id or run.id}", type="model",
-                                      metadata=metadata)
+            keys = (
+                "final_val_acc",
+                "best_val_acc",
+                "final_test_acc",
+                "best_test_acc",
+                "parameters",
+                "status",
+            )
+            metadata = {
+                **{k: summary.get(k) for k in keys},
+                **{
+                    k: self.config.get(k) for k in ("git_commit", "data_fingerprint", "config_hash")
+                },
+            }
+            artifact = wandb.Artifact(f"model-{run_id or run.id}", type="model", metadata=metadata)
             artifact.add_file(str(path), name=checkpoint.MODEL_NAME)
             run.log_artifact(artifact, aliases=list(aliases))
+
         self._wandb("artifact", send)
 
     def update_summary(self, values: dict) -> None:
         self._wandb("log", lambda run: run.summary.update(values))
 
-    def write_curves(self) -> Optional[Path]:
+    def write_curves(self) -> Path | None:
         """curves.png: this run's LR per step, training loss and accuracies so far. A figure
         that cannot be drawn must not cost the run its other files."""
         curves = plots.read_curves(self.run_dir)
@@ -281,8 +350,14 @@ class Tracker:
             warnings.warn(f"curves.png not drawn ({type(e).__name__}: {e})", stacklevel=2)
             return None
 
-    def close(self, summary: dict, model_state: Optional[dict] = None, classes=(),
-               aliases=("latest",), exit_code: int = 0) -> None:
+    def close(
+        self,
+        summary: dict,
+        model_state: dict | None = None,
+        classes=(),
+        aliases=("latest",),
+        exit_code: int = 0,
+    ) -> None:
         """The final files (model.pt with `model_state`, summary.json, curves.png), the model as
         a W&B artifact, then the W&B run closed: each step guarded, so one that fails (a full
         disk, say) costs the run no other."""
@@ -297,4 +372,5 @@ class Tracker:
         def close(run):
             run.summary.update(summary)
             run.finish(exit_code=exit_code)
+
         self._wandb("finish", close)

@@ -10,6 +10,7 @@
 Inside an epoch nothing waits on the GPU: losses and correct counts stay on the device and come
 back once per epoch.
 """
+
 from __future__ import annotations
 
 import copy
@@ -20,13 +21,15 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+
 # not tqdm.auto: its asyncio class calls iter() on the loader once more, which with persistent
 # workers prefetches batches it throws away and draws a second shuffle from the sampler
 from tqdm import tqdm
@@ -35,8 +38,16 @@ from . import analysis, augment, checkpoint, data, models
 from .batch_augment import BatchAugment
 from .checkpoint import Progress
 from .config import Config, ConfigError
-from .optim import (Lookahead, Precision, make_optimizer, make_scheduler, n_epochs, precision,
-                    sync, total_steps)
+from .optim import (
+    Lookahead,
+    Precision,
+    make_optimizer,
+    make_scheduler,
+    n_epochs,
+    precision,
+    sync,
+    total_steps,
+)
 from .tracking import Tracker, check_runs_dir, git_diff, new_run_dir, provenance
 
 
@@ -65,7 +76,7 @@ class StopOnSignal:
     elsewhere (a notebook thread, say) it does nothing."""
 
     def __init__(self):
-        self.signal: Optional[signal.Signals] = None
+        self.signal: signal.Signals | None = None
         self._previous = {}
 
     @property
@@ -82,8 +93,11 @@ class StopOnSignal:
         if self.requested:
             raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: stopping now")
         self.signal = signal.Signals(signum)
-        print(f"\n{self.signal.name}: stopping after this step (again to stop at once)",
-              file=sys.stderr, flush=True)
+        print(
+            f"\n{self.signal.name}: stopping after this step (again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def reason(self) -> RunStopped:
         # the agent stops a sweep run with SIGTERM when early termination drops it: a verdict
@@ -102,17 +116,19 @@ class Context:
     """What a run is part of, and how its caller follows it: `on_build(setup)` once everything
     it trains with is built, `on_start(tracker)` once the run folder and W&B run exist,
     `on_epoch(metrics)` after each logged epoch (it may raise RunStopped: a pruned trial)."""
+
     job_type: str = "train"
     tags: tuple[str, ...] = ()
-    folder_prefix: Optional[str] = None  # None: the experiment's name
+    folder_prefix: str | None = None  # None: the experiment's name
     extra_config: dict = field(default_factory=dict)
-    on_build: Optional[Callable[["Setup"], None]] = None  # may adjust the setup (debug modes)
-    on_start: Optional[Callable[[Tracker], None]] = None
-    on_epoch: Optional[Callable[[dict], None]] = None
+    on_build: Callable[[Setup], None] | None = None  # may adjust the setup (debug modes)
+    on_start: Callable[[Tracker], None] | None = None
+    on_epoch: Callable[[dict], None] | None = None
     model_aliases: tuple[str, ...] = ("latest",)  # of the run's W&B model artifact
 
 
 # ===== build: everything a run trains with =======================================================
+
 
 @dataclass
 class Setup:
@@ -129,13 +145,13 @@ class Setup:
     scheduler: torch.optim.lr_scheduler.OneCycleLR
     criterion: nn.Module
     precision: Precision
-    ema: Optional[torch.optim.swa_utils.AveragedModel]
-    lookahead: Optional[Lookahead]
+    ema: torch.optim.swa_utils.AveragedModel | None
+    lookahead: Lookahead | None
     net: nn.Module  # what trains: the model, compiled with cfg.compile
     compile_seconds: float = 0.0
     started: float = field(default_factory=time.perf_counter)
     final_predictions: dict = field(default_factory=dict)  # split -> the last evaluation's classes
-    on_step: Optional[Callable[[], None]] = None  # after every optimizer step (a profiler's)
+    on_step: Callable[[], None] | None = None  # after every optimizer step (a profiler's)
 
     @property
     def steps(self) -> int:
@@ -151,7 +167,7 @@ class Setup:
         return self.precision.autocast
 
     @property
-    def scaler(self) -> Optional[torch.amp.GradScaler]:  # fp16 autocast only
+    def scaler(self) -> torch.amp.GradScaler | None:  # fp16 autocast only
         return self.precision.scaler
 
     @property
@@ -164,22 +180,29 @@ class Setup:
         return self.ema.module if self.ema is not None else self.net
 
     def eval_loaders(self) -> dict:
-        return {split: loader for split, loader in (("val", self.val_loader),
-                                                    ("test", self.test_loader)) if loader}
+        return {
+            split: loader
+            for split, loader in (("val", self.val_loader), ("test", self.test_loader))
+            if loader
+        }
 
     def info(self) -> dict:
         n_val = len(self.val_loader.labels) if self.val_loader else 0
-        return {"parameters": models.count_parameters(self.model),
-                "train_images": len(self.cifar.train_labels) - n_val, "val_images": n_val,
-                "test_images": len(self.test_loader.labels) if self.test_loader else 0}
+        return {
+            "parameters": models.count_parameters(self.model),
+            "train_images": len(self.cifar.train_labels) - n_val,
+            "val_images": n_val,
+            "test_images": len(self.test_loader.labels) if self.test_loader else 0,
+        }
 
 
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device: {name} asked for, but torch sees no CUDA device "
-                          f"(use --device=cpu or auto)")
+        raise ConfigError(
+            f"device: {name} asked for, but torch sees no CUDA device (use --device=cpu or auto)"
+        )
     return torch.device(name)
 
 
@@ -199,8 +222,11 @@ def make_loaders(cfg: Config, cifar: data.Cifar10, device: torch.device):
     once, whatever the backend."""
     train_idx, val_idx = data.split_val(cifar.train_labels, cfg.val_size, cfg.seed)
     if len(train_idx) < cfg.batch_size:
-        raise ValueError(f"batch_size: {cfg.batch_size} is larger than the {len(train_idx)} "
-                         f"training images, so an epoch would have no full batch")
+        raise ValueError(
+            f"batch_size: {cfg.batch_size} is larger than the {len(train_idx)} "
+            f"training images, so an epoch would have no full batch"
+        )
+
     def on_device(split, idx=None):  # gathered from the one device copy of the split
         images, labels = (cifar.to_device(f"{split}_{a}", device) for a in ("images", "labels"))
         if idx is None:
@@ -209,53 +235,96 @@ def make_loaders(cfg: Config, cifar: data.Cifar10, device: torch.device):
         return images[idx], labels[idx]
 
     if cfg.backend == "gpu":
-        train = data.DeviceLoader(*on_device("train", train_idx), cfg.batch_size, True, device,
-                                  cfg.seed, alternating_flip=cfg.alternating_flip)
+        train = data.DeviceLoader(
+            *on_device("train", train_idx),
+            cfg.batch_size,
+            True,
+            device,
+            cfg.seed,
+            alternating_flip=cfg.alternating_flip,
+        )
     else:
-        dataset = data.CifarDataset(cifar.train_images[train_idx], cifar.train_labels[train_idx],
-                                    augment.train_transform(cfg, seed=cfg.seed), seed=cfg.seed)
-        train = data.make_loader(dataset, cfg.batch_size, True, cfg.workers, cfg.seed,
-                                 pin_memory=device.type == "cuda")
+        dataset = data.CifarDataset(
+            cifar.train_images[train_idx],
+            cifar.train_labels[train_idx],
+            augment.train_transform(cfg, seed=cfg.seed),
+            seed=cfg.seed,
+        )
+        train = data.make_loader(
+            dataset, cfg.batch_size, True, cfg.workers, cfg.seed, pin_memory=device.type == "cuda"
+        )
     eval_bs = max(cfg.batch_size, 1024)
-    val = (data.DeviceLoader(*on_device("train", val_idx), eval_bs, False, device)
-           if len(val_idx) else None)
-    test = (data.DeviceLoader(*on_device("test"), eval_bs, False, device)
-            if cfg.use_test else None)
+    val = (
+        data.DeviceLoader(*on_device("train", val_idx), eval_bs, False, device)
+        if len(val_idx)
+        else None
+    )
+    test = data.DeviceLoader(*on_device("test"), eval_bs, False, device) if cfg.use_test else None
     return train, val, test
 
 
-def build(cfg: Config, cifar: Optional[data.Cifar10] = None) -> Setup:
+def build(cfg: Config, cifar: data.Cifar10 | None = None) -> Setup:
     """Device, data (loaded unless `cifar` is given: a tuning worker loads it once), augmentation,
     net, optimizer, schedule, loss, precision, EMA and lookahead, as `cfg` says."""
     device = pick_device(cfg.device)
     configure_torch(cfg, device)
     cifar = cifar if cifar is not None else data.load_cifar10(cfg.data_dir, download=cfg.download)
     train, val, test = make_loaders(cfg, cifar, device)
-    memory_format = (torch.channels_last if device.type == "cuda" and cfg.channels_last
-                     else torch.contiguous_format)
+    memory_format = (
+        torch.channels_last
+        if device.type == "cuda" and cfg.channels_last
+        else torch.contiguous_format
+    )
     prec = precision(cfg, device, cfg.batch_size)
-    eval_prep = BatchAugment(cfg, device, train=False, memory_format=memory_format,
-                               dtype=prec.input_dtype)
+    eval_prep = BatchAugment(
+        cfg, device, train=False, memory_format=memory_format, dtype=prec.input_dtype
+    )
     model = models.build(cfg).to(device, memory_format=memory_format)
     if model.init_images:  # the first training images, as the net sees them
-        first = data.split_val(cifar.train_labels, cfg.val_size, cfg.seed)[0][:model.init_images]
+        first = data.split_val(cifar.train_labels, cfg.val_size, cfg.seed)[0][: model.init_images]
         images = torch.from_numpy(cifar.train_images[first]).to(device).permute(0, 3, 1, 2)
         model.init_from_data(eval_prep(images).float())
     prec.prepare(model)
     optimizer = make_optimizer(model, cfg, prec.loss_scale)
-    ema = (torch.optim.swa_utils.AveragedModel(
-        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
-        if cfg.ema > 0 else None)
-    lookahead = (Lookahead(model, total_steps(cfg, len(train)), cfg.lookahead, cfg.lookahead_every)
-                 if cfg.lookahead > 0 else None)
+    ema = (
+        torch.optim.swa_utils.AveragedModel(
+            model,
+            multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema),
+            use_buffers=True,
+        )
+        if cfg.ema > 0
+        else None
+    )
+    lookahead = (
+        Lookahead(model, total_steps(cfg, len(train)), cfg.lookahead, cfg.lookahead_every)
+        if cfg.lookahead > 0
+        else None
+    )
     return Setup(
-        cfg, device, cifar, train, val, test,
-        train_prep=BatchAugment(cfg, device, train=True, geometric=cfg.backend == "gpu",
-                                  memory_format=memory_format, dtype=prec.input_dtype),
-        eval_prep=eval_prep, model=model, optimizer=optimizer,
+        cfg,
+        device,
+        cifar,
+        train,
+        val,
+        test,
+        train_prep=BatchAugment(
+            cfg,
+            device,
+            train=True,
+            geometric=cfg.backend == "gpu",
+            memory_format=memory_format,
+            dtype=prec.input_dtype,
+        ),
+        eval_prep=eval_prep,
+        model=model,
+        optimizer=optimizer,
         scheduler=make_scheduler(optimizer, cfg, len(train)),
         criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
-        precision=prec, ema=ema, lookahead=lookahead, net=model)
+        precision=prec,
+        ema=ema,
+        lookahead=lookahead,
+        net=model,
+    )
 
 
 def compile_model(model, train_shape, eval_batch_sizes, criterion, autocast):
@@ -281,46 +350,67 @@ def compile_model(model, train_shape, eval_batch_sizes, criterion, autocast):
 
 
 def compile_setup(setup: Setup) -> None:
-    sizes = [min(l.batch_size, len(l.labels) - i) for l in setup.eval_loaders().values()
-             for i in range(0, len(l.labels), l.batch_size)]
+    sizes = [
+        min(l.batch_size, len(l.labels) - i)
+        for l in setup.eval_loaders().values()
+        for i in range(0, len(l.labels), l.batch_size)
+    ]
     setup.net, setup.compile_seconds = compile_model(
-        setup.model, (setup.cfg.batch_size, 3, 32, 32), sizes, setup.criterion, setup.autocast)
+        setup.model, (setup.cfg.batch_size, 3, 32, 32), sizes, setup.criterion, setup.autocast
+    )
 
 
 # ===== start: the run folder, the tracker, the banner ============================================
+
 
 def start(setup: Setup, progress: Progress, context: Context, run_dir=None) -> Tracker:
     cfg = setup.cfg
     run_dir = run_dir or new_run_dir(cfg.runs_dir, context.folder_prefix or cfg.name, cfg.seed)
     info = setup.info()
     made_by = provenance(setup.device)
-    tracker = Tracker(cfg, run_dir, resumed=progress if progress.epoch else None,
-                      job_type=context.job_type, tags=context.tags,
-                      extra_config={**info, **made_by, "data_fingerprint": setup.cifar.fingerprint(),
-                                    **context.extra_config})
+    tracker = Tracker(
+        cfg,
+        run_dir,
+        resumed=progress if progress.epoch else None,
+        job_type=context.job_type,
+        tags=context.tags,
+        extra_config={
+            **info,
+            **made_by,
+            "data_fingerprint": setup.cifar.fingerprint(),
+            **context.extra_config,
+        },
+    )
     if made_by["git_dirty"]:  # the code that ran is the commit plus this
         (tracker.run_dir / "diff.patch").write_text((git_diff() or "") + "\n")
     progress.wandb_id = tracker.wandb_id
     summary = models.summary(setup.model, setup.device)
     (tracker.run_dir / "model_summary.txt").write_text(summary + "\n")
     print(summary)
-    print(f"{cfg.name}: {cfg.model} ({info['parameters']:,} parameters) on {setup.device}, "
-          f"{info['train_images']} train / {info['val_images']} val / {info['test_images']} "
-          f"test images, {cfg.backend} backend, {cfg.epochs:g} epochs of {setup.steps} steps "
-          f"-> {tracker.run_dir}")
+    print(
+        f"{cfg.name}: {cfg.model} ({info['parameters']:,} parameters) on {setup.device}, "
+        f"{info['train_images']} train / {info['val_images']} val / {info['test_images']} "
+        f"test images, {cfg.backend} backend, {cfg.epochs:g} epochs of {setup.steps} steps "
+        f"-> {tracker.run_dir}"
+    )
     if progress.epoch:
         print(f"resuming {tracker.run_dir} after epoch {progress.epoch}")
     if cfg.ema and 1 / (1 - cfg.ema) > setup.total_steps:
-        print(f"warning: --ema={cfg.ema} averages over about {1 / (1 - cfg.ema):.0f} steps, more "
-              f"than this run's {setup.total_steps}: the evaluated weights stay close to the "
-              f"first ones; use a smaller --ema", file=sys.stderr)
+        print(
+            f"warning: --ema={cfg.ema} averages over about {1 / (1 - cfg.ema):.0f} steps, more "
+            f"than this run's {setup.total_steps}: the evaluated weights stay close to the "
+            f"first ones; use a smaller --ema",
+            file=sys.stderr,
+        )
     return tracker
 
 
 # ===== fit: the epoch loop =======================================================================
 
-def train_epoch(setup: Setup, epoch: int, desc: Optional[str] = None,
-                stop: Optional[StopOnSignal] = None):
+
+def train_epoch(
+    setup: Setup, epoch: int, desc: str | None = None, stop: StopOnSignal | None = None
+):
     """Returns per-step LRs, per-step losses (host floats) and the epoch's accuracy. The last
     epoch of a fractional epoch count stops at the run's step budget."""
     s = setup
@@ -338,7 +428,9 @@ def train_epoch(setup: Setup, epoch: int, desc: Optional[str] = None,
         s.optimizer.zero_grad(set_to_none=True)
         # the LR this step used, known on the host, in the units of a mean loss
         lrs.append(s.scheduler.get_last_lr()[0] * s.precision.loss_scale)
-        if s.scaler is not None:  # fp16 autocast: scale the loss so small gradients do not underflow
+        if (
+            s.scaler is not None
+        ):  # fp16 autocast: scale the loss so small gradients do not underflow
             s.scaler.scale(loss).backward()
             s.scaler.step(s.optimizer)
             s.scaler.update()
@@ -390,9 +482,11 @@ def evaluate(model, loader, prep, autocast, tta: str = "none", predictions: list
 def check_finite(losses: list[float], lrs: list[float], epoch: int, steps: int) -> None:
     bad = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
     if bad is not None:
-        raise TrainingDiverged(f"training loss became {losses[bad]} at epoch {epoch + 1}, step "
-                               f"{bad + 1} of {steps} (lr {lrs[bad]:.4g}); lower max_lr or "
-                               f"check the data")
+        raise TrainingDiverged(
+            f"training loss became {losses[bad]} at epoch {epoch + 1}, step "
+            f"{bad + 1} of {steps} (lr {lrs[bad]:.4g}); lower max_lr or "
+            f"check the data"
+        )
 
 
 def begin_epoch(setup: Setup, epoch: int) -> None:
@@ -413,7 +507,8 @@ def fit(setup: Setup, tracker: Tracker, progress: Progress, on_epoch=None, stop=
         begin_epoch(setup, epoch)
         t0 = time.perf_counter()
         lrs, losses, train_acc = train_epoch(
-            setup, epoch, f"epoch {epoch + 1}/{last_epoch}" if cfg.progress else None, stop)
+            setup, epoch, f"epoch {epoch + 1}/{last_epoch}" if cfg.progress else None, stop
+        )
         if setup.lookahead is not None and epoch + 1 == last_epoch:
             setup.lookahead.apply_average(setup.model)  # the weights become the average
         sync(setup.device)
@@ -421,8 +516,11 @@ def fit(setup: Setup, tracker: Tracker, progress: Progress, on_epoch=None, stop=
         progress.train_seconds += seconds
         tracker.log_steps(epoch * setup.steps, lrs, losses)
         check_finite(losses, lrs, epoch, setup.steps)
-        metrics = {"epoch": epoch + 1, "train_loss": sum(losses) / len(losses),
-                   "train_acc": train_acc}
+        metrics = {
+            "epoch": epoch + 1,
+            "train_loss": sum(losses) / len(losses),
+            "train_acc": train_acc,
+        }
         last = epoch + 1 == last_epoch
         if last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
             t0 = time.perf_counter()
@@ -430,7 +528,8 @@ def fit(setup: Setup, tracker: Tracker, progress: Progress, on_epoch=None, stop=
                 # the last evaluation's predictions serve the analysis: no second TTA pass
                 keep = setup.final_predictions.setdefault(split, []) if last else None
                 metrics[f"{split}_loss"], metrics[f"{split}_acc"] = evaluate(
-                    setup.eval_net, loader, setup.eval_prep, setup.autocast, cfg.tta, keep)
+                    setup.eval_net, loader, setup.eval_prep, setup.autocast, cfg.tta, keep
+                )
                 progress.best[split] = max(progress.best.get(split, 0.0), metrics[f"{split}_acc"])
             progress.eval_seconds += time.perf_counter() - t0  # evaluate() ends on a host sync
         metrics["epoch_seconds"] = seconds
@@ -446,19 +545,29 @@ def fit(setup: Setup, tracker: Tracker, progress: Progress, on_epoch=None, stop=
 
 # ===== finish: summary, analysis, files ==========================================================
 
+
 def summarize(setup: Setup, tracker: Tracker, progress: Progress, status: str) -> dict:
     last = tracker.epochs[-1] if tracker.epochs else {}
-    return {"status": status, "epochs_done": progress.epoch,
-            "final_test_acc": last.get("test_acc"), "best_test_acc": progress.best.get("test"),
-            "final_val_acc": last.get("val_acc"), "best_val_acc": progress.best.get("val"),
-            "train_seconds": progress.train_seconds, "eval_seconds": progress.eval_seconds,
-            "compile_seconds": setup.compile_seconds,
-            "wall_seconds": time.perf_counter() - setup.started, **setup.info(),
-            "run_dir": str(tracker.run_dir), "wandb_id": tracker.wandb_id}
+    return {
+        "status": status,
+        "epochs_done": progress.epoch,
+        "final_test_acc": last.get("test_acc"),
+        "best_test_acc": progress.best.get("test"),
+        "final_val_acc": last.get("val_acc"),
+        "best_val_acc": progress.best.get("val"),
+        "train_seconds": progress.train_seconds,
+        "eval_seconds": progress.eval_seconds,
+        "compile_seconds": setup.compile_seconds,
+        "wall_seconds": time.perf_counter() - setup.started,
+        **setup.info(),
+        "run_dir": str(tracker.run_dir),
+        "wandb_id": tracker.wandb_id,
+    }
 
 
-def finish(setup: Setup, tracker: Tracker, progress: Progress,
-           context: Optional[Context] = None) -> dict:
+def finish(
+    setup: Setup, tracker: Tracker, progress: Progress, context: Context | None = None
+) -> dict:
     cfg = setup.cfg
     summary = summarize(setup, tracker, progress, "finished")
     split = "test" if setup.test_loader else "val"  # a tuning trial never looks at test
@@ -466,44 +575,77 @@ def finish(setup: Setup, tracker: Tracker, progress: Progress,
     if cfg.analysis and loader is not None:  # on the eager net: Grad-CAM needs hooks and gradients
         try:
             preds = setup.final_predictions.get(split)
-            analysis.analyze(setup.final_net, loader, setup.eval_prep, setup.autocast, cfg,
-                             setup.cifar.classes, tracker.run_dir, tracker, split,
-                             preds=torch.cat(preds).cpu().numpy() if preds else None)
+            analysis.analyze(
+                setup.final_net,
+                loader,
+                setup.eval_prep,
+                setup.autocast,
+                cfg,
+                setup.cifar.classes,
+                tracker.run_dir,
+                tracker,
+                split,
+                preds=torch.cat(preds).cpu().numpy() if preds else None,
+            )
         except Exception as e:  # the trained model and its numbers matter more than its figures
             summary["analysis_error"] = f"{type(e).__name__}: {e}"
-            print(f"warning: the analysis after training failed ({summary['analysis_error']}); "
-                  f"the summary and the model are saved", file=sys.stderr)
-    tracker.close(summary, setup.final_net.state_dict() if cfg.save_model else None,
-                   setup.cifar.classes, (context or Context()).model_aliases)
+            print(
+                f"warning: the analysis after training failed ({summary['analysis_error']}); "
+                f"the summary and the model are saved",
+                file=sys.stderr,
+            )
+    tracker.close(
+        summary,
+        setup.final_net.state_dict() if cfg.save_model else None,
+        setup.cifar.classes,
+        (context or Context()).model_aliases,
+    )
     print(pd.DataFrame(tracker.epochs).to_string(index=False, float_format="%.4f"))
     name = {"test": "test", "val": "validation"}[split]
-    print(f"final {name} accuracy {summary[f'final_{split}_acc']:.2%} "
-          f"(best {progress.best[split]:.2%}), {progress.train_seconds:.2f} s training"
-          + (f" + {setup.compile_seconds:.1f} s compiling" if cfg.compile else "")
-          + f"; run folder {tracker.run_dir}")
+    print(
+        f"final {name} accuracy {summary[f'final_{split}_acc']:.2%} "
+        f"(best {progress.best[split]:.2%}), {progress.train_seconds:.2f} s training"
+        + (f" + {setup.compile_seconds:.1f} s compiling" if cfg.compile else "")
+        + f"; run folder {tracker.run_dir}"
+    )
     return summary
 
 
 def close_early(setup: Setup, tracker: Tracker, progress: Progress, error: BaseException) -> None:
     """A run that ends with an exception still gets its summary, curves and a closed W&B run."""
-    status = (error.status if isinstance(error, RunStopped)
-              else "diverged" if isinstance(error, TrainingDiverged) else "failed")
+    status = (
+        error.status
+        if isinstance(error, RunStopped)
+        else "diverged"
+        if isinstance(error, TrainingDiverged)
+        else "failed"
+    )
     ok = isinstance(error, RunStopped) and not error.failed
     saved = tracker.run_dir / checkpoint.NAME
     # the weights of the last completed epoch, as its checkpoint holds them, leave as a model
-    state = (checkpoint.model_state(torch.load(saved, map_location="cpu", weights_only=False))
-             if setup.cfg.save_model and saved.exists() else None)
-    tracker.close(summarize(setup, tracker, progress, status), state, setup.cifar.classes,
-                   exit_code=0 if ok else 1)
+    state = (
+        checkpoint.model_state(torch.load(saved, map_location="cpu", weights_only=False))
+        if setup.cfg.save_model and saved.exists()
+        else None
+    )
+    tracker.close(
+        summarize(setup, tracker, progress, status),
+        state,
+        setup.cifar.classes,
+        exit_code=0 if ok else 1,
+    )
     if not ok and saved.exists():
-        print(f"the last completed epoch is checkpointed; continue with: "
-              f"python {sys.argv[0]} --resume {tracker.run_dir}", file=sys.stderr)
+        print(
+            f"the last completed epoch is checkpointed; continue with: "
+            f"python {sys.argv[0]} --resume {tracker.run_dir}",
+            file=sys.stderr,
+        )
 
 
 # ===== the run ===================================================================================
 
-def run(cfg: Config, context: Optional[Context] = None,
-        cifar: Optional[data.Cifar10] = None) -> dict:
+
+def run(cfg: Config, context: Context | None = None, cifar: data.Cifar10 | None = None) -> dict:
     """Train one model as `cfg` says and return its summary. `context` says what the run is
     part of; `cifar` spares loading the data again (tuning trials)."""
     cfg.validate()
@@ -533,5 +675,7 @@ def run(cfg: Config, context: Optional[Context] = None,
 def _epoch_line(m: dict, lr: float) -> str:
     val = f"  val {m['val_acc']:.2%}" if "val_acc" in m else ""
     test = f"  test loss {m['test_loss']:.3f} acc {m['test_acc']:.2%}" if "test_acc" in m else ""
-    return (f"epoch {m['epoch']:>3}  lr {lr:.4f}  train loss {m['train_loss']:.3f} "
-            f"acc {m['train_acc']:.2%}{val}{test}  {m['epoch_seconds']:.2f}s")
+    return (
+        f"epoch {m['epoch']:>3}  lr {lr:.4f}  train loss {m['train_loss']:.3f} "
+        f"acc {m['train_acc']:.2%}{val}{test}  {m['epoch_seconds']:.2f}s"
+    )

@@ -9,12 +9,13 @@ against one storage URL shares it. The study records the settings that make its 
 comparable (experiment, epochs, width, batch size, validation split, data, search space) and
 refuses a worker whose settings differ. After every trial it writes runs/tune/<study>.html (the
 optimisation history, parameter importances, parallel coordinates and the trials table) and
-updates one W&B run of the study (job_type=study). Trials report validation accuracy each epoch to the pruner and never
-evaluate on the test split; a trial that fails (a NaN loss, any error) fails alone, with its
-reason stored on it, and the study goes on; a worker killed mid-trial stops sending heartbeats
-and its trial is marked failed by the next worker. The test split is looked at only by
-`--retrain_best`, after the search is over.
+updates one W&B run of the study (job_type=study). Trials report validation accuracy each
+epoch to the pruner and never evaluate on the test split; a trial that fails (a NaN loss, any
+error) fails alone, with its reason stored on it, and the study goes on; a worker killed
+mid-trial stops sending heartbeats and its trial is marked failed by the next worker. The test
+split is looked at only by `--retrain_best`, after the search is over.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -56,8 +57,10 @@ class StopAfterFailures:
     def __call__(self, study: optuna.Study, trial) -> None:
         self.in_a_row = self.in_a_row + 1 if trial.state == TrialState.FAIL else 0
         if self.in_a_row >= MAX_FAILURES_IN_A_ROW:
-            print(f"{self.in_a_row} trials in a row failed (the reason is stored on each as "
-                  f"user_attrs['failure']); this worker stops")
+            print(
+                f"{self.in_a_row} trials in a row failed (the reason is stored on each as "
+                f"user_attrs['failure']); this worker stops"
+            )
             study.stop()
 
 
@@ -102,8 +105,9 @@ def open_storage(cfg: Config, study_name: str):
         return _database(cfg, url)
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as e:
         cause = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
-        raise ConfigError(f"storage: cannot open {masked(url)}: {type(e).__name__}: "
-                          f"{masked(cause)}") from None
+        raise ConfigError(
+            f"storage: cannot open {masked(url)}: {type(e).__name__}: {masked(cause)}"
+        ) from None
 
 
 def _database(cfg: Config, url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
@@ -115,7 +119,8 @@ def _database(cfg: Config, url: str, attempts: int = 5) -> optuna.storages.RDBSt
             with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(
-                    url, heartbeat_interval=cfg.heartbeat, grace_period=2 * cfg.heartbeat)
+                    url, heartbeat_interval=cfg.heartbeat, grace_period=2 * cfg.heartbeat
+                )
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
             if attempt == attempts - 1:
                 raise
@@ -142,23 +147,32 @@ class TrialSeededTPESampler(optuna.samplers.TPESampler):
 
 def make_study(cfg: Config, study_name: str) -> optuna.Study:
     storage = open_storage(cfg, study_name)
-    pruner = {"median": optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
-              "hyperband": optuna.pruners.HyperbandPruner(min_resource=1,
-                                                       max_resource=n_epochs(cfg)),
-              "none": optuna.pruners.NopPruner()}[cfg.pruner]
+    pruner = {
+        "median": optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+        "hyperband": optuna.pruners.HyperbandPruner(min_resource=1, max_resource=n_epochs(cfg)),
+        "none": optuna.pruners.NopPruner(),
+    }[cfg.pruner]
     return optuna.create_study(
-        study_name=study_name, storage=storage, direction="maximize",
-        load_if_exists=True, sampler=TrialSeededTPESampler(cfg.seed), pruner=pruner)
+        study_name=study_name,
+        storage=storage,
+        direction="maximize",
+        load_if_exists=True,
+        sampler=TrialSeededTPESampler(cfg.seed),
+        pruner=pruner,
+    )
 
 
 # --- before the first trial: the split, the ranges, the study's settings -------------------------
+
 
 def choose_val_size(cfg: Config, n_train: int) -> Config:
     """--val_size as given, else 10% of the training images, at most 5000."""
     if cfg.val_size == 0:
         cfg = cfg.replace(val_size=min(MAX_DEFAULT_VAL, n_train // 10))
-        print(f"validation split: {cfg.val_size} of {n_train} training images (10%, at most "
-              f"{MAX_DEFAULT_VAL}; --val_size to choose)")
+        print(
+            f"validation split: {cfg.val_size} of {n_train} training images (10%, at most "
+            f"{MAX_DEFAULT_VAL}; --val_size to choose)"
+        )
     if not 0 < cfg.val_size < n_train:
         raise ConfigError(f"val_size: {cfg.val_size} does not fit {n_train} training images")
     return cfg
@@ -180,14 +194,22 @@ def check_space(cfg: Config, space: dict, n_train: int) -> None:
             raise ConfigError(
                 f"sweep: {cfg.sweep} allows {where}: over {steps} steps ({corner.epochs} "
                 f"epochs) that leaves a One Cycle phase with no step; narrow the range or "
-                f"train longer") from None
+                f"train longer"
+            ) from None
 
 
 def study_settings(cfg: Config, cifar: Cifar10, space: dict) -> dict:
     """What must be equal for two trials to be compared."""
-    return {"experiment": cfg.name, "model": cfg.model, "epochs": cfg.epochs, "width": cfg.width,
-            "batch_size": cfg.batch_size, "val_size": cfg.val_size, "data": cifar.fingerprint(),
-            "search_space": search_space.describe(space)}
+    return {
+        "experiment": cfg.name,
+        "model": cfg.model,
+        "epochs": cfg.epochs,
+        "width": cfg.width,
+        "batch_size": cfg.batch_size,
+        "val_size": cfg.val_size,
+        "data": cifar.fingerprint(),
+        "search_space": search_space.describe(space),
+    }
 
 
 def claim(study: optuna.Study, settings: dict) -> None:
@@ -197,26 +219,41 @@ def claim(study: optuna.Study, settings: dict) -> None:
         for key, value in settings.items():
             study.set_user_attr(key, value)
         return
-    differ = [f"{k}: study {recorded.get(k)!r}, this worker {v!r}" for k, v in settings.items()
-              if k != "search_space" and recorded.get(k) != v]
+    differ = [
+        f"{k}: study {recorded.get(k)!r}, this worker {v!r}"
+        for k, v in settings.items()
+        if k != "search_space" and recorded.get(k) != v
+    ]
     theirs, ours = recorded.get("search_space") or {}, settings.get("search_space") or {}
-    differ += [f"search space of {k}: study {theirs.get(k)}, this worker {ours.get(k)}"
-               for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)]
+    differ += [
+        f"search space of {k}: study {theirs.get(k)}, this worker {ours.get(k)}"
+        for k in sorted(set(theirs) | set(ours))
+        if theirs.get(k) != ours.get(k)
+    ]
     if differ:
-        raise ConfigError(f"study: {study.study_name!r} was started with other settings ("
-                          + "; ".join(differ) + "); use its settings or another --study")
+        raise ConfigError(
+            f"study: {study.study_name!r} was started with other settings ("
+            + "; ".join(differ)
+            + "); use its settings or another --study"
+        )
 
 
 # --- the trials --------------------------------------------------------------------------------
+
 
 def trial_config(cfg: Config, trial: optuna.Trial, study_name: str, space: dict) -> Config:
     """A trial: the suggested point, blind to the test split, and only the work its objective
     needs (no analysis figures, no saved model)."""
     return cfg.replace(
         **search_space.suggest(trial, space),
-        wandb_group=study_name, runs_dir=str(Path(cfg.runs_dir) / "tune" / study_name),
-        tune=0, retrain_best=False, use_test=False, save_model=False,
-        analysis=cfg.analysis and cfg.trial_analysis)
+        wandb_group=study_name,
+        runs_dir=str(Path(cfg.runs_dir) / "tune" / study_name),
+        tune=0,
+        retrain_best=False,
+        use_test=False,
+        save_model=False,
+        analysis=cfg.analysis and cfg.trial_analysis,
+    )
 
 
 def objective(cfg: Config, study_name: str, cifar: Cifar10, space: dict):
@@ -236,10 +273,14 @@ def objective(cfg: Config, study_name: str, cifar: Cifar10, space: dict):
             if metrics["epoch"] < n_epochs(tcfg) and trial.should_prune():
                 raise RunStopped("pruned", f"pruned after epoch {metrics['epoch']}")
 
-        context = Context(job_type="trial", tags=(f"study:{study_name}",),
-                          folder_prefix=f"{cfg.name}_trial{trial.number}",
-                          extra_config={"study": study_name, "trial": trial.number},
-                          on_start=started, on_epoch=report)
+        context = Context(
+            job_type="trial",
+            tags=(f"study:{study_name}",),
+            folder_prefix=f"{cfg.name}_trial{trial.number}",
+            extra_config={"study": study_name, "trial": trial.number},
+            on_start=started,
+            on_epoch=report,
+        )
         try:
             return run(tcfg, context, cifar)["final_val_acc"]
         except RunStopped as e:
@@ -250,6 +291,7 @@ def objective(cfg: Config, study_name: str, cifar: Cifar10, space: dict):
             trial.set_user_attr("failure", f"{type(e).__name__}: {e}")
             print(f"trial {trial.number} failed ({type(e).__name__}: {e}); the study goes on")
             raise TrialFailed(str(e)) from e
+
     return evaluate_trial
 
 
@@ -264,18 +306,25 @@ def tune(cfg: Config, cifar: Cifar10 | None = None) -> optuna.Study:
     claim(study, study_settings(cfg, cifar, space))
     report = StudyReport(cfg, study_name)
     done = len(study.get_trials(deepcopy=False, states=COUNTED))
-    print(f"study {study_name!r} at {masked(storage_url(cfg, study_name))}: {done} of {cfg.tune} "
-          f"trials finished; validation split of {cfg.val_size} images; searching "
-          f"{', '.join(space)} ({search_space.sweep_path(cfg.sweep)}); study page {report.html}")
+    print(
+        f"study {study_name!r} at {masked(storage_url(cfg, study_name))}: {done} of {cfg.tune} "
+        f"trials finished; validation split of {cfg.val_size} images; searching "
+        f"{', '.join(space)} ({search_space.sweep_path(cfg.sweep)}); study page {report.html}"
+    )
     try:
         if done < cfg.tune:
             study.optimize(
                 objective(cfg, study_name, cifar, space),
                 # until the study, not this worker, holds N finished trials: workers share the
                 # count, and a failed trial is replaced
-                callbacks=[optuna.study.MaxTrialsCallback(cfg.tune, states=COUNTED), report,
-                           StopAfterFailures()],
-                catch=(TrialFailed,), gc_after_trial=True)
+                callbacks=[
+                    optuna.study.MaxTrialsCallback(cfg.tune, states=COUNTED),
+                    report,
+                    StopAfterFailures(),
+                ],
+                catch=(TrialFailed,),
+                gc_after_trial=True,
+            )
         report(study)
     finally:
         report.close()
@@ -283,9 +332,11 @@ def tune(cfg: Config, cifar: Cifar10 | None = None) -> optuna.Study:
         print(f"no trial completed; trials in {report.csv}")
         return study
     best = study.best_trial
-    print(f"best trial {best.number}: validation accuracy {best.value:.2%} with "
-          + ", ".join(f"{k}={_short(v)}" for k, v in best.params.items())
-          + f"; trials in {report.csv}, study page {report.html}")
+    print(
+        f"best trial {best.number}: validation accuracy {best.value:.2%} with "
+        + ", ".join(f"{k}={_short(v)}" for k, v in best.params.items())
+        + f"; trials in {report.csv}, study page {report.html}"
+    )
     if cfg.retrain_best:
         retrain_best(cfg, study_name, best, cifar, space)
     return study
@@ -298,17 +349,28 @@ def _short(value) -> str:
 def retrain_best(cfg: Config, study_name: str, best, cifar: Cifar10, space: dict) -> dict:
     """The best trial's point on the whole training set, evaluated on the test split."""
     fixed = {k: p.values[0] for k, p in space.items() if p.distribution == "constant"}
-    final = run(cfg.replace(**fixed, **best.params, val_size=0, tune=0, retrain_best=False,
-                            wandb_group=study_name),
-                Context(job_type="retrain_best", tags=(f"study:{study_name}",),
-                        folder_prefix=f"{study_name}_best", model_aliases=("latest", "best"),
-                        extra_config={"study": study_name, "best_trial": best.number}), cifar)
-    print(f"retrained with the best parameters on the whole training set: test accuracy "
-          f"{final['final_test_acc']:.2%}")
+    final = run(
+        cfg.replace(
+            **fixed, **best.params, val_size=0, tune=0, retrain_best=False, wandb_group=study_name
+        ),
+        Context(
+            job_type="retrain_best",
+            tags=(f"study:{study_name}",),
+            folder_prefix=f"{study_name}_best",
+            model_aliases=("latest", "best"),
+            extra_config={"study": study_name, "best_trial": best.number},
+        ),
+        cifar,
+    )
+    print(
+        f"retrained with the best parameters on the whole training set: test accuracy "
+        f"{final['final_test_acc']:.2%}"
+    )
     return final
 
 
 # --- watching a study: its page and its W&B run ---------------------------------------------------
+
 
 class StudyReport:
     """After every trial (an Optuna callback): runs/tune/<study>_trials.csv, the study page
@@ -322,10 +384,19 @@ class StudyReport:
         self.html = self.csv.parent / f"{study_name}.html"
         folder = self.csv.parent / f"{study_name}_study"
         folder.mkdir(parents=True, exist_ok=True)
-        run_id = "study-" + hashlib.blake2b(f"{cfg.wandb_project}/{study_name}".encode(),
-                                            digest_size=6).hexdigest()
-        self.tracker = Tracker(cfg.replace(name=study_name, wandb_group=study_name), folder,
-                               job_type="study", tags=(f"study:{study_name}",), wandb_id=run_id)
+        run_id = (
+            "study-"
+            + hashlib.blake2b(
+                f"{cfg.wandb_project}/{study_name}".encode(), digest_size=6
+            ).hexdigest()
+        )
+        self.tracker = Tracker(
+            cfg.replace(name=study_name, wandb_group=study_name),
+            folder,
+            job_type="study",
+            tags=(f"study:{study_name}",),
+            wandb_id=run_id,
+        )
 
     def __call__(self, study: optuna.Study, _trial=None) -> None:
         table = trials_table(study)
@@ -338,17 +409,23 @@ class StudyReport:
         completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if completed:
             best = max(completed, key=lambda t: t.value)
-            self.tracker.update_summary({"best_val_acc": best.value, "best_trial": best.number,
-                                         **{f"best_{k}": v for k, v in best.params.items()},
-                                         "trials_finished": len(completed)})
+            self.tracker.update_summary(
+                {
+                    "best_val_acc": best.value,
+                    "best_trial": best.number,
+                    **{f"best_{k}": v for k, v in best.params.items()},
+                    "trials_finished": len(completed),
+                }
+            )
 
     def close(self) -> None:
         self.tracker.close({"trials": str(self.csv), "study_page": str(self.html)})
 
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:
-    frame = study.trials_dataframe(attrs=("number", "state", "value", "duration", "params",
-                                          "user_attrs"))
+    frame = study.trials_dataframe(
+        attrs=("number", "state", "value", "duration", "params", "user_attrs")
+    )
     if "duration" in frame:
         frame["duration"] = frame["duration"].dt.total_seconds()
     return frame
@@ -365,24 +442,40 @@ def write_study_page(study: optuna.Study, table: pd.DataFrame, path: Path) -> Pa
         figures.append(vis.plot_parallel_coordinate(study))
     if len(completed) >= 2 and study.best_trial.params:
         figures.append(vis.plot_param_importances(study))
-    parts = [f"<h1>study {html.escape(study.study_name)}</h1>",
-             f"<p>{len(completed)} completed of {len(study.trials)} trials; "
-             + (f"best validation accuracy {study.best_value:.2%} (trial "
-                f"{study.best_trial.number}: " + ", ".join(
-                    f"{k}={_short(v)}" for k, v in study.best_params.items()) + ")"
-                if completed else "no trial completed yet") + "</p>"]
-    parts += [f.to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False)
-              for i, f in enumerate(figures)]
+    parts = [
+        f"<h1>study {html.escape(study.study_name)}</h1>",
+        f"<p>{len(completed)} completed of {len(study.trials)} trials; "
+        + (
+            f"best validation accuracy {study.best_value:.2%} (trial "
+            f"{study.best_trial.number}: "
+            + ", ".join(f"{k}={_short(v)}" for k, v in study.best_params.items())
+            + ")"
+            if completed
+            else "no trial completed yet"
+        )
+        + "</p>",
+    ]
+    parts += [
+        f.to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False)
+        for i, f in enumerate(figures)
+    ]
     links = table.copy()
     if "user_attrs_run_dir" in links:  # relative to the page, so the folder moves with it
-        links["user_attrs_run_dir"] = [os.path.relpath(v, path.parent) if isinstance(v, str) else v
-                                       for v in links["user_attrs_run_dir"]]
+        links["user_attrs_run_dir"] = [
+            os.path.relpath(v, path.parent) if isinstance(v, str) else v
+            for v in links["user_attrs_run_dir"]
+        ]
     for column, label in (("user_attrs_run_dir", "run folder"), ("user_attrs_wandb_url", "W&B")):
         if column in links:
-            links[column] = [f'<a href="{html.escape(v)}">{label}</a>'
-                             if isinstance(v, str) and v else "" for v in links[column]]
+            links[column] = [
+                f'<a href="{html.escape(v)}">{label}</a>' if isinstance(v, str) and v else ""
+                for v in links[column]
+            ]
     parts.append(links.to_html(index=False, escape=False, na_rep=""))
-    path.write_text("<!doctype html><html><head><meta charset='utf-8'><title>study "
-                    f"{html.escape(study.study_name)}</title></head><body>"
-                    + "\n".join(parts) + "</body></html>")
+    path.write_text(
+        "<!doctype html><html><head><meta charset='utf-8'><title>study "
+        f"{html.escape(study.study_name)}</title></head><body>"
+        + "\n".join(parts)
+        + "</body></html>"
+    )
     return path

@@ -1,5 +1,6 @@
 """Shared fixtures: a synthetic CIFAR-10 folder in the standard layout, a real subset from
 ../shared (skipped when absent), a tiny config for CPU runs, and a reader for W&B's files."""
+
 from __future__ import annotations
 
 import json
@@ -54,22 +55,37 @@ def real_subset(tmp_path_factory) -> Path:
     if not (pack.exists() and tool.exists()):
         pytest.skip(f"needs the JPEG CIFAR-10 pack and unpack tool under {SHARED}")
     root = tmp_path_factory.mktemp("real")
-    subprocess.run([sys.executable, str(tool), str(pack), str(root), "--train", "5000",
-                    "--test", "1000"], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(tool), str(pack), str(root), "--train", "5000", "--test", "1000"],
+        check=True,
+        capture_output=True,
+    )
     return root
 
 
 @pytest.fixture
 def tiny_cfg(tiny_data, tmp_path) -> Config:
     """A run that takes seconds on a CPU: narrow net, 20-image batches, no W&B, no workers."""
-    return Config(name="tiny", model="resnet9", width=0.0625, epochs=2, batch_size=20,
-                  data_dir=str(tiny_data), runs_dir=str(tmp_path / "runs"), workers=0,
-                  device="cpu", wandb_mode="disabled", progress=False, max_lr=0.2)
+    return Config(
+        name="tiny",
+        model="resnet9",
+        width=0.0625,
+        epochs=2,
+        batch_size=20,
+        data_dir=str(tiny_data),
+        runs_dir=str(tmp_path / "runs"),
+        workers=0,
+        device="cpu",
+        wandb_mode="disabled",
+        progress=False,
+        max_lr=0.2,
+    )
 
 
 def scheduler_lrs(cfg: Config, steps_per_epoch: int) -> list:
     """The LR of every step of a run, from the scheduler the training loop builds."""
     import torch
+
     from resnetf.optim import make_optimizer, make_scheduler, total_steps
 
     opt = make_optimizer(torch.nn.Linear(2, 2), cfg)
@@ -86,12 +102,18 @@ def run_dir_of(summary: dict) -> Path:
     return Path(summary["run_dir"])
 
 
-# --- reading W&B's offline files -------------------------------------------------------------------
+# --- reading W&B's offline files ------------------------------------------------------------------
+
 
 def read_wandb_history(run_dir: Path) -> list[dict]:
     """Every history row of the offline run under run_dir."""
-    return [{(item.key or "/".join(item.nested_key)): json.loads(item.value_json)
-             for item in record.history.item} for record in read_wandb_records(run_dir, "history")]
+    return [
+        {
+            (item.key or "/".join(item.nested_key)): json.loads(item.value_json)
+            for item in record.history.item
+        }
+        for record in read_wandb_records(run_dir, "history")
+    ]
 
 
 def read_wandb_summary(run_dir: Path) -> dict:
@@ -133,10 +155,10 @@ def _records(raw: bytes) -> list:
         if block - pos % block < 7:  # a block's tail too short for a header is padding
             pos += block - pos % block
             continue
-        _crc, length, chunk_type = struct.unpack("<IHB", raw[pos:pos + 7])
+        _crc, length, chunk_type = struct.unpack("<IHB", raw[pos : pos + 7])
         if pos + 7 + length > len(raw):  # a chunk W&B is still writing
             break
-        chunk = raw[pos + 7:pos + 7 + length]
+        chunk = raw[pos + 7 : pos + 7 + length]
         pos += 7 + length
         # chunk types: 1 full, 2 first, 3 middle, 4 last
         pending = chunk if chunk_type in (1, 2) else pending + chunk

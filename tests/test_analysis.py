@@ -1,4 +1,5 @@
 """After-training analysis, run comparison, --seeds, and the model summary."""
+
 import json
 import subprocess
 import sys
@@ -28,18 +29,25 @@ def test_analysis_files_exist_with_expected_sizes_and_agree_with_the_accuracy(ti
     assert per_class["images"].tolist() == cm.sum(1).tolist()
     np.testing.assert_allclose(per_class["accuracy"], np.diag(cm) / cm.sum(1))
     logged = {key.split("/")[0] for row in read_wandb_history(d) for key in row}
-    assert {"misclassified", "confusion_matrix", "gradcam", "confusion_table",
-            "per_class_accuracy"} <= logged
+    assert {
+        "misclassified",
+        "confusion_matrix",
+        "gradcam",
+        "confusion_table",
+        "per_class_accuracy",
+    } <= logged
     summary_txt = (d / "model_summary.txt").read_text()
     assert "Total params" in summary_txt and f"{summary['parameters']:,}" in summary_txt
 
 
-def test_the_analysis_reuses_the_final_evaluation_instead_of_a_second_tta_pass(tiny_cfg,
-                                                                              monkeypatch):
+def test_the_analysis_reuses_the_final_evaluation_instead_of_a_second_tta_pass(
+    tiny_cfg, monkeypatch
+):
     from resnetf import analysis
 
     def second_pass(*args, **kwargs):
         raise AssertionError("the analysis ran the net over the test split again")
+
     monkeypatch.setattr(analysis, "logits", second_pass)
     summary = run(tiny_cfg.replace(tta="flip", gradcam_images=1))
     d = run_dir_of(summary)
@@ -61,9 +69,19 @@ def test_analysis_can_be_switched_off(tiny_cfg):
 def test_compare_lists_the_runs_and_only_the_fields_that_differ(tiny_cfg, tmp_path):
     a = run_dir_of(run(tiny_cfg.replace(analysis=False)))
     b = run_dir_of(run(tiny_cfg.replace(analysis=False, max_lr=0.05, label_smoothing=0.1)))
-    proc = subprocess.run([sys.executable, "-m", "resnetf.compare", str(tmp_path / "runs" / "*"),
-                           f"--out={tmp_path / 'cmp'}"], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "resnetf.compare",
+            str(tmp_path / "runs" / "*"),
+            f"--out={tmp_path / 'cmp'}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     table = pd.read_csv(tmp_path / "cmp.csv")
     assert sorted(table["run"]) == sorted([a.name, b.name])
@@ -78,10 +96,26 @@ def test_compare_lists_the_runs_and_only_the_fields_that_differ(tiny_cfg, tmp_pa
 
 def test_seeds_runs_n_times_and_reports_the_spread(tiny_data, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "experiments/oc_24ep.py", "--seeds=2", "--seed=3", f"--data_dir={tiny_data}",
-         f"--runs_dir={tmp_path}", "--epochs=2", "--batch_size=20", "--width=0.0625",
-         "--workers=0", "--wandb_mode=disabled", "--no_progress", "--no_analysis"],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "experiments/oc_24ep.py",
+            "--seeds=2",
+            "--seed=3",
+            f"--data_dir={tiny_data}",
+            f"--runs_dir={tmp_path}",
+            "--epochs=2",
+            "--batch_size=20",
+            "--width=0.0625",
+            "--workers=0",
+            "--wandb_mode=disabled",
+            "--no_progress",
+            "--no_analysis",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     runs, skipped = find_runs([str(tmp_path)])
     assert skipped == {"job type seeds": 1}  # the aggregate is not a training run
@@ -106,27 +140,53 @@ def test_compare_includes_trials_and_interrupted_runs_and_says_what_it_skipped(t
 
     def interrupt(tracker):  # a Ctrl-C before the first epoch ended: no metrics yet
         raise RunStopped("interrupted", "Ctrl-C", failed=True)
+
     with pytest.raises(RunStopped):
         run(tiny_cfg.replace(name="cut"), Context(on_start=interrupt))
-    subprocess.run([sys.executable, "experiments/oc_24ep.py", "--seeds=2", "--epochs=2",
-                    f"--data_dir={tiny_cfg.data_dir}", f"--runs_dir={runs}", "--width=0.0625",
-                    "--batch_size=20", "--workers=0", "--wandb_mode=disabled", "--no_analysis"],
-                   cwd=REPO, check=True, capture_output=True, timeout=300)
-    proc = subprocess.run([sys.executable, "-m", "resnetf.compare", str(runs),
-                           f"--out={tmp_path / 'cmp'}"], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
+    subprocess.run(
+        [
+            sys.executable,
+            "experiments/oc_24ep.py",
+            "--seeds=2",
+            "--epochs=2",
+            f"--data_dir={tiny_cfg.data_dir}",
+            f"--runs_dir={runs}",
+            "--width=0.0625",
+            "--batch_size=20",
+            "--workers=0",
+            "--wandb_mode=disabled",
+            "--no_analysis",
+        ],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "resnetf.compare", str(runs), f"--out={tmp_path / 'cmp'}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     table = pd.read_csv(tmp_path / "cmp.csv").set_index("run")
     (trial,) = [r for r in table.index if "_trial0_" in r]
     (cut,) = [r for r in table.index if r.startswith("cut_")]
     assert len(table) == 5  # plain, trial, interrupted, and the two seeds
     assert table.loc[trial, "job_type"] == "trial" and table.loc[trial, "status"] == "finished"
-    assert table.loc[trial, "final_val_acc"] == json.loads(
-        (runs / "tune" / "tiny" / trial / "summary.json").read_text())["final_val_acc"]
+    assert (
+        table.loc[trial, "final_val_acc"]
+        == json.loads((runs / "tune" / "tiny" / trial / "summary.json").read_text())[
+            "final_val_acc"
+        ]
+    )
     assert pd.isna(table.loc[trial, "final_test_acc"])  # a trial never sees the test split
     assert table.loc[cut, "status"] == "interrupted" and pd.isna(table.loc[cut, "final_test_acc"])
-    assert table.loc[plain.name, "final_test_acc"] == json.loads(
-        (plain / "summary.json").read_text())["final_test_acc"]
+    assert (
+        table.loc[plain.name, "final_test_acc"]
+        == json.loads((plain / "summary.json").read_text())["final_test_acc"]
+    )
     assert "skipped 1 folders: 1 (job type seeds)" in proc.stderr
     commit = json.loads((plain / "config.json").read_text())["git_commit"]
     if commit:  # the repo is a git checkout: the table says which commit produced each run
@@ -144,6 +204,7 @@ def test_every_run_folder_draws_its_own_curves(tiny_cfg):
 
 def test_gradcam_maps_show_where_the_class_evidence_is():
     import torch
+
     from resnetf.analysis import gradcam_maps
     from resnetf.models import ResNet9
 

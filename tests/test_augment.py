@@ -1,6 +1,7 @@
 """The augmentations of both backends: the albumentations pipeline (per image, in workers), the
 batch ops of the gpu backend, and the normalize + cutout that both apply on the device. Where
 an albumentations op exists for the same job, it is the reference the torch op must match."""
+
 import albumentations as A
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from resnetf.config import Config
 
 IMAGE = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
 PADDED = np.pad(IMAGE, ((4, 4), (4, 4), (0, 0)), mode="reflect")
-WINDOWS = {(dy, dx): PADDED[dy:dy + 32, dx:dx + 32] for dy in range(9) for dx in range(9)}
+WINDOWS = {(dy, dx): PADDED[dy : dy + 32, dx : dx + 32] for dy in range(9) for dx in range(9)}
 CPU = torch.device("cpu")
 
 
@@ -25,7 +26,9 @@ def _albumentations(cfg, n, image=IMAGE):
 
 def _gpu(cfg, n, image=IMAGE):
     batch = torch.from_numpy(np.repeat(image[None], n, 0)).permute(0, 3, 1, 2)
-    out = BatchAugment(cfg.replace(normalize=False, cutout=0), CPU, train=True, geometric=True)(batch)
+    out = BatchAugment(cfg.replace(normalize=False, cutout=0), CPU, train=True, geometric=True)(
+        batch
+    )
     return list(out.round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
 
 
@@ -78,11 +81,18 @@ def test_cutout_matches_coarse_dropout_in_size_and_placement(size):
     ones = torch.ones(1000, 3, 32, 32)
     out = batch_augment.cutout(ones, size, torch.Generator().manual_seed(0))
     ours = _hole_corners((out == 0).all(1).numpy(), size)
-    ref = A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(size, size),
-                          hole_width_range=(size, size), fill=0, p=1.0)
+    ref = A.CoarseDropout(
+        num_holes_range=(1, 1),
+        hole_height_range=(size, size),
+        hole_width_range=(size, size),
+        fill=0,
+        p=1.0,
+    )
     ref.set_random_seed(0)
-    theirs = _hole_corners([(ref(image=np.ones((32, 32, 3), np.float32))["image"] == 0).all(2)
-                            for _ in range(1000)], size)
+    theirs = _hole_corners(
+        [(ref(image=np.ones((32, 32, 3), np.float32))["image"] == 0).all(2) for _ in range(1000)],
+        size,
+    )
     # both keep the hole wholly inside the image, and both reach every edge
     for corners in (ours, theirs):
         ys, xs = zip(*corners)
@@ -101,7 +111,9 @@ def test_normalization_matches_albumentations_normalize():
     expected = A.Normalize(mean=data.CIFAR10_MEAN, std=data.CIFAR10_STD)(image=IMAGE)["image"]
     batch = torch.from_numpy(IMAGE).permute(2, 0, 1)[None]
     for train in (False, True):  # train adds nothing when crop, flip and cutout are off
-        out = BatchAugment(Config(pad=0, flip=False, cutout=0), CPU, train=train, geometric=True)(batch)
+        out = BatchAugment(Config(pad=0, flip=False, cutout=0), CPU, train=train, geometric=True)(
+            batch
+        )
         assert out.dtype == torch.float32
         np.testing.assert_allclose(out[0].permute(1, 2, 0).numpy(), expected, atol=1e-5)
 

@@ -1,4 +1,5 @@
 """The gpu backend's loader, the fast-path options (EMA, torch.compile) and the benchmark."""
+
 import subprocess
 import sys
 
@@ -35,7 +36,9 @@ def test_dataset_item_and_batch_fetch_agree():
     ds = CifarDataset(images, np.arange(6))
     x, y = ds.__getitems__([4, 1])
     assert torch.equal(x[0], ds[4][0]) and torch.equal(x[1], ds[1][0]) and y.tolist() == [4, 1]
-    assert ds[4][0].shape == (3, 32, 32) and torch.equal(ds[4][0].permute(1, 2, 0), torch.from_numpy(images[4]))
+    assert ds[4][0].shape == (3, 32, 32) and torch.equal(
+        ds[4][0].permute(1, 2, 0), torch.from_numpy(images[4])
+    )
 
 
 @pytest.mark.parametrize("backend", ["albumentations", "gpu"])
@@ -76,8 +79,13 @@ def test_compile_warm_up_leaves_the_weights_as_they_were():
 
     model = ResNet9(width=0.0625)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    compiled, _ = compile_model(model, (4, 3, 32, 32), [3], torch.nn.CrossEntropyLoss(),
-                                torch.autocast("cpu", enabled=False))
+    compiled, _ = compile_model(
+        model,
+        (4, 3, 32, 32),
+        [3],
+        torch.nn.CrossEntropyLoss(),
+        torch.autocast("cpu", enabled=False),
+    )
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # BN statistics too
     assert all(p.grad is None for p in model.parameters())
@@ -88,10 +96,27 @@ def test_compile_warm_up_leaves_the_weights_as_they_were():
 
 def test_benchmark_runs_on_a_cpu_with_tiny_settings(tiny_data, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "resnetf.bench", "experiments/oc_24ep.py", "--seeds=2",
-         f"--out={tmp_path}", "--", f"--data_dir={tiny_data}", "--epochs=2", "--batch_size=20",
-         "--width=0.0625", "--workers=0", "--wandb_mode=disabled", "--no_progress"],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "resnetf.bench",
+            "experiments/oc_24ep.py",
+            "--seeds=2",
+            f"--out={tmp_path}",
+            "--",
+            f"--data_dir={tiny_data}",
+            "--epochs=2",
+            "--batch_size=20",
+            "--width=0.0625",
+            "--workers=0",
+            "--wandb_mode=disabled",
+            "--no_progress",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     pipeline = pd.read_csv(tmp_path / "pipeline.csv")
     assert len(pipeline) == 3 and (pipeline["images_per_s"] > 0).all()
@@ -104,19 +129,41 @@ def test_benchmark_runs_on_a_cpu_with_tiny_settings(tiny_data, tmp_path):
 def test_albumentations_run_does_not_depend_on_the_number_of_workers(tiny_cfg):
     # each batch's augmentations are seeded by (seed, epoch, batch), and the loader is iterated
     # exactly once per epoch (a progress bar that called iter() twice once broke this)
-    runs = [run(tiny_cfg.replace(backend="albumentations", workers=w, analysis=False))
-            for w in (0, 2)]
+    runs = [
+        run(tiny_cfg.replace(backend="albumentations", workers=w, analysis=False)) for w in (0, 2)
+    ]
     a, b = (pd.read_csv(run_dir_of(s) / "steps.csv") for s in runs)
     pd.testing.assert_frame_equal(a, b, check_exact=True)
 
 
 def test_benchmark_reports_each_trials_overhead(tiny_data, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "resnetf.bench", "experiments/oc_24ep.py", "--seeds=0",
-         "--no_pipeline", "--trials=2", f"--out={tmp_path}", "--", f"--data_dir={tiny_data}",
-         "--epochs=3", "--batch_size=10", "--val_size=20", "--width=0.0625", "--workers=0",
-         "--backend=gpu", "--wandb_mode=disabled", "--no_progress", "--no_analysis"],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "resnetf.bench",
+            "experiments/oc_24ep.py",
+            "--seeds=0",
+            "--no_pipeline",
+            "--trials=2",
+            f"--out={tmp_path}",
+            "--",
+            f"--data_dir={tiny_data}",
+            "--epochs=3",
+            "--batch_size=10",
+            "--val_size=20",
+            "--width=0.0625",
+            "--workers=0",
+            "--backend=gpu",
+            "--wandb_mode=disabled",
+            "--no_progress",
+            "--no_analysis",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     trials = pd.read_csv(tmp_path / "trials.csv")
     assert trials["trial"].tolist() == [0, 1]
@@ -124,8 +171,10 @@ def test_benchmark_reports_each_trials_overhead(tiny_data, tmp_path):
     (study_table,) = (tmp_path / "runs" / "tune").glob("bench_*_trials.csv")
     np.testing.assert_allclose(trials["wall_seconds"], pd.read_csv(study_table)["duration"])
     assert (trials["wall_seconds"] > trials["train_seconds"] + trials["eval_seconds"]).all()
-    np.testing.assert_allclose(trials["overhead_seconds"], trials["wall_seconds"]
-                               - trials["train_seconds"] - trials["eval_seconds"])
+    np.testing.assert_allclose(
+        trials["overhead_seconds"],
+        trials["wall_seconds"] - trials["train_seconds"] - trials["eval_seconds"],
+    )
     assert "overhead (wall minus train and evaluation)" in proc.stdout
 
 
@@ -146,15 +195,34 @@ def test_airbench_gets_the_same_data_in_its_own_layout(tiny_data, tmp_path):
 def test_against_airbench_without_the_package_is_a_clear_error(tiny_data, tmp_path):
     try:
         import airbench  # noqa: F401
+
         pytest.skip("airbench is installed here")
     except ImportError:
         pass
     proc = subprocess.run(
-        [sys.executable, "-m", "resnetf.bench", "experiments/fast94.py", "--seeds=1",
-         "--no_pipeline", "--against=airbench94", f"--out={tmp_path}", "--",
-         f"--data_dir={tiny_data}", "--epochs=2", "--batch_size=20", "--width=0.125",
-         "--wandb_mode=disabled", "--no_progress", "--no_analysis"],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "resnetf.bench",
+            "experiments/fast94.py",
+            "--seeds=1",
+            "--no_pipeline",
+            "--against=airbench94",
+            f"--out={tmp_path}",
+            "--",
+            f"--data_dir={tiny_data}",
+            "--epochs=2",
+            "--batch_size=20",
+            "--width=0.125",
+            "--wandb_mode=disabled",
+            "--no_progress",
+            "--no_analysis",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "needs the airbench package" in proc.stderr
 
@@ -171,7 +239,9 @@ def test_the_race_warms_both_up_then_interleaves_the_seeds(tiny_data, tmp_path, 
     fake = types.ModuleType("airbench")
     fake.CifarLoader = lambda *a, **k: object()
     fake.train94 = lambda loader, verbose: calls.append("theirs") or "net"
-    fake.evaluate = lambda net, loader, tta_level: calls.append(f"theirs eval tta{tta_level}") or 0.5
+    fake.evaluate = lambda net, loader, tta_level: (
+        calls.append(f"theirs eval tta{tta_level}") or 0.5
+    )
     monkeypatch.setitem(sys.modules, "airbench", fake)
     monkeypatch.setattr(bench, "pick_device", lambda name: types.SimpleNamespace(type="cuda"))
     monkeypatch.setattr(bench, "sync", lambda device: None)
@@ -180,12 +250,23 @@ def test_the_race_warms_both_up_then_interleaves_the_seeds(tiny_data, tmp_path, 
     def ours(cfg, cifar, device):
         calls.append(f"ours {cfg.seed}")
         return real_ours(cfg, cifar, torch.device("cpu"))
+
     monkeypatch.setattr(bench, "_ours", ours)
     cfg = load_experiment(REPO / "experiments" / "fast94.py").replace(
-        data_dir=str(tiny_data), epochs=2, batch_size=20, width=0.125, device="cpu", workers=0)
+        data_dir=str(tiny_data), epochs=2, batch_size=20, width=0.125, device="cpu", workers=0
+    )
     race = bench.race_airbench94(cfg, 2, tmp_path)
-    assert calls == ["ours 10000", "theirs", "theirs eval tta2",  # warm-ups, evaluation included
-                     "ours 0", "theirs", "theirs eval tta2", "ours 1", "theirs", "theirs eval tta2"]
+    assert calls == [
+        "ours 10000",
+        "theirs",
+        "theirs eval tta2",  # warm-ups, evaluation included
+        "ours 0",
+        "theirs",
+        "theirs eval tta2",
+        "ours 1",
+        "theirs",
+        "theirs eval tta2",
+    ]
     assert race["side"].tolist() == ["ours", "airbench94"] * 2
     ours_rows = race[race["side"] == "ours"]
     assert (ours_rows["wall_seconds"] > ours_rows["timer_seconds"]).all()  # build, whitening too

@@ -10,9 +10,17 @@ from conftest import REPO
 from resnetf.config import Config, ConfigError, parse
 
 # the flags that W&B sweeps and the docs rely on, with a value that differs from every default
-CONTRACT = {"max_lr": 0.3, "pct_start": 0.25, "dropout": 0.2, "epochs": 3, "batch_size": 64,
-            "data_dir": "/tmp/somewhere", "seed": 7, "wandb_mode": "offline",
-            "wandb_project": "elsewhere"}
+CONTRACT = {
+    "max_lr": 0.3,
+    "pct_start": 0.25,
+    "dropout": 0.2,
+    "epochs": 3,
+    "batch_size": 64,
+    "data_dir": "/tmp/somewhere",
+    "seed": 7,
+    "wandb_mode": "offline",
+    "wandb_project": "elsewhere",
+}
 
 
 @pytest.mark.parametrize("form", ["equals", "space"])
@@ -40,9 +48,20 @@ def test_help_lists_every_field_with_its_default(capsys, monkeypatch):
     assert "(default: 0.4)" in out
 
 
-@pytest.mark.parametrize("flag, value", [("max_lr", "-0.1"), ("max_lr", "nan"), ("pct_start", "1.0"),
-                                         ("pct_start", "0"), ("dropout", "1.0"), ("dropout", "-0.1"),
-                                         ("epochs", "0"), ("batch_size", "0"), ("cutout", "40")])
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("max_lr", "-0.1"),
+        ("max_lr", "nan"),
+        ("pct_start", "1.0"),
+        ("pct_start", "0"),
+        ("dropout", "1.0"),
+        ("dropout", "-0.1"),
+        ("epochs", "0"),
+        ("batch_size", "0"),
+        ("cutout", "40"),
+    ],
+)
 def test_bad_values_exit_with_a_message_naming_the_field(flag, value, capsys):
     with pytest.raises(SystemExit) as e:
         parse(Config(), [f"--{flag}={value}"])
@@ -63,30 +82,51 @@ def test_softmax_head_needs_the_resnetf_model():
 
 def test_experiment_rejects_bad_value_before_touching_data(tmp_path):
     data_dir = tmp_path / "never-created"
-    proc = subprocess.run([sys.executable, "experiments/oc_24ep.py", "--max_lr=-1",
-                           f"--data_dir={data_dir}", f"--runs_dir={tmp_path / 'runs'}"],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "experiments/oc_24ep.py",
+            "--max_lr=-1",
+            f"--data_dir={data_dir}",
+            f"--runs_dir={tmp_path / 'runs'}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "max_lr" in proc.stderr
     assert not data_dir.exists() and not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("field, value", [("backend", "GPU"), ("pad_mode", "zeros"),
-                                          ("model", "resnet18"), ("anneal_strategy", "cosine"),
-                                          ("pruner", "asha"), ("wandb_mode", "Offline")])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("backend", "GPU"),
+        ("pad_mode", "zeros"),
+        ("model", "resnet18"),
+        ("anneal_strategy", "cosine"),
+        ("pruner", "asha"),
+        ("wandb_mode", "Offline"),
+    ],
+)
 def test_a_config_built_in_python_gets_its_choices_checked(field, value):
     # tyro checks choices on the command line; a notebook or a script builds Config directly
     with pytest.raises(ConfigError, match=f"^{field}: must be one of"):
         Config(**{field: value}).validate()
 
 
-@pytest.mark.parametrize("changes, field", [
-    ({"tune": 5, "seeds": 3}, "seeds"),
-    ({"tune": 5, "lr_range_test": True}, "lr_range_test"),
-    ({"seeds": 2, "lr_range_test": True}, "lr_range_test"),
-    ({"retrain_best": True}, "retrain_best"),
-    ({"tune": 5, "eval_every": 0}, "eval_every"),
-])
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"tune": 5, "seeds": 3}, "seeds"),
+        ({"tune": 5, "lr_range_test": True}, "lr_range_test"),
+        ({"seeds": 2, "lr_range_test": True}, "lr_range_test"),
+        ({"retrain_best": True}, "retrain_best"),
+        ({"tune": 5, "eval_every": 0}, "eval_every"),
+    ],
+)
 def test_combinations_that_mean_nothing_are_refused(changes, field):
     with pytest.raises(ConfigError, match=f"^{field}: "):
         Config(**changes).validate()
@@ -121,17 +161,21 @@ def test_help_is_grouped_and_keeps_every_flat_flag_name(capsys, monkeypatch):
 
 def test_run_records_what_produced_it(tiny_cfg):
     import json
+
     import torch
 
     from resnetf import run
 
     d = Path(run(tiny_cfg.replace(analysis=False, epochs=1, pct_start=0.5))["run_dir"])
     config = json.loads((d / "config.json").read_text())
-    assert config["torch"] == torch.__version__.split("+")[0] or config["torch"] == torch.__version__
+    assert (
+        config["torch"] == torch.__version__.split("+")[0] or config["torch"] == torch.__version__
+    )
     assert {"albumentations", "wandb", "optuna", "device_name", "git_dirty"} <= set(config)
     if (REPO / ".git").exists():
-        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
-                              text=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
         assert config["git_commit"] == head and isinstance(config["git_dirty"], bool)
 
 

@@ -16,7 +16,20 @@ def test_loads_standard_layout_as_uint8_hwc(tmp_path):
     c = load_cifar10(tmp_path, download=False)
     assert c.train_images.shape == (100, 32, 32, 3) and c.train_images.dtype == np.uint8
     assert c.test_images.shape == (50, 32, 32, 3)
-    assert c.train_labels.dtype == np.int64 and list(c.test_labels[:12]) == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+    assert c.train_labels.dtype == np.int64 and list(c.test_labels[:12]) == [
+        0,
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+        7,
+        8,
+        9,
+        0,
+        1,
+    ]
     assert c.classes[3] == "class3"
     # CHW rows become HWC images: channel c of pixel (y, x) is row[c*1024 + y*32 + x]
     with open(tmp_path / "cifar-10-batches-py" / "test_batch", "rb") as f:
@@ -60,6 +73,7 @@ def test_absent_folder_offline_says_where_to_put_the_files(tmp_path, monkeypatch
 
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network")
+
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
     with pytest.raises(DataError, match="could not download") as e:
         load_cifar10(tmp_path / "nowhere")
@@ -88,8 +102,11 @@ def _crop_flip_loader(workers, seed):
     # 64 copies of one image with distinct pixels: each output reveals the crop and flip drawn
     image = np.arange(32 * 32 * 3, dtype=np.uint32).reshape(32, 32, 3).astype(np.uint8)
     cfg = Config(cutout=0, normalize=False)
-    ds = CifarDataset(np.repeat(image[None], 64, 0), np.zeros(64, np.int64),
-                      augment.train_transform(cfg, seed=seed))
+    ds = CifarDataset(
+        np.repeat(image[None], 64, 0),
+        np.zeros(64, np.int64),
+        augment.train_transform(cfg, seed=seed),
+    )
     return make_loader(ds, batch_size=8, train=False, workers=workers, seed=seed)
 
 

@@ -1,5 +1,6 @@
 """Debug modes: the whole path of a run in a few steps, a single batch learnt by heart, and a
 profile; and the `resnetf` command."""
+
 import json
 import subprocess
 import sys
@@ -18,12 +19,26 @@ TINY = ["--workers=0", "--no_progress", "--batch_size=10"]
 @pytest.mark.parametrize("experiment", ["oc_24ep", "fast94", "seed_resnetf"])
 def test_debug_fast_runs_the_whole_path_of_each_experiment(experiment, tiny_data, tmp_path):
     cfg = load_experiment(REPO / "experiments" / f"{experiment}.py")
-    summary = main(cfg, [f"--data_dir={tiny_data}", f"--runs_dir={tmp_path}", "--debug=fast",
-                         "--width=0.125", *TINY])
+    summary = main(
+        cfg,
+        [
+            f"--data_dir={tiny_data}",
+            f"--runs_dir={tmp_path}",
+            "--debug=fast",
+            "--width=0.125",
+            *TINY,
+        ],
+    )
     d = Path(summary["run_dir"])
     assert d.parent == tmp_path / "debug" and d.name.startswith(f"{experiment}_fast_")
-    for name in ("config.json", "summary.json", "model.pt", "curves.png", "confusion.png",
-                 "metrics.csv"):
+    for name in (
+        "config.json",
+        "summary.json",
+        "model.pt",
+        "curves.png",
+        "confusion.png",
+        "metrics.csv",
+    ):
         assert (d / name).exists(), name
     steps = pd.read_csv(d / "steps.csv")
     assert len(steps) == 3 and steps["lr"].nunique() == 1  # a constant LR, no One Cycle
@@ -33,8 +48,13 @@ def test_debug_fast_runs_the_whole_path_of_each_experiment(experiment, tiny_data
 
 def test_debug_overfit_learns_one_batch_or_says_it_cannot(tiny_data, tmp_path, capsys):
     cfg = load_experiment(REPO / "experiments" / "oc_24ep.py")
-    args = [f"--data_dir={tiny_data}", f"--runs_dir={tmp_path}", "--debug=overfit",
-            "--width=0.125", *TINY]
+    args = [
+        f"--data_dir={tiny_data}",
+        f"--runs_dir={tmp_path}",
+        "--debug=overfit",
+        "--width=0.125",
+        *TINY,
+    ]
     result = main(cfg, args)
     assert result["accuracy"] == 1.0 and result["steps"] < 300
     assert "100% training accuracy on one batch of 10 images" in capsys.readouterr().out
@@ -44,27 +64,66 @@ def test_debug_overfit_learns_one_batch_or_says_it_cannot(tiny_data, tmp_path, c
 
 def test_debug_profile_writes_a_trace_and_the_top_operators(tiny_data, tmp_path, capsys):
     cfg = load_experiment(REPO / "experiments" / "fast94.py")
-    result = main(cfg, [f"--data_dir={tiny_data}", f"--runs_dir={tmp_path}", "--debug=profile",
-                        "--width=0.125", *TINY])
+    result = main(
+        cfg,
+        [
+            f"--data_dir={tiny_data}",
+            f"--runs_dir={tmp_path}",
+            "--debug=profile",
+            "--width=0.125",
+            *TINY,
+        ],
+    )
     trace = json.loads(Path(result["trace"]).read_text())
     assert any(e.get("name", "").startswith("aten::convolution") for e in trace["traceEvents"])
     assert "aten::" in (Path(result["run_dir"]) / "top_ops.txt").read_text()
     assert "Self CPU" in capsys.readouterr().out
 
 
-def test_the_resnetf_command_trains_an_experiment_file_and_knows_its_subcommands(tiny_data,
-                                                                               tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "resnetf", "train", "experiments/oc_24ep.py",
-                           f"--data_dir={tiny_data}", f"--runs_dir={tmp_path}", "--debug=fast",
-                           "--width=0.0625", *TINY], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
+def test_the_resnetf_command_trains_an_experiment_file_and_knows_its_subcommands(
+    tiny_data, tmp_path
+):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "resnetf",
+            "train",
+            "experiments/oc_24ep.py",
+            f"--data_dir={tiny_data}",
+            f"--runs_dir={tmp_path}",
+            "--debug=fast",
+            "--width=0.0625",
+            *TINY,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     (run_dir,) = (tmp_path / "debug").iterdir()
     assert "experiments/oc_24ep.py" in json.loads((run_dir / "config.json").read_text())["command"]
-    proc = subprocess.run([sys.executable, "-m", "resnetf", "compare", str(tmp_path / "debug"),
-                           f"--out={tmp_path / 'cmp'}"], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "resnetf",
+            "compare",
+            str(tmp_path / "debug"),
+            f"--out={tmp_path / 'cmp'}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "resnetf", "nonsense"], cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "resnetf", "nonsense"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and "train" in proc.stderr and "predict" in proc.stderr

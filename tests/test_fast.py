@@ -1,11 +1,10 @@
 """The fast recipe's parts: the whitening stem, the decoupled hyperparameters, lookahead, the
 alternating flip and translations, the test-time augmentation levels, mixed precision, fractional
 epochs, and the compute count."""
-import json
+
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -41,9 +40,12 @@ def test_the_whitening_stem_outputs_uncorrelated_unit_variance_channels():
     cov = torch.cov(channels[:12])
     torch.testing.assert_close(cov, torch.eye(12), atol=0.05, rtol=0)  # white: ~identity
     torch.testing.assert_close(channels[12:], -channels[:12])  # each filter with both signs
-    raw = torch.corrcoef(images.unfold(2, 2, 1).unfold(3, 2, 1).permute(0, 2, 3, 1, 4, 5)
-                         .reshape(-1, 12).T)
-    assert raw[~torch.eye(12, dtype=torch.bool)].min() > 0.15  # every pair of patch pixels correlated
+    raw = torch.corrcoef(
+        images.unfold(2, 2, 1).unfold(3, 2, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, 12).T
+    )
+    assert (
+        raw[~torch.eye(12, dtype=torch.bool)].min() > 0.15
+    )  # every pair of patch pixels correlated
     assert not net.stem.weight.requires_grad  # frozen
 
 
@@ -107,7 +109,7 @@ def test_lookahead_pulls_the_weights_to_their_average_every_few_steps():
         with torch.no_grad():
             model.weight.fill_(value)
         la.step(model, step)
-    decay = 0.9 ** 5 * (5 / 10) ** 3
+    decay = 0.9**5 * (5 / 10) ** 3
     expected = decay * 0.0 + (1 - decay) * 5.0  # the average moved from 0 towards 5
     assert model.weight.item() == pytest.approx(expected)  # and was copied back
     with torch.no_grad():
@@ -165,8 +167,16 @@ def test_the_net_sees_each_image_mirrored_the_other_way_from_its_previous_epoch(
     # preparation of train_epoch, on the fast recipe
     from resnetf import train
 
-    cfg = FAST94.replace(width=0.125, batch_size=20, epochs=4, device="cpu", workers=0,
-                         runs_dir=str(tmp_path), wandb_mode="disabled", progress=False)
+    cfg = FAST94.replace(
+        width=0.125,
+        batch_size=20,
+        epochs=4,
+        device="cpu",
+        workers=0,
+        runs_dir=str(tmp_path),
+        wandb_mode="disabled",
+        progress=False,
+    )
     setup = train.build(cfg, _marked_cifar())
     finish = setup.train_prep
     seen = _Seen(setup.net, finish.mean, finish.std)
@@ -191,8 +201,12 @@ def test_translation_by_up_to_two_pixels_reaches_every_offset():
     padded = torch.nn.functional.pad(image, (2, 2, 2, 2), mode="reflect")
     offsets = set()
     for o in out:
-        match = [(dy, dx) for dy in range(5) for dx in range(5)
-                 if torch.equal(o, padded[0, :, dy:dy + 32, dx:dx + 32])]
+        match = [
+            (dy, dx)
+            for dy in range(5)
+            for dx in range(5)
+            if torch.equal(o, padded[0, :, dy : dy + 32, dx : dx + 32])
+        ]
         assert len(match) == 1
         offsets.add(match[0])
     assert offsets == {(dy, dx) for dy in range(5) for dx in range(5)}  # -2..2 both ways
@@ -214,8 +228,8 @@ def test_each_test_time_augmentation_level():
 def test_mixed_precision_choice():
     assert amp_dtype(True, "auto", "cuda", (9, 0)) == torch.bfloat16  # H100
     assert amp_dtype(True, "auto", "cuda", (8, 0)) == torch.bfloat16  # A100
-    assert amp_dtype(True, "auto", "cuda", (7, 5)) == torch.float16   # T4 (Colab's free GPU)
-    assert amp_dtype(True, "auto", "cuda", (7, 0)) == torch.float16   # V100
+    assert amp_dtype(True, "auto", "cuda", (7, 5)) == torch.float16  # T4 (Colab's free GPU)
+    assert amp_dtype(True, "auto", "cuda", (7, 0)) == torch.float16  # V100
     assert amp_dtype(True, "auto", "cpu") is None
     assert amp_dtype(False, "bf16", "cuda", (9, 0)) is None
     assert amp_dtype(True, "fp16", "cuda", (9, 0)) == torch.float16
@@ -241,9 +255,18 @@ def test_fractional_epochs_train_a_step_budget(tiny_cfg):
 
 
 def test_the_fast_recipe_trains_with_its_stem_bias_frozen_after_its_epochs(tiny_cfg, tmp_path):
-    cfg = FAST94.replace(**{k: getattr(tiny_cfg, k) for k in (
-        "data_dir", "runs_dir", "workers", "device", "wandb_mode", "progress")},
-        width=0.125, batch_size=20, epochs=3, stem_bias_epochs=1, analysis=False, eval_every=1)
+    cfg = FAST94.replace(
+        **{
+            k: getattr(tiny_cfg, k)
+            for k in ("data_dir", "runs_dir", "workers", "device", "wandb_mode", "progress")
+        },
+        width=0.125,
+        batch_size=20,
+        epochs=3,
+        stem_bias_epochs=1,
+        analysis=False,
+        eval_every=1,
+    )
     copies = {}
 
     def keep(tracker):
@@ -251,6 +274,7 @@ def test_the_fast_recipe_trains_with_its_stem_bias_frozen_after_its_epochs(tiny_
 
     def after(metrics):  # the checkpoint of epoch 1, before the bias froze
         shutil.copy(copies["dir"] / "checkpoint.pt", tmp_path / f"epoch{metrics['epoch']}.pt")
+
     summary = run(cfg, Context(on_start=keep, on_epoch=after))
     first = torch.load(tmp_path / "epoch1.pt", weights_only=False)["model"]
     final = torch.load(run_dir_of(summary) / "model.pt")["state_dict"]
@@ -261,8 +285,13 @@ def test_the_fast_recipe_trains_with_its_stem_bias_frozen_after_its_epochs(tiny_
 
 
 def test_flops_of_the_fast_recipe_are_within_airbench94s_budget():
-    proc = subprocess.run([sys.executable, "-m", "resnetf.bench", "experiments/fast94.py",
-                           "--flops"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "resnetf.bench", "experiments/fast94.py", "--flops"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     total = float(proc.stdout.split("total ")[1].split(" PFLOP")[0])
     assert 0.30 <= total <= 0.37  # airbench94: 0.365
@@ -275,15 +304,33 @@ def test_flops_of_the_fast_recipe_are_within_airbench94s_budget():
 def test_half_precision_runs_the_net_in_fp16_with_batchnorm_fp32(tiny_data, tmp_path):
     from resnetf import train
 
-    cfg = FAST94.replace(width=0.125, batch_size=20, epochs=3, device="cpu", workers=0,
-                         data_dir=str(tiny_data), runs_dir=str(tmp_path), wandb_mode="disabled",
-                         progress=False, analysis=False, amp_dtype="half", eval_every=1)
+    cfg = FAST94.replace(
+        width=0.125,
+        batch_size=20,
+        epochs=3,
+        device="cpu",
+        workers=0,
+        data_dir=str(tiny_data),
+        runs_dir=str(tmp_path),
+        wandb_mode="disabled",
+        progress=False,
+        analysis=False,
+        amp_dtype="half",
+        eval_every=1,
+    )
     setup = train.build(cfg)
     bns = [m for m in setup.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    assert all(t.dtype == torch.float32 for b in bns for t in (*b.parameters(), *b.buffers())
-               if t.is_floating_point())
-    others = [p for n, p in setup.model.named_parameters() if not any(p is q for b in bns
-                                                                      for q in b.parameters())]
+    assert all(
+        t.dtype == torch.float32
+        for b in bns
+        for t in (*b.parameters(), *b.buffers())
+        if t.is_floating_point()
+    )
+    others = [
+        p
+        for n, p in setup.model.named_parameters()
+        if not any(p is q for b in bns for q in b.parameters())
+    ]
     assert others and all(p.dtype == torch.float16 for p in others)
     x, _ = next(iter(setup.train_loader))
     assert setup.train_prep(x).dtype == torch.float16 and setup.scaler is None
@@ -291,8 +338,9 @@ def test_half_precision_runs_the_net_in_fp16_with_batchnorm_fp32(tiny_data, tmp_
     fp32 = train.build(cfg.replace(amp_dtype="auto"))
     for half_group, fp32_group in zip(setup.optimizer.param_groups, fp32.optimizer.param_groups):
         assert half_group["lr"] * 20 == pytest.approx(fp32_group["lr"])
-        assert (half_group["lr"] * half_group["weight_decay"]
-                == pytest.approx(fp32_group["lr"] * fp32_group["weight_decay"]))
+        assert half_group["lr"] * half_group["weight_decay"] == pytest.approx(
+            fp32_group["lr"] * fp32_group["weight_decay"]
+        )
     summary = run(cfg)
     d = run_dir_of(summary)
     steps = pd.read_csv(d / "steps.csv")

@@ -54,7 +54,9 @@ def test_the_whitened_net_declares_its_quirks():
     assert net.stem.bias.requires_grad
     net.set_epoch(2)
     assert not net.stem.bias.requires_grad
-    assert id(net.stem.bias) not in {id(p) for p in net.frozen_parameters()}  # off now, not for good
+    assert id(net.stem.bias) not in {
+        id(p) for p in net.frozen_parameters()
+    }  # off now, not for good
 
 
 def test_an_ordinary_net_gets_the_defaults():

@@ -19,23 +19,49 @@ def test_notebook_runs_top_to_bottom(tiny_data, tmp_path):
     papermill = pytest.importorskip("papermill")
     out = tmp_path / "executed.ipynb"
     papermill.execute_notebook(
-        str(NOTEBOOK), str(out), cwd=str(REPO / "notebooks"), kernel_name="python3",
+        str(NOTEBOOK),
+        str(out),
+        cwd=str(REPO / "notebooks"),
+        kernel_name="python3",
         progress_bar=False,
-        parameters={"DATA_DIR": str(tiny_data), "RUNS_DIR": str(tmp_path / "runs"),
-                    "WANDB_MODE": "offline", "EPOCHS": 2, "WIDTH": 0.0625, "BATCH_SIZE": 10,
-                    "WORKERS": 0, "LR_RANGE_STEPS": 30, "TUNE_TRIALS": 3, "TUNE_EPOCHS": 3,
-                    "VAL_SIZE": 20, "GRADCAM_IMAGES": 2})
+        parameters={
+            "DATA_DIR": str(tiny_data),
+            "RUNS_DIR": str(tmp_path / "runs"),
+            "WANDB_MODE": "offline",
+            "EPOCHS": 2,
+            "WIDTH": 0.0625,
+            "BATCH_SIZE": 10,
+            "WORKERS": 0,
+            "LR_RANGE_STEPS": 30,
+            "TUNE_TRIALS": 3,
+            "TUNE_EPOCHS": 3,
+            "VAL_SIZE": 20,
+            "GRADCAM_IMAGES": 2,
+        },
+    )
     nb = nbformat.read(out, as_version=4)
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
-              if o.output_type == "error"]
+    errors = [
+        o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
+    ]
     assert not errors
-    images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
-              if "image/png" in o.get("data", {})]
+    images = [
+        o
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if "image/png" in o.get("data", {})
+    ]
     assert len(images) >= 6  # range test, curves, misclassified, confusion, Grad-CAM, predict
-    plotly = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
-              if "application/vnd.plotly.v1+json" in o.get("data", {})]
-    titles = [o["data"]["application/vnd.plotly.v1+json"]["layout"]["title"]["text"]
-              for o in plotly]
+    plotly = [
+        o
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if "application/vnd.plotly.v1+json" in o.get("data", {})
+    ]
+    titles = [
+        o["data"]["application/vnd.plotly.v1+json"]["layout"]["title"]["text"] for o in plotly
+    ]
     assert any("Importance" in t for t in titles) and any("Parallel" in t for t in titles)
     runs = list((tmp_path / "runs").glob("oc_24ep_s0_*/metrics.csv"))
     assert len(runs) == 1

@@ -1,5 +1,6 @@
 """The model leaves the run: model.pt that rebuilds its net, the W&B model artifact, load(),
 the predict command, W&B groups that mean one config, and what a run records to be rerun."""
+
 import json
 import subprocess
 import sys
@@ -19,7 +20,9 @@ from resnetf.predict import LoadError, load
 
 def _artifacts(run_dir):
     """The model artifacts the run's .wandb file records (tables are artifacts too)."""
-    return [r.artifact for r in read_wandb_records(run_dir, "artifact") if r.artifact.type == "model"]
+    return [
+        r.artifact for r in read_wandb_records(run_dir, "artifact") if r.artifact.type == "model"
+    ]
 
 
 def test_a_finished_run_logs_its_model_as_a_wandb_artifact(tiny_cfg):
@@ -41,9 +44,12 @@ def test_a_finished_run_logs_its_model_as_a_wandb_artifact(tiny_cfg):
 def test_a_stopped_run_leaves_its_last_checkpointed_model(tiny_cfg):
     def stop_after_first(metrics):
         raise train.RunStopped("interrupted", "stopped for the test", failed=True)
+
     with pytest.raises(train.RunStopped):
-        run(tiny_cfg.replace(wandb_mode="offline", epochs=3),
-            train.Context(on_epoch=stop_after_first))
+        run(
+            tiny_cfg.replace(wandb_mode="offline", epochs=3),
+            train.Context(on_epoch=stop_after_first),
+        )
     (d,) = Path(tiny_cfg.runs_dir).iterdir()
     saved = torch.load(d / "checkpoint.pt", weights_only=False)["model"]
     model = torch.load(d / "model.pt")["state_dict"]
@@ -58,8 +64,11 @@ def test_the_best_seed_and_the_retrained_best_are_aliased_best(tiny_cfg):
     run_seeds(tiny_cfg.replace(wandb_mode="offline", seeds=2, analysis=False))
     runs = Path(tiny_cfg.runs_dir)
     (aggregate,) = runs.glob("tiny_seeds_*")
-    seeds = [json.loads((d / "summary.json").read_text()) for d in runs.glob("tiny_s*_*")
-             if d != aggregate]
+    seeds = [
+        json.loads((d / "summary.json").read_text())
+        for d in runs.glob("tiny_s*_*")
+        if d != aggregate
+    ]
     best = max(seeds, key=lambda s: s["final_test_acc"])
     (artifact,) = _artifacts(aggregate)
     assert artifact.name == f"model-{best['wandb_id']}" and "best" in artifact.aliases
@@ -84,8 +93,11 @@ def test_load_rebuilds_the_net_from_a_run_folder_or_its_model_file(tiny_cfg):
     half = run_dir_of(run(tiny_cfg.replace(analysis=False, amp_dtype="half")))
     net, _ = load(half)
     assert net.fc.weight.dtype == torch.float16
-    assert all(b.running_mean.dtype == torch.float32 for b in net.modules()
-               if isinstance(b, torch.nn.BatchNorm2d))
+    assert all(
+        b.running_mean.dtype == torch.float32
+        for b in net.modules()
+        if isinstance(b, torch.nn.BatchNorm2d)
+    )
 
 
 def test_load_says_in_one_line_what_is_wrong(tiny_cfg, tmp_path, monkeypatch):
@@ -123,13 +135,32 @@ def test_predicting_the_test_split_as_pngs_gives_the_runs_own_accuracy(tiny_cfg,
     folder = tmp_path / "test_pngs"
     _write_pngs(cifar.test_images, folder)
     csv = tmp_path / "pred.csv"
-    proc = subprocess.run([sys.executable, "-m", "resnetf.predict", summary["run_dir"],
-                           str(folder), f"--csv={csv}", "--topk=3"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "resnetf.predict",
+            summary["run_dir"],
+            str(folder),
+            f"--csv={csv}",
+            "--topk=3",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     table = pd.read_csv(csv)
-    assert list(table.columns) == ["path", "class", "probability", "class_2", "probability_2",
-                                   "class_3", "probability_3"]
+    assert list(table.columns) == [
+        "path",
+        "class",
+        "probability",
+        "class_2",
+        "probability_2",
+        "class_3",
+        "probability_3",
+    ]
     truth = [cifar.classes[k] for k in cifar.test_labels]
     assert (table["class"] == truth).mean() == summary["final_test_acc"]
     assert (table["probability"] >= table["probability_2"]).all()
@@ -139,7 +170,8 @@ def test_predicting_the_test_split_as_pngs_gives_the_runs_own_accuracy(tiny_cfg,
 
     net, cfg = load(summary["run_dir"])
     x = BatchAugment(cfg, torch.device("cpu"), train=False)(
-        torch.from_numpy(cifar.test_images).permute(0, 3, 1, 2))
+        torch.from_numpy(cifar.test_images).permute(0, 3, 1, 2)
+    )
     with torch.no_grad():
         expected = models.logits(net, x, "flip_translate").softmax(1).max(1).values
     np.testing.assert_allclose(table["probability"], expected.numpy(), rtol=1e-4)
@@ -148,18 +180,35 @@ def test_predicting_the_test_split_as_pngs_gives_the_runs_own_accuracy(tiny_cfg,
 def test_predict_takes_any_image_and_skips_what_it_cannot_read(tiny_cfg, tmp_path):
     d = run_dir_of(run(tiny_cfg.replace(analysis=False)))
     rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 255, (64, 48, 4), dtype=np.uint8), "RGBA").save(tmp_path / "big.png")
+    Image.fromarray(rng.integers(0, 255, (64, 48, 4), dtype=np.uint8), "RGBA").save(
+        tmp_path / "big.png"
+    )
     Image.fromarray(rng.integers(0, 255, (32, 32), dtype=np.uint8), "L").save(tmp_path / "gray.jpg")
     (tmp_path / "broken.png").write_bytes(b"not an image")
     gradcam = tmp_path / "cam.png"
-    proc = subprocess.run([sys.executable, "-m", "resnetf.predict", str(d), str(tmp_path / "big.png"),
-                           str(tmp_path / "gray.jpg"), str(tmp_path / "broken.png"),
-                           f"--gradcam={gradcam}", "--topk=2"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "resnetf.predict",
+            str(d),
+            str(tmp_path / "big.png"),
+            str(tmp_path / "gray.jpg"),
+            str(tmp_path / "broken.png"),
+            f"--gradcam={gradcam}",
+            "--topk=2",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1  # one image was skipped
     assert [l for l in proc.stderr.splitlines() if l.startswith("skipped")] == [
         f"skipped {tmp_path / 'broken.png'}: " + l.split(": ", 1)[1]
-        for l in proc.stderr.splitlines() if l.startswith("skipped")]
+        for l in proc.stderr.splitlines()
+        if l.startswith("skipped")
+    ]
     assert "broken.png" in proc.stderr and "1 of 2 images were not 32x32" in proc.stderr
     assert "big.png" in proc.stdout and "gray.jpg" in proc.stdout
     with Image.open(gradcam) as image:
@@ -184,7 +233,9 @@ def test_a_run_records_what_reruns_it(tiny_cfg, monkeypatch):
     import resnetf.train as train_module
 
     real = train_module.provenance
-    monkeypatch.setattr(train_module, "provenance", lambda device: {**real(device), "git_dirty": True})
+    monkeypatch.setattr(
+        train_module, "provenance", lambda device: {**real(device), "git_dirty": True}
+    )
     monkeypatch.setattr(train_module, "git_diff", lambda: "diff --git a/x b/x")
     d = run_dir_of(run(tiny_cfg.replace(analysis=False)))
     config = json.loads((d / "config.json").read_text())

@@ -1,4 +1,5 @@
 """Checkpoints, resume, and what happens when a run is interrupted or the disk fills up."""
+
 import json
 import signal
 import subprocess
@@ -21,13 +22,15 @@ def _stop_after(epoch):
     def hook(metrics):
         if metrics["epoch"] == epoch:
             raise RunStopped("stopped", f"stopped after epoch {epoch}")
+
     return hook
 
 
 @pytest.mark.parametrize("backend, workers", [("albumentations", 2), ("gpu", 0)])
 def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tiny_cfg, backend, workers):
-    cfg = tiny_cfg.replace(backend=backend, workers=workers, epochs=3, dropout=0.1, ema=0.5,
-                           analysis=False)
+    cfg = tiny_cfg.replace(
+        backend=backend, workers=workers, epochs=3, dropout=0.1, ema=0.5, analysis=False
+    )
     whole = run_dir_of(run(cfg))
     with pytest.raises(RunStopped):
         run(cfg, Context(on_epoch=_stop_after(2)))
@@ -36,8 +39,9 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tiny_cfg, backend, w
     run(cfg.replace(resume=str(stopped)))
     a, b = (pd.read_csv(d / "metrics.csv") for d in (whole, stopped))
     pd.testing.assert_frame_equal(a[COLS], b[COLS], check_exact=True)
-    pd.testing.assert_frame_equal(pd.read_csv(whole / "steps.csv"), pd.read_csv(stopped / "steps.csv"),
-                                  check_exact=True)
+    pd.testing.assert_frame_equal(
+        pd.read_csv(whole / "steps.csv"), pd.read_csv(stopped / "steps.csv"), check_exact=True
+    )
     sa, sb = (torch.load(d / "model.pt")["state_dict"] for d in (whole, stopped))
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
@@ -52,6 +56,7 @@ def test_full_disk_while_checkpointing_keeps_the_last_good_checkpoint(tiny_cfg, 
                 Path(f).write_bytes(b"partial")
                 raise OSError(28, "No space left on device")
         return real_save(obj, f, *args, **kwargs)
+
     monkeypatch.setattr(torch, "save", save)
     with pytest.warns(UserWarning, match="checkpoint not written.*No space left"):
         summary = run(tiny_cfg.replace(epochs=3, analysis=False))
@@ -63,30 +68,60 @@ def test_full_disk_while_checkpointing_keeps_the_last_good_checkpoint(tiny_cfg, 
 
 def test_resume_of_a_folder_without_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"name": "x"}))
-    proc = subprocess.run([sys.executable, "experiments/oc_24ep.py", f"--resume={tmp_path}"],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "experiments/oc_24ep.py", f"--resume={tmp_path}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1 and "no checkpoint.pt" in proc.stderr
 
 
 def test_unwritable_runs_folder_is_a_clear_error(tiny_data, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    proc = subprocess.run([sys.executable, "experiments/oc_24ep.py", f"--data_dir={tiny_data}",
-                           f"--runs_dir={blocker / 'runs'}", "--wandb_mode=disabled",
-                           "--batch_size=20"],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "experiments/oc_24ep.py",
+            f"--data_dir={tiny_data}",
+            f"--runs_dir={blocker / 'runs'}",
+            "--wandb_mode=disabled",
+            "--batch_size=20",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1
     assert "runs_dir" in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_signal_stops_after_the_step_keeps_the_checkpoint_and_says_how_to_resume(tiny_data,
-                                                                                 tmp_path, sig):
+def test_signal_stops_after_the_step_keeps_the_checkpoint_and_says_how_to_resume(
+    tiny_data, tmp_path, sig
+):
     proc = subprocess.Popen(
-        [sys.executable, "experiments/oc_24ep.py", f"--data_dir={tiny_data}",
-         f"--runs_dir={tmp_path}", "--epochs=200", "--batch_size=10", "--width=0.0625",
-         "--workers=0", "--backend=gpu", "--wandb_mode=offline", "--no_progress"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "experiments/oc_24ep.py",
+            f"--data_dir={tiny_data}",
+            f"--runs_dir={tmp_path}",
+            "--epochs=200",
+            "--batch_size=10",
+            "--width=0.0625",
+            "--workers=0",
+            "--backend=gpu",
+            "--wandb_mode=offline",
+            "--no_progress",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while not list(tmp_path.glob("*/checkpoint.pt")) and time.time() < deadline:
         time.sleep(0.1)
@@ -119,8 +154,13 @@ def test_resume_from_the_command_line_finishes_the_run(tiny_cfg):
     with pytest.raises(RunStopped):
         run(cfg, Context(on_epoch=_stop_after(1)))
     (run_dir,) = Path(cfg.runs_dir).iterdir()
-    again = subprocess.run([sys.executable, "experiments/oc_24ep.py", f"--resume={run_dir}"],
-                           cwd=REPO, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(
+        [sys.executable, "experiments/oc_24ep.py", f"--resume={run_dir}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert again.returncode == 0, again.stderr
     assert f"resuming {run_dir} after epoch 1" in again.stdout
     assert pd.read_csv(run_dir / "metrics.csv")["epoch"].tolist() == [1, 2, 3]
@@ -140,18 +180,29 @@ def test_deterministic_runs_match_and_turn_on_deterministic_algorithms(tiny_cfg)
 
 
 def test_unknown_experiment_is_a_clear_error(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "resnetf.bench", "experiments/nope.py"],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "resnetf.bench", "experiments/nope.py"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode != 0
     assert "experiments/nope.py is not an experiment file" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
-# --- one line, no traceback, nothing on disk changed -------------------------------------------------
+# --- one line, no traceback, nothing on disk changed ----------------------------------------------
+
 
 def _experiment(*args, timeout=300):
-    return subprocess.run([sys.executable, "experiments/oc_24ep.py", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "experiments/oc_24ep.py", *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _one_line_error(proc, *needles):
@@ -166,8 +217,15 @@ def _snapshot(folder: Path) -> dict:
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_asked_for_on_a_machine_without_it(tiny_data, tmp_path):
-    _one_line_error(_experiment(f"--data_dir={tiny_data}", f"--runs_dir={tmp_path / 'runs'}",
-                                "--device=cuda", "--wandb_mode=disabled"), "device: cuda")
+    _one_line_error(
+        _experiment(
+            f"--data_dir={tiny_data}",
+            f"--runs_dir={tmp_path / 'runs'}",
+            "--device=cuda",
+            "--wandb_mode=disabled",
+        ),
+        "device: cuda",
+    )
     assert not (tmp_path / "runs").exists()
 
 
@@ -181,6 +239,7 @@ def test_resume_of_a_missing_folder_or_a_folder_that_is_no_run(tmp_path):
 def test_resume_of_a_run_stopped_before_its_first_checkpoint_says_so(tiny_cfg):
     def stop_at_once(tracker):
         raise RunStopped("interrupted", "Ctrl-C", failed=True)
+
     with pytest.raises(RunStopped):
         run(tiny_cfg, Context(on_start=stop_at_once))
     (run_dir,) = Path(tiny_cfg.runs_dir).iterdir()
@@ -202,16 +261,19 @@ def test_resume_of_a_truncated_checkpoint(tiny_cfg):
     path = run_dir / "checkpoint.pt"
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     before = _snapshot(run_dir)
-    _one_line_error(_experiment(f"--resume={run_dir}"), "checkpoint.pt cannot be read",
-                    "truncated")
+    _one_line_error(_experiment(f"--resume={run_dir}"), "checkpoint.pt cannot be read", "truncated")
     assert _snapshot(run_dir) == before
 
 
 def test_resume_refuses_a_changed_setting_and_allows_how_it_runs(tiny_cfg):
     run_dir = _stopped_after_the_first_of_three_epochs(tiny_cfg)
     before = _snapshot(run_dir)
-    _one_line_error(_experiment(f"--resume={run_dir}", "--max_lr=0.3"), "--max_lr=0.3",
-                    "0.2", "keeps the config it was started with")
+    _one_line_error(
+        _experiment(f"--resume={run_dir}", "--max_lr=0.3"),
+        "--max_lr=0.3",
+        "0.2",
+        "keeps the config it was started with",
+    )
     assert _snapshot(run_dir) == before
     proc = _experiment(f"--resume={run_dir}", "--workers=1", "--no_progress")
     assert proc.returncode == 0, proc.stderr
@@ -235,6 +297,7 @@ def test_resuming_with_another_experiments_file_names_the_runs_experiment(tiny_c
 
     def stop(metrics):
         raise RunStopped("interrupted", "stopped for the test", failed=True)
+
     with pytest.raises(RunStopped):
         run(tiny_cfg.replace(epochs=3, analysis=False), Context(on_epoch=stop))
     (d,) = Path(tiny_cfg.runs_dir).iterdir()
@@ -246,9 +309,19 @@ def test_resuming_with_another_experiments_file_names_the_runs_experiment(tiny_c
 
 def test_a_run_that_fails_before_training_creates_no_folder(tmp_path, monkeypatch):
     proc = subprocess.run(
-        [sys.executable, "experiments/oc_24ep.py", f"--data_dir={tmp_path / 'nodata'}",
-         "--no_download", f"--runs_dir={tmp_path / 'runs'}", "--wandb_mode=disabled"],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "experiments/oc_24ep.py",
+            f"--data_dir={tmp_path / 'nodata'}",
+            "--no_download",
+            f"--runs_dir={tmp_path / 'runs'}",
+            "--wandb_mode=disabled",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1 and "no CIFAR-10 at" in proc.stderr
     assert not (tmp_path / "runs").exists() and not (tmp_path / "nodata").exists()
     # a download that fails takes back the folders it made
@@ -258,6 +331,7 @@ def test_a_run_that_fails_before_training_creates_no_folder(tmp_path, monkeypatc
 
     def offline(*args, **kwargs):
         raise OSError("network unreachable")
+
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
     with pytest.raises(data.DataError, match="could not download"):
         data.load_cifar10(tmp_path / "fresh" / "data")
@@ -267,4 +341,5 @@ def test_a_run_that_fails_before_training_creates_no_folder(tmp_path, monkeypatc
 def test_an_ema_longer_than_the_run_is_said_at_the_start(tiny_cfg, capsys):
     run(tiny_cfg.replace(ema=0.999, analysis=False))
     assert "--ema=0.999 averages over about 1000 steps, more than this run's 10" in (
-        capsys.readouterr().err)
+        capsys.readouterr().err
+    )

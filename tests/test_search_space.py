@@ -1,6 +1,7 @@
 """The search space, read from the sweep file: each W&B distribution becomes the Optuna
 suggestion of the same distribution, anything else is one clear error, and a parameter added to
 the file is tuned."""
+
 import optuna
 import pytest
 import yaml
@@ -17,16 +18,21 @@ def _space(tmp_path, parameters: dict) -> str:
 
 
 def test_each_distribution_maps_to_optunas_of_the_same_kind(tmp_path):
-    space = search_space.read_space(_space(tmp_path, {
-        "max_lr": {"distribution": "log_uniform_values", "min": 0.01, "max": 1.0},
-        "pct_start": {"distribution": "uniform", "min": 0.1, "max": 0.5},
-        "epochs": {"distribution": "int_uniform", "min": 2, "max": 6},
-        "dropout": {"distribution": "q_uniform", "min": 0.0, "max": 0.3, "q": 0.1},
-        "tta": {"distribution": "categorical", "values": ["none", "flip"]},
-        "flip": {"value": False},
-        "batch_size": {"min": 64, "max": 256},      # no distribution: W&B infers int_uniform
-        "label_smoothing": {"values": [0.0, 0.2]},  # ... and categorical
-    }))
+    space = search_space.read_space(
+        _space(
+            tmp_path,
+            {
+                "max_lr": {"distribution": "log_uniform_values", "min": 0.01, "max": 1.0},
+                "pct_start": {"distribution": "uniform", "min": 0.1, "max": 0.5},
+                "epochs": {"distribution": "int_uniform", "min": 2, "max": 6},
+                "dropout": {"distribution": "q_uniform", "min": 0.0, "max": 0.3, "q": 0.1},
+                "tta": {"distribution": "categorical", "values": ["none", "flip"]},
+                "flip": {"value": False},
+                "batch_size": {"min": 64, "max": 256},  # no distribution: W&B infers int_uniform
+                "label_smoothing": {"values": [0.0, 0.2]},  # ... and categorical
+            },
+        )
+    )
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(20):
         trial = study.ask()
@@ -44,13 +50,16 @@ def test_each_distribution_maps_to_optunas_of_the_same_kind(tmp_path):
     Config().replace(**point).validate()
 
 
-@pytest.mark.parametrize("parameters, message", [
-    ({"max_lrr": {"min": 0.1, "max": 1.0}}, "'max_lrr', which is no Config field"),
-    ({"max_lr": {"distribution": "normal", "mu": 0, "sigma": 1}}, "distribution 'normal'"),
-    ({"max_lr": {"distribution": "log_uniform", "min": -5, "max": 0}}, "'log_uniform'"),
-    ({"max_lr": {"distribution": "uniform", "min": 1.0, "max": 0.1}}, "min < max"),
-    ({"max_lr": {"distribution": "uniform", "min": 0.1}}, "needs 'max'"),
-])
+@pytest.mark.parametrize(
+    "parameters, message",
+    [
+        ({"max_lrr": {"min": 0.1, "max": 1.0}}, "'max_lrr', which is no Config field"),
+        ({"max_lr": {"distribution": "normal", "mu": 0, "sigma": 1}}, "distribution 'normal'"),
+        ({"max_lr": {"distribution": "log_uniform", "min": -5, "max": 0}}, "'log_uniform'"),
+        ({"max_lr": {"distribution": "uniform", "min": 1.0, "max": 0.1}}, "min < max"),
+        ({"max_lr": {"distribution": "uniform", "min": 0.1}}, "needs 'max'"),
+    ],
+)
 def test_what_the_study_cannot_search_is_one_line_naming_it(tmp_path, parameters, message):
     with pytest.raises(ConfigError, match="sweep: ") as e:
         search_space.read_space(_space(tmp_path, parameters))

@@ -1,12 +1,12 @@
 """The W&B sweep: its file against W&B's own schema, the command W&B's agent builds, the flags
 the agent writes, a run stopped by the sweep's early termination, and the summary metric."""
+
 import importlib
 import json
 import queue
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -30,7 +30,8 @@ def wandb_sweep_engine():
     finally:
         sys.modules.pop("sweeps", None)  # import it afresh next time, whatever sys.path holds
     if getattr(module, "__file__", None) is None or not hasattr(
-            module, "schema_violations_from_proposed_config"):
+        module, "schema_violations_from_proposed_config"
+    ):
         return None
     return module
 
@@ -53,15 +54,18 @@ def test_each_experiments_sweep_file_passes_wandbs_own_schema_and_runs_it(experi
     if sweeps is None:
         pytest.skip("W&B's sweep engine is not installed (requirements-test.txt has it)")
     assert sweeps.schema_violations_from_proposed_config(sweep) == []
-    broken = {**sweep, "parameters": {**sweep["parameters"],
-                                      "max_lr": {"distribution": "log_uniform_valuez"}}}
+    broken = {
+        **sweep,
+        "parameters": {**sweep["parameters"], "max_lr": {"distribution": "log_uniform_valuez"}},
+    }
     assert sweeps.schema_violations_from_proposed_config(broken) != []
 
 
 def test_the_repos_sweeps_folder_is_not_mistaken_for_wandbs_engine(monkeypatch):
     # without W&B's engine on the path, `import sweeps` finds the repo's sweeps/ folder
-    monkeypatch.setattr(sys, "path", [str(REPO)] + [p for p in sys.path
-                                                    if "site-packages" not in p])
+    monkeypatch.setattr(
+        sys, "path", [str(REPO)] + [p for p in sys.path if "site-packages" not in p]
+    )
     assert wandb_sweep_engine() is None
 
 
@@ -79,12 +83,21 @@ def _agent_command(suggestion: dict) -> list[str]:
 
 
 def test_experiment_runs_with_the_arguments_the_agent_builds(tiny_data, tmp_path):
-    command = _agent_command({"max_lr": {"value": 0.3}, "pct_start": {"value": 0.25},
-                              "dropout": {"value": 0.1}})
+    command = _agent_command(
+        {"max_lr": {"value": 0.3}, "pct_start": {"value": 0.25}, "dropout": {"value": 0.1}}
+    )
     assert "--max_lr=0.3" in command and "--val_size=5000" in command
     # the tiny settings come after the agent's flags: the last value of a flag wins
-    tiny = [f"--data_dir={tiny_data}", f"--runs_dir={tmp_path}", "--val_size=20", "--width=0.0625",
-            "--batch_size=20", "--epochs=2", "--workers=0", "--wandb_mode=disabled"]
+    tiny = [
+        f"--data_dir={tiny_data}",
+        f"--runs_dir={tmp_path}",
+        "--val_size=20",
+        "--width=0.0625",
+        "--batch_size=20",
+        "--epochs=2",
+        "--workers=0",
+        "--wandb_mode=disabled",
+    ]
     proc = subprocess.run(command + tiny, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     (run_dir,) = tmp_path.iterdir()
@@ -96,14 +109,23 @@ def test_experiment_runs_with_the_arguments_the_agent_builds(tiny_data, tmp_path
 def test_agent_style_booleans_and_integral_floats_are_accepted():
     from wandb.sdk.launch.sweeps import utils as sweep_utils
 
-    suggestion = {"three_phase": {"value": True}, "flip": {"value": False},
-                  "batch_size": {"value": 256.0}, "workers": {"value": 2.0},
-                  "max_lr": {"value": 0.3}}
+    suggestion = {
+        "three_phase": {"value": True},
+        "flip": {"value": False},
+        "batch_size": {"value": 256.0},
+        "workers": {"value": 2.0},
+        "max_lr": {"value": 0.3},
+    }
     flags = sweep_utils.create_sweep_command_args({"args": suggestion})["args"]
     assert "--three_phase=True" in flags and "--batch_size=256.0" in flags  # what W&B writes
     cfg = parse(Config(), flags)
     assert (cfg.three_phase, cfg.flip, cfg.batch_size, cfg.workers, cfg.max_lr) == (
-        True, False, 256, 2, 0.3)
+        True,
+        False,
+        256,
+        2,
+        0.3,
+    )
     assert isinstance(cfg.batch_size, int)
     with pytest.raises(SystemExit):  # a fraction is still no batch size
         parse(Config(), ["--batch_size=256.5"])
@@ -114,8 +136,10 @@ def test_summary_keeps_the_best_and_the_last_accuracy(tiny_cfg):
     metrics = pd.read_csv(run_dir_of(summary) / "metrics.csv")
     wandb_summary = read_wandb_summary(run_dir_of(summary))
     for split in ("val", "test"):
-        assert wandb_summary[f"{split}_acc"] == {"max": metrics[f"{split}_acc"].max(),
-                                                 "last": metrics[f"{split}_acc"].iloc[-1]}
+        assert wandb_summary[f"{split}_acc"] == {
+            "max": metrics[f"{split}_acc"].max(),
+            "last": metrics[f"{split}_acc"].iloc[-1],
+        }
     assert wandb_summary["best_val_acc"] == summary["best_val_acc"] == metrics["val_acc"].max()
 
 
@@ -124,20 +148,39 @@ def test_a_run_stopped_by_the_sweep_ends_as_stopped_not_failed(tiny_data, tmp_pa
     from wandb import wandb_agent
 
     monkeypatch.chdir(REPO)
-    for var, value in {"WANDB_SWEEP_ID": "testsweep", "WANDB_MODE": "offline",
-                       "WANDB_DIR": str(tmp_path / "agent"), "WANDB_SILENT": "true"}.items():
+    for var, value in {
+        "WANDB_SWEEP_ID": "testsweep",
+        "WANDB_MODE": "offline",
+        "WANDB_DIR": str(tmp_path / "agent"),
+        "WANDB_SILENT": "true",
+    }.items():
         monkeypatch.setenv(var, value)
     for var in ("WANDB_RUN_ID", "WANDB_SWEEP_PARAM_PATH"):  # the agent sets them in-process
         monkeypatch.delenv(var, raising=False)
     (tmp_path / "agent").mkdir()
     agent = wandb_agent.Agent(api=None, queue=queue.Queue(), sweep_id="testsweep")
     agent._sweep_command = list(SWEEP["command"]) + [
-        f"--data_dir={tiny_data}", f"--runs_dir={tmp_path / 'runs'}", "--val_size=20",
-        "--width=0.0625", "--batch_size=10", "--epochs=200", "--workers=0", "--backend=gpu",
-        "--no_progress"]
-    agent._command_run({"run_id": "sweeprun1", "program": SWEEP["program"],
-                        "args": {"max_lr": {"value": 0.2}, "pct_start": {"value": 0.25},
-                                 "dropout": {"value": 0.0}}})
+        f"--data_dir={tiny_data}",
+        f"--runs_dir={tmp_path / 'runs'}",
+        "--val_size=20",
+        "--width=0.0625",
+        "--batch_size=10",
+        "--epochs=200",
+        "--workers=0",
+        "--backend=gpu",
+        "--no_progress",
+    ]
+    agent._command_run(
+        {
+            "run_id": "sweeprun1",
+            "program": SWEEP["program"],
+            "args": {
+                "max_lr": {"value": 0.2},
+                "pct_start": {"value": 0.25},
+                "dropout": {"value": 0.0},
+            },
+        }
+    )
     proc = agent._run_processes["sweeprun1"]
     deadline = time.time() + 180
     while not list((tmp_path / "runs").glob("*/checkpoint.pt")) and time.time() < deadline:

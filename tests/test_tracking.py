@@ -45,6 +45,7 @@ def test_wandb_failure_at_start_warns_and_keeps_local_tracking(tiny_cfg, monkeyp
 
     def broken(*args, **kwargs):
         raise RuntimeError("W&B is unreachable")
+
     monkeypatch.setattr(wandb, "init", broken)
     with pytest.warns(UserWarning, match="W&B failed at start.*unreachable"):
         summary = run(tiny_cfg.replace(wandb_mode="online"))
@@ -61,10 +62,14 @@ def test_wandb_failure_mid_run_keeps_local_tracking(tiny_cfg):
 
         def boom(*args, **kwargs):
             raise ConnectionError("lost W&B")
+
         tracker.wandb_run.log = boom
+
     with pytest.warns(UserWarning, match="W&B failed at log.*lost W&B") as caught:
-        summary = run(tiny_cfg.replace(wandb_mode="offline", epochs=3, analysis=False),
-                      Context(on_start=lose_wandb))
+        summary = run(
+            tiny_cfg.replace(wandb_mode="offline", epochs=3, analysis=False),
+            Context(on_start=lose_wandb),
+        )
     assert len([w for w in caught if "W&B failed" in str(w.message)]) == 1  # warned once
     assert trackers[0].wandb_run is None  # dropped, not retried every step
     d = run_dir_of(summary)

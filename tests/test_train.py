@@ -1,9 +1,9 @@
 import json
-from contextlib import nullcontext
-from pathlib import Path
 import math
 import subprocess
 import sys
+from contextlib import nullcontext
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -17,10 +17,23 @@ from resnetf.train import Context, TrainingDiverged, evaluate
 
 
 def test_short_run_on_real_images_beats_chance(real_subset, tmp_path):
-    cfg = Config(name="real", model="resnet9", width=0.125, epochs=3, batch_size=128,
-                 max_lr=0.4, pct_start=0.25, label_smoothing=0.2, data_dir=str(real_subset),
-                 runs_dir=str(tmp_path), workers=2, device="cpu", wandb_mode="disabled",
-                 progress=False, analysis=False)
+    cfg = Config(
+        name="real",
+        model="resnet9",
+        width=0.125,
+        epochs=3,
+        batch_size=128,
+        max_lr=0.4,
+        pct_start=0.25,
+        label_smoothing=0.2,
+        data_dir=str(real_subset),
+        runs_dir=str(tmp_path),
+        workers=2,
+        device="cpu",
+        wandb_mode="disabled",
+        progress=False,
+        analysis=False,
+    )
     summary = run(cfg)
     assert summary["final_test_acc"] >= 0.35  # chance is 0.10
     metrics = pd.read_csv(run_dir_of(summary) / "metrics.csv")
@@ -61,6 +74,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_what_was_logged(tiny_cfg, m
         calls["n"] += 1
         loss = original(self, input, target)
         return loss * math.nan if calls["n"] == 8 else loss  # step 3 of epoch 2 (5 per epoch)
+
     monkeypatch.setattr(torch.nn.CrossEntropyLoss, "forward", poisoned)
     with pytest.raises(TrainingDiverged, match=r"nan at epoch 2, step 3 of 5 \(lr"):
         run(tiny_cfg.replace(epochs=3))
@@ -72,10 +86,23 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_what_was_logged(tiny_cfg, m
 
 def test_experiment_runs_end_to_end_from_the_command_line(tiny_data, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "experiments/seed_resnetf.py", f"--data_dir={tiny_data}",
-         f"--runs_dir={tmp_path}", "--epochs=2", "--batch_size=20", "--width=0.0625",
-         "--workers=0", "--wandb_mode=disabled", "--no_progress"],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "experiments/seed_resnetf.py",
+            f"--data_dir={tiny_data}",
+            f"--runs_dir={tmp_path}",
+            "--epochs=2",
+            "--batch_size=20",
+            "--width=0.0625",
+            "--workers=0",
+            "--wandb_mode=disabled",
+            "--no_progress",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     (run_dir,) = tmp_path.iterdir()
     assert run_dir.name.startswith("seed_resnetf_s0_")
@@ -86,8 +113,18 @@ def test_experiment_runs_end_to_end_from_the_command_line(tiny_data, tmp_path):
 
 def test_missing_data_exits_with_a_message_not_a_traceback(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "experiments/oc_24ep.py", f"--data_dir={tmp_path}", "--no_download",
-         "--wandb_mode=disabled"], cwd=REPO, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "experiments/oc_24ep.py",
+            f"--data_dir={tmp_path}",
+            "--no_download",
+            "--wandb_mode=disabled",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1
     assert "no CIFAR-10 at" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -109,13 +146,16 @@ class _ToyNet(models.Net):
         return self.head(torch.relu(self.stem(x)).flatten(1))
 
 
-def test_a_new_net_without_a_stem_quirk_or_grad_cam_layer_runs_end_to_end(tiny_cfg, monkeypatch,
-                                                                          capsys):
+def test_a_new_net_without_a_stem_quirk_or_grad_cam_layer_runs_end_to_end(
+    tiny_cfg, monkeypatch, capsys
+):
     nets = []
     monkeypatch.setattr(models, "build", lambda cfg: nets.append(_ToyNet()) or nets[-1])
     biases = []
-    summary = run(tiny_cfg.replace(epochs=5, stem_bias_epochs=1, gradcam_images=2),
-                  Context(on_epoch=lambda m: biases.append(nets[0].stem.bias.detach().clone())))
+    summary = run(
+        tiny_cfg.replace(epochs=5, stem_bias_epochs=1, gradcam_images=2),
+        Context(on_epoch=lambda m: biases.append(nets[0].stem.bias.detach().clone())),
+    )
     d = run_dir_of(summary)
     assert summary["status"] == "finished" and "analysis_error" not in summary
     for name in ("model.pt", "summary.json", "confusion.png", "misclassified.png"):
@@ -125,10 +165,12 @@ def test_a_new_net_without_a_stem_quirk_or_grad_cam_layer_runs_end_to_end(tiny_c
     assert all(not torch.equal(a, b) for a, b in zip(biases, biases[1:]))
 
 
-def test_a_run_whose_analysis_fails_keeps_its_model_summary_and_wandb_run(tiny_cfg, monkeypatch,
-                                                                          capsys):
+def test_a_run_whose_analysis_fails_keeps_its_model_summary_and_wandb_run(
+    tiny_cfg, monkeypatch, capsys
+):
     def broken(*args, **kwargs):
         raise RuntimeError("no figure today")
+
     monkeypatch.setattr(analysis, "analyze", broken)
     summary = run(tiny_cfg.replace(wandb_mode="offline"))
     d = run_dir_of(summary)

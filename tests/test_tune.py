@@ -1,5 +1,6 @@
 """Optuna studies (pruning, resume after a kill, two workers on SQLite and on PostgreSQL), the
 W&B sweep file, and the LR range test."""
+
 import json
 import os
 import shutil
@@ -23,13 +24,28 @@ from resnetf import tune as tuning
 from resnetf.data import load_cifar10
 from resnetf.lr_range import lr_range_test, suggest_max_lr
 
-TINY = ["--width=0.0625", "--batch_size=10", "--epochs=3", "--val_size=20", "--workers=0",
-        "--wandb_mode=disabled", "--no_progress", "--backend=gpu", "--no_analysis"]
+TINY = [
+    "--width=0.0625",
+    "--batch_size=10",
+    "--epochs=3",
+    "--val_size=20",
+    "--workers=0",
+    "--wandb_mode=disabled",
+    "--no_progress",
+    "--backend=gpu",
+    "--no_analysis",
+]
 
 
 def _experiment(*args, **kw):
-    return subprocess.Popen([sys.executable, "experiments/oc_24ep.py", *map(str, args)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "experiments/oc_24ep.py", *map(str, args)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,
+    )
 
 
 def _finish(proc, timeout=300):
@@ -43,14 +59,29 @@ def _trials(storage, study="oc_24ep"):
 
 
 def test_study_on_real_images_prunes_and_writes_its_trials_table(real_subset, tmp_path):
-    out = _finish(_experiment(
-        "--tune=6", f"--data_dir={real_subset}", f"--runs_dir={tmp_path}", "--width=0.0625",
-        "--epochs=3", "--batch_size=128", "--val_size=1000", "--backend=gpu",
-        "--wandb_mode=disabled", "--no_progress", "--no_analysis"))
+    out = _finish(
+        _experiment(
+            "--tune=6",
+            f"--data_dir={real_subset}",
+            f"--runs_dir={tmp_path}",
+            "--width=0.0625",
+            "--epochs=3",
+            "--batch_size=128",
+            "--val_size=1000",
+            "--backend=gpu",
+            "--wandb_mode=disabled",
+            "--no_progress",
+            "--no_analysis",
+        )
+    )
     table = pd.read_csv(tmp_path / "tune" / "oc_24ep_trials.csv")
     assert len(table) == 6
     assert (table["state"] == "PRUNED").sum() >= 1 and (table["state"] == "COMPLETE").sum() >= 2
-    for p, (lo, hi) in {"max_lr": (0.01, 1.0), "pct_start": (0.1, 0.5), "dropout": (0, 0.3)}.items():
+    for p, (lo, hi) in {
+        "max_lr": (0.01, 1.0),
+        "pct_start": (0.1, 0.5),
+        "dropout": (0, 0.3),
+    }.items():
         assert table[f"params_{p}"].between(lo, hi).all()
     best = table[table["state"] == "COMPLETE"]["value"].max()
     assert f"validation accuracy {best:.2%}" in out
@@ -66,8 +97,14 @@ def test_study_on_real_images_prunes_and_writes_its_trials_table(real_subset, tm
 
 def test_killed_study_resumes_and_the_killed_trial_is_marked_failed(tiny_data, tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    args = ["--tune=4", f"--storage={storage}", "--heartbeat=1", f"--data_dir={tiny_data}",
-            f"--runs_dir={tmp_path}", *TINY]
+    args = [
+        "--tune=4",
+        f"--storage={storage}",
+        "--heartbeat=1",
+        f"--data_dir={tiny_data}",
+        f"--runs_dir={tmp_path}",
+        *TINY,
+    ]
     proc = _experiment(*args, start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline:  # kill it in the middle of its second trial
@@ -130,14 +167,31 @@ def postgres_url():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     data = folder / "data"
-    subprocess.run([*as_user, str(initdb), "-D", str(data), "-A", "trust", "-U", "resnetf"],
-                   check=True, capture_output=True)
-    subprocess.run([*as_user, str(pg_ctl), "-D", str(data), "-l", str(folder / "log"), "-w",
-                    "-o", f"-h 127.0.0.1 -p {port} -k {folder}", "start"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [*as_user, str(initdb), "-D", str(data), "-A", "trust", "-U", "resnetf"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            *as_user,
+            str(pg_ctl),
+            "-D",
+            str(data),
+            "-l",
+            str(folder / "log"),
+            "-w",
+            "-o",
+            f"-h 127.0.0.1 -p {port} -k {folder}",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
     yield f"postgresql://resnetf@127.0.0.1:{port}/postgres"
-    subprocess.run([*as_user, str(pg_ctl), "-D", str(data), "-m", "fast", "stop"],
-                   capture_output=True)
+    subprocess.run(
+        [*as_user, str(pg_ctl), "-D", str(data), "-m", "fast", "stop"], capture_output=True
+    )
     shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -146,22 +200,27 @@ def test_two_workers_share_a_postgresql_study(postgres_url, tiny_data, tmp_path)
 
 
 def test_retrain_best_reports_test_accuracy(tiny_data, tmp_path):
-    out = _finish(_experiment("--tune=2", "--retrain_best", f"--data_dir={tiny_data}",
-                              f"--runs_dir={tmp_path}", *TINY))
+    out = _finish(
+        _experiment(
+            "--tune=2", "--retrain_best", f"--data_dir={tiny_data}", f"--runs_dir={tmp_path}", *TINY
+        )
+    )
     assert "retrained with the best parameters on the whole training set: test accuracy" in out
     (best_run,) = tmp_path.glob("oc_24ep_best_*")
     assert json.loads((best_run / "config.json").read_text())["val_images"] == 0
 
 
-# --- the LR range test -----------------------------------------------------------------------------
+# --- the LR range test ----------------------------------------------------------------------------
+
 
 def _toy_problem(seed=0):
     """Two Gaussian blobs, a linear classifier: SGD on it diverges somewhere around lr ~ 10."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(4096, 20, generator=g)
     y = (x[:, :5].sum(1) > 0).long()
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=64,
-                                         shuffle=True, generator=g)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, y), batch_size=64, shuffle=True, generator=g
+    )
     model = torch.nn.Linear(20, 2)
     return model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9), loader
 
@@ -170,19 +229,27 @@ def test_lr_range_test_suggests_a_sane_lr_and_leaves_model_and_optimizer_untouch
     torch.manual_seed(0)
     model, optimizer, loader = _toy_problem()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    lrs, losses, suggestion = lr_range_test(model, optimizer, torch.nn.CrossEntropyLoss(), loader,
-                                            torch.device("cpu"), start_lr=1e-5, end_lr=100,
-                                            num_iter=300)
+    lrs, losses, suggestion = lr_range_test(
+        model,
+        optimizer,
+        torch.nn.CrossEntropyLoss(),
+        loader,
+        torch.device("cpu"),
+        start_lr=1e-5,
+        end_lr=100,
+        num_iter=300,
+    )
     assert 0.01 <= suggestion <= 3
     assert len(lrs) < 300  # stopped on divergence before the end of the sweep
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert optimizer.param_groups[0]["lr"] == 0.01
 
 
-def test_the_sweep_keeps_every_groups_ratio_and_speaks_the_experiments_units(tiny_data, tmp_path,
-                                                                              monkeypatch):
-    from resnetf.config import load_experiment
+def test_the_sweep_keeps_every_groups_ratio_and_speaks_the_experiments_units(
+    tiny_data, tmp_path, monkeypatch
+):
     from resnetf import lr_range
+    from resnetf.config import load_experiment
 
     seen = []
     real = lr_range.lr_range_test
@@ -193,12 +260,21 @@ def test_the_sweep_keeps_every_groups_ratio_and_speaks_the_experiments_units(tin
         def record(*a, **k):
             seen.append([g["lr"] for g in optimizer.param_groups])
             return step(*a, **k)
+
         optimizer.step = record
         return real(model, optimizer, *args, **kwargs)
+
     monkeypatch.setattr(lr_range, "lr_range_test", watched)
     cfg = load_experiment(REPO / "experiments" / "fast94.py").replace(
-        data_dir=str(tiny_data), runs_dir=str(tmp_path), width=0.125, batch_size=20, workers=0,
-        device="cpu", wandb_mode="disabled", progress=False)
+        data_dir=str(tiny_data),
+        runs_dir=str(tmp_path),
+        width=0.125,
+        batch_size=20,
+        workers=0,
+        device="cpu",
+        wandb_mode="disabled",
+        progress=False,
+    )
     result = lr_range.run_lr_range_test(cfg, num_iter=12)
     assert len(seen) >= 3
     for others, bn_biases in seen:  # fast94's BatchNorm biases at 64x, all the way
@@ -209,20 +285,35 @@ def test_the_sweep_keeps_every_groups_ratio_and_speaks_the_experiments_units(tin
     assert curve["max_lr"][0] == pytest.approx(1e-4 / per_step)
     assert "per 1024 examples" in curve["units"]
     assert result["suggested_max_lr"] == pytest.approx(
-        lr_range.suggest_max_lr(curve["max_lr"], curve["loss"]))
+        lr_range.suggest_max_lr(curve["max_lr"], curve["loss"])
+    )
 
 
 def test_suggestion_is_a_tenth_of_the_minimum():
     lrs = list(np.logspace(-4, 1, 50))
     losses = [(np.log10(lr) + 1) ** 2 for lr in lrs]  # lowest at lr = 0.1
-    assert suggest_max_lr(lrs, losses, skip_end=0) == pytest.approx(lrs[int(np.argmin(losses))] / 10)
+    assert suggest_max_lr(lrs, losses, skip_end=0) == pytest.approx(
+        lrs[int(np.argmin(losses))] / 10
+    )
 
 
 def test_lr_range_test_from_the_command_line(tiny_data, tmp_path):
-    proc = subprocess.run([sys.executable, "experiments/lr_range_test.py", f"--data_dir={tiny_data}",
-                           f"--runs_dir={tmp_path}", "--width=0.0625", "--batch_size=20",
-                           "--workers=0", "--wandb_mode=offline"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "experiments/lr_range_test.py",
+            f"--data_dir={tiny_data}",
+            f"--runs_dir={tmp_path}",
+            "--width=0.0625",
+            "--batch_size=20",
+            "--workers=0",
+            "--wandb_mode=offline",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     (run_dir,) = tmp_path.iterdir()
     assert (run_dir / "lr_range.png").stat().st_size > 1000
@@ -234,18 +325,36 @@ def test_lr_range_test_from_the_command_line(tiny_data, tmp_path):
 def test_a_study_replays_from_its_seed(tiny_data, tmp_path):
     params = []
     for k in range(2):
-        _finish(_experiment("--tune=3", "--pruner=none", f"--storage=sqlite:///{tmp_path}/s{k}.db",
-                            f"--data_dir={tiny_data}", f"--runs_dir={tmp_path / str(k)}", *TINY))
+        _finish(
+            _experiment(
+                "--tune=3",
+                "--pruner=none",
+                f"--storage=sqlite:///{tmp_path}/s{k}.db",
+                f"--data_dir={tiny_data}",
+                f"--runs_dir={tmp_path / str(k)}",
+                *TINY,
+            )
+        )
         params.append([t.params for t in _trials(f"sqlite:///{tmp_path}/s{k}.db")])
     assert params[0] == params[1]
 
 
-# --- what a study records, and what it refuses ------------------------------------------------------
+# --- what a study records, and what it refuses ----------------------------------------------------
+
 
 def test_trials_never_look_at_the_test_split(tiny_data, tmp_path):
-    out = _finish(_experiment("--tune=2", "--pruner=none", f"--data_dir={tiny_data}",
-                              f"--runs_dir={tmp_path}", *TINY, "--analysis", "--trial_analysis",
-                              "--gradcam_images=1"))
+    out = _finish(
+        _experiment(
+            "--tune=2",
+            "--pruner=none",
+            f"--data_dir={tiny_data}",
+            f"--runs_dir={tmp_path}",
+            *TINY,
+            "--analysis",
+            "--trial_analysis",
+            "--gradcam_images=1",
+        )
+    )
     trials = list((tmp_path / "tune" / "oc_24ep").iterdir())
     assert len(trials) == 2
     for trial in trials:
@@ -266,9 +375,11 @@ def test_a_failing_trial_fails_alone_with_its_reason(tiny_cfg, monkeypatch):
         if calls["n"] == 1:
             raise RuntimeError("CUDA out of memory, say")
         return real(*args, **kwargs)
+
     monkeypatch.setattr(tuning, "run", flaky)
-    study = tuning.tune(tiny_cfg.replace(tune=2, epochs=3, val_size=20, pruner="none",
-                                         analysis=False))
+    study = tuning.tune(
+        tiny_cfg.replace(tune=2, epochs=3, val_size=20, pruner="none", analysis=False)
+    )
     states = [t.state for t in study.trials]
     assert states == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
     assert "CUDA out of memory" in study.trials[0].user_attrs["failure"]
@@ -285,12 +396,14 @@ def _sweep_copy(tmp_path, **parameters) -> Path:
     return path
 
 
-def test_every_point_of_the_space_is_checked_against_the_step_count_before_any_trial(tiny_data,
-                                                                                    tmp_path):
+def test_every_point_of_the_space_is_checked_against_the_step_count_before_any_trial(
+    tiny_data, tmp_path
+):
     # 8 steps an epoch, 3 epochs: a warm-up of 0.02 * 24 steps is no step at all
     sweep = _sweep_copy(tmp_path, pct_start={"distribution": "uniform", "min": 0.02, "max": 0.5})
-    proc = _experiment("--tune=2", f"--data_dir={tiny_data}", f"--runs_dir={tmp_path}", *TINY,
-                       f"--sweep={sweep}")
+    proc = _experiment(
+        "--tune=2", f"--data_dir={tiny_data}", f"--runs_dir={tmp_path}", *TINY, f"--sweep={sweep}"
+    )
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode != 0
     (line,) = [l for l in out.splitlines() if l.startswith("error:")]
@@ -299,35 +412,75 @@ def test_every_point_of_the_space_is_checked_against_the_step_count_before_any_t
 
 
 def test_a_parameter_added_to_the_sweep_file_is_tuned(tiny_cfg, tmp_path):
-    sweep = _sweep_copy(tmp_path, weight_decay={"distribution": "log_uniform_values",
-                                                "min": 1e-5, "max": 1e-2},
-                        label_smoothing={"values": [0.0, 0.1]}, flip={"value": False})
-    cfg = tiny_cfg.replace(tune=3, epochs=3, val_size=20, pruner="none", sweep=str(sweep),
-                           retrain_best=True, analysis=False)
+    sweep = _sweep_copy(
+        tmp_path,
+        weight_decay={"distribution": "log_uniform_values", "min": 1e-5, "max": 1e-2},
+        label_smoothing={"values": [0.0, 0.1]},
+        flip={"value": False},
+    )
+    cfg = tiny_cfg.replace(
+        tune=3,
+        epochs=3,
+        val_size=20,
+        pruner="none",
+        sweep=str(sweep),
+        retrain_best=True,
+        analysis=False,
+    )
     study = tuning.tune(cfg)
     for trial in study.trials:
-        assert set(trial.params) == {"max_lr", "pct_start", "dropout", "weight_decay",
-                                     "label_smoothing"}
+        assert set(trial.params) == {
+            "max_lr",
+            "pct_start",
+            "dropout",
+            "weight_decay",
+            "label_smoothing",
+        }
         config = json.loads((Path(trial.user_attrs["run_dir"]) / "config.json").read_text())
         assert config["weight_decay"] == trial.params["weight_decay"]
         assert config["label_smoothing"] == trial.params["label_smoothing"]
         assert config["flip"] is False  # a fixed value is set, not searched
     assert study.user_attrs["search_space"]["weight_decay"] == {
-        "distribution": "log_uniform_values", "min": 1e-5, "max": 1e-2}
+        "distribution": "log_uniform_values",
+        "min": 1e-5,
+        "max": 1e-2,
+    }
     (best,) = Path(cfg.runs_dir).glob("tiny_best_*")
     config = json.loads((best / "config.json").read_text())
     assert config["weight_decay"] == study.best_params["weight_decay"] and config["flip"] is False
     # a worker whose space differs is refused, naming the difference
-    with pytest.raises(tuning.ConfigError, match=r"search space of weight_decay: study .*"
-                                                 r"'max': 0.01.*this worker .*'max': 0.1"):
-        tuning.tune(cfg.replace(sweep=str(_sweep_copy(tmp_path, weight_decay={
-            "distribution": "log_uniform_values", "min": 1e-5, "max": 1e-1}))))
+    with pytest.raises(
+        tuning.ConfigError,
+        match=r"search space of weight_decay: study .*"
+        r"'max': 0.01.*this worker .*'max': 0.1",
+    ):
+        tuning.tune(
+            cfg.replace(
+                sweep=str(
+                    _sweep_copy(
+                        tmp_path,
+                        weight_decay={
+                            "distribution": "log_uniform_values",
+                            "min": 1e-5,
+                            "max": 1e-1,
+                        },
+                    )
+                )
+            )
+        )
 
 
 def test_default_validation_split_fits_small_data(tiny_data, tmp_path):
     no_val = [a for a in TINY if not a.startswith("--val_size")]
-    out = _finish(_experiment("--tune=1", "--pruner=none", f"--data_dir={tiny_data}",
-                              f"--runs_dir={tmp_path}", *no_val))
+    out = _finish(
+        _experiment(
+            "--tune=1",
+            "--pruner=none",
+            f"--data_dir={tiny_data}",
+            f"--runs_dir={tmp_path}",
+            *no_val,
+        )
+    )
     assert "validation split: 10 of 100 training images" in out
     (trial,) = (tmp_path / "tune" / "oc_24ep").iterdir()
     assert json.loads((trial / "config.json").read_text())["val_images"] == 10
@@ -337,17 +490,28 @@ def test_study_records_its_settings_and_its_trials_where_to_find_them(tiny_data,
     storage = f"sqlite:///{tmp_path / 'elsewhere' / 'study.db'}"
     (tmp_path / "elsewhere").mkdir()
     runs = tmp_path / "runs"
-    common = [f"--storage={storage}", f"--data_dir={tiny_data}", f"--runs_dir={runs}",
-              *[a for a in TINY if a != "--wandb_mode=disabled"], "--wandb_mode=offline",
-              "--pruner=none"]
+    common = [
+        f"--storage={storage}",
+        f"--data_dir={tiny_data}",
+        f"--runs_dir={runs}",
+        *[a for a in TINY if a != "--wandb_mode=disabled"],
+        "--wandb_mode=offline",
+        "--pruner=none",
+    ]
     _finish(_experiment("--tune=2", *common))
     study = optuna.load_study(study_name="oc_24ep", storage=storage)
     fingerprint = load_cifar10(tiny_data, download=False).fingerprint()
     attrs = study.user_attrs
     space = attrs.pop("search_space")
-    assert attrs == {"experiment": "oc_24ep", "model": "resnet9", "epochs": 3,
-                                "width": 0.0625, "batch_size": 10, "val_size": 20,
-                                "data": fingerprint}
+    assert attrs == {
+        "experiment": "oc_24ep",
+        "model": "resnet9",
+        "epochs": 3,
+        "width": 0.0625,
+        "batch_size": 10,
+        "val_size": 20,
+        "data": fingerprint,
+    }
     assert space["max_lr"] == {"distribution": "log_uniform_values", "min": 0.01, "max": 1.0}
     for trial in study.trials:
         run_dir = Path(trial.user_attrs["run_dir"])
@@ -370,16 +534,26 @@ def test_study_records_its_settings_and_its_trials_where_to_find_them(tiny_data,
 
 # --- storage, the study page, pruning, sweep runs -------------------------------------------------
 
-@pytest.mark.parametrize("storage, cause", [
-    ("foo://bar", "foo://bar"),
-    ("postgresql://me:secret@127.0.0.1:1/db", "postgresql://me:***@127.0.0.1:1/db"),
-    ("{tmp}/missing/study.log", "no folder"),
-])
-def test_a_storage_that_cannot_be_opened_is_one_line_and_writes_nothing(tiny_data, tmp_path,
-                                                                        storage, cause):
+
+@pytest.mark.parametrize(
+    "storage, cause",
+    [
+        ("foo://bar", "foo://bar"),
+        ("postgresql://me:secret@127.0.0.1:1/db", "postgresql://me:***@127.0.0.1:1/db"),
+        ("{tmp}/missing/study.log", "no folder"),
+    ],
+)
+def test_a_storage_that_cannot_be_opened_is_one_line_and_writes_nothing(
+    tiny_data, tmp_path, storage, cause
+):
     runs = tmp_path / "runs"
-    proc = _experiment("--tune=2", f"--storage={storage.format(tmp=tmp_path)}",
-                       f"--data_dir={tiny_data}", f"--runs_dir={runs}", *TINY)
+    proc = _experiment(
+        "--tune=2",
+        f"--storage={storage.format(tmp=tmp_path)}",
+        f"--data_dir={tiny_data}",
+        f"--runs_dir={runs}",
+        *TINY,
+    )
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode != 0 and "Traceback" not in out, out
     (line,) = [l for l in out.splitlines() if l.startswith("error:")]
@@ -390,22 +564,29 @@ def test_a_storage_that_cannot_be_opened_is_one_line_and_writes_nothing(tiny_dat
 
 def test_a_journal_file_holds_a_study_that_a_second_command_resumes(tiny_data, tmp_path):
     journal = tmp_path / "study.log"
-    common = [f"--storage={journal}", f"--data_dir={tiny_data}", f"--runs_dir={tmp_path}",
-              *TINY, "--pruner=none"]
+    common = [
+        f"--storage={journal}",
+        f"--data_dir={tiny_data}",
+        f"--runs_dir={tmp_path}",
+        *TINY,
+        "--pruner=none",
+    ]
     _finish(_experiment("--tune=2", *common))
     out = _finish(_experiment("--tune=3", *common))
     assert "2 of 3 trials finished" in out
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    study = optuna.load_study(study_name="oc_24ep",
-                              storage=JournalStorage(JournalFileBackend(str(journal))))
+    study = optuna.load_study(
+        study_name="oc_24ep", storage=JournalStorage(JournalFileBackend(str(journal)))
+    )
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
 
 
 def test_the_study_page_and_its_wandb_run_follow_the_trials(tiny_cfg, tmp_path):
-    cfg = tiny_cfg.replace(tune=3, epochs=3, val_size=20, pruner="none", wandb_mode="offline",
-                           study="watched")
+    cfg = tiny_cfg.replace(
+        tune=3, epochs=3, val_size=20, pruner="none", wandb_mode="offline", study="watched"
+    )
     study = tuning.tune(cfg)
     page = Path(cfg.runs_dir) / "tune" / "watched.html"
     text = page.read_text()
@@ -422,7 +603,9 @@ def test_the_study_page_and_its_wandb_run_follow_the_trials(tiny_cfg, tmp_path):
     assert summary["best_val_acc"] == study.best_value
     assert summary["best_max_lr"] == study.best_params["max_lr"]
     assert summary["trials_finished"] == 3
-    assert not list((Path(cfg.runs_dir) / "tune" / "watched").glob("*/confusion.png"))  # no analysis
+    assert not list(
+        (Path(cfg.runs_dir) / "tune" / "watched").glob("*/confusion.png")
+    )  # no analysis
 
 
 def test_a_trial_is_never_pruned_after_its_last_epoch(tiny_cfg, tmp_path, monkeypatch):
@@ -430,8 +613,9 @@ def test_a_trial_is_never_pruned_after_its_last_epoch(tiny_cfg, tmp_path, monkey
     sweep = _sweep_copy(tmp_path, pct_start={"value": 0.3})
     last = tuning.tune(tiny_cfg.replace(tune=1, epochs=1, val_size=20, sweep=str(sweep)))
     assert [t.state for t in last.trials] == [TrialState.COMPLETE]
-    earlier = tuning.tune(tiny_cfg.replace(tune=1, epochs=2, val_size=20, sweep=str(sweep),
-                                           study="two_epochs"))
+    earlier = tuning.tune(
+        tiny_cfg.replace(tune=1, epochs=2, val_size=20, sweep=str(sweep), study="two_epochs")
+    )
     assert [t.state for t in earlier.trials] == [TrialState.PRUNED]
 
 
