@@ -1,7 +1,8 @@
-"""After training: where the model goes wrong. A grid of misclassified images, the confusion
-matrix with per-class accuracy, and Grad-CAM overlays, saved as PNG/CSV in the run folder and
-logged to W&B through the Tracker. A run analyses its test split; a tuning trial, which never
-looks at the test split, its validation split. Figures are 10 x 10 in at 100 dpi.
+"""After training: where the model goes wrong. A grid of the misclassified images the model was
+surest of, the confusion matrix with per-class accuracy, and Grad-CAM overlays, saved as PNG/CSV
+in the run folder and logged to W&B through the Tracker. A run analyses its test split; a
+tuning trial, which never looks at the test split, its validation split. Every figure says which
+split it shows.
 """
 
 from __future__ import annotations
@@ -20,20 +21,21 @@ GRID = 5  # the misclassified grid is GRID x GRID images
 
 
 @torch.no_grad()
-def predict(model, loader, prep, autocast, tta: str = "none", preds=None):
-    """(predictions, labels, uint8 HWC images) for every image of the loader, on the host.
-    `preds` given (the run's final evaluation already made them): the net is not run again."""
+def predict(model, loader, prep, autocast, tta: str = "none", probs=None):
+    """(class probabilities N x classes, labels, uint8 HWC images) for every image of the
+    loader, on the host. `probs` given (the run's final evaluation already made them): the net
+    is not run again."""
     model.eval()
     predicted, labels, images = [], [], []
     for x, y in loader:
-        if preds is None:
+        if probs is None:
             inputs = prep(x.to(prep.device, non_blocking=True))
             with autocast:
-                predicted.append(logits(model, inputs, tta).argmax(1).cpu())
+                predicted.append(logits(model, inputs, tta).float().softmax(1).cpu())
         labels.append(y.cpu())
         images.append(x.permute(0, 2, 3, 1).cpu())
-    preds = torch.cat(predicted).numpy() if preds is None else preds
-    return preds, torch.cat(labels).numpy(), torch.cat(images).numpy()
+    probs = torch.cat(predicted).numpy() if probs is None else probs
+    return probs, torch.cat(labels).numpy(), torch.cat(images).numpy()
 
 
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, n: int = 10) -> np.ndarray:
@@ -41,9 +43,22 @@ def confusion_matrix(labels: np.ndarray, preds: np.ndarray, n: int = 10) -> np.n
     return np.bincount(labels * n + preds, minlength=n * n).reshape(n, n)
 
 
-def plot_confusion(cm: np.ndarray, classes, path: Path) -> Path:
+def most_confident_errors(labels: np.ndarray, probs: np.ndarray, count: int) -> np.ndarray:
+    """Indices of the misclassified images, the model's confidence in its wrong answer highest
+    first: the errors most worth a look (a label error, a class the net confuses outright)."""
+    preds = probs.argmax(1)
+    wrong = np.flatnonzero(labels != preds)
+    return wrong[np.argsort(-probs[wrong, preds[wrong]], kind="stable")][:count]
+
+
+def confusion_title(cm: np.ndarray, split: str) -> str:
+    accuracy = cm.trace() / max(cm.sum(), 1)
+    return f"confusion matrix, {split} split ({cm.sum():,} images): accuracy {accuracy:.2%}"
+
+
+def plot_confusion(cm: np.ndarray, classes, path: Path, split: str = "test") -> Path:
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(10, 10), dpi=100)
+    fig, ax = plt.subplots(figsize=(8.5, 8), dpi=100)
     ax.imshow(cm, cmap="Blues")
     for i in range(len(cm)):
         for j in range(len(cm)):
@@ -58,23 +73,36 @@ def plot_confusion(cm: np.ndarray, classes, path: Path) -> Path:
     per_class = cm.diagonal() / np.maximum(cm.sum(1), 1)
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
     ax.set_yticks(range(len(classes)), [f"{c} ({a:.0%})" for c, a in zip(classes, per_class)])
-    ax.set(xlabel="predicted", ylabel="true (per-class accuracy)", title="confusion matrix")
-    fig.subplots_adjust(left=0.2, bottom=0.15)
+    ax.set(xlabel="predicted", ylabel="true (per-class accuracy)", title=confusion_title(cm, split))
+    fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return path
 
 
-def plot_misclassified(images, labels, preds, classes, path: Path, split: str = "test") -> Path:
+def plot_misclassified(images, labels, probs, classes, path: Path, split: str = "test") -> Path:
+    """The GRID x GRID misclassified images the model was surest of, each titled
+    true -> predicted (the probability it gave its wrong answer)."""
     plt = pyplot()
-    wrong = np.flatnonzero(labels != preds)[: GRID * GRID]
-    fig, axes = plt.subplots(GRID, GRID, figsize=(10, 10), dpi=100)
-    for ax, k in zip(axes.flat, list(wrong) + [None] * (GRID * GRID - len(wrong))):
+    wrong = most_confident_errors(labels, probs, GRID * GRID)
+    rows = max(1, -(-len(wrong) // GRID))
+    fig, axes = plt.subplots(
+        rows, GRID, figsize=(2 * GRID, 2.15 * rows + 0.5), dpi=100, squeeze=False
+    )
+    preds = probs.argmax(1)
+    for ax, k in zip(axes.flat, list(wrong) + [None] * (rows * GRID - len(wrong))):
         ax.axis("off")
         if k is not None:
             ax.imshow(images[k])
-            ax.set_title(f"{classes[labels[k]]} -> {classes[preds[k]]}", fontsize=9)
-    fig.suptitle(f"misclassified {split} images (true -> predicted)")
+            ax.set_title(
+                f"{classes[labels[k]]} -> {classes[preds[k]]}\n({probs[k, preds[k]]:.0%})",
+                fontsize=9,
+            )
+    fig.suptitle(
+        f"the {len(wrong)} misclassified {split} images the model was surest of "
+        f"(true -> predicted, its probability)"
+    )
+    fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return path
@@ -90,17 +118,19 @@ def gradcam_maps(model, inputs: torch.Tensor, targets, layer) -> np.ndarray:
 
 
 def plot_gradcam(
-    model, images, labels, preds, classes, prep, path: Path, count: int, split: str = "test"
+    model, images, labels, probs, classes, prep, path: Path, count: int, split: str = "test"
 ) -> Path:
-    """For the first `count` misclassified images: the image, then Grad-CAM for the predicted
-    class and for the true class, side by side."""
+    """For the `count` misclassified images the model was surest of: the image, then Grad-CAM
+    for the predicted class and for the true class, side by side, with their probabilities."""
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
     plt = pyplot()
-    wrong = np.flatnonzero(labels != preds)[:count]
-    fig, axes = plt.subplots(count, 3, figsize=(10, 10), dpi=100, squeeze=False)
+    wrong = most_confident_errors(labels, probs, count)
+    rows = max(1, len(wrong))
+    fig, axes = plt.subplots(rows, 3, figsize=(7.5, 2.6 * rows + 0.4), dpi=100, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
+    preds = probs.argmax(1)
     if len(wrong):
         x = torch.from_numpy(images[wrong]).permute(0, 3, 1, 2)
         inputs = prep(x.to(prep.device)).float().contiguous()
@@ -111,10 +141,16 @@ def plot_gradcam(
                 overlay = show_cam_on_image(images[k] / 255.0, maps[row], use_rgb=True)
                 axes[row, col].imshow(overlay)
                 what = "predicted" if col == 1 else "true"
-                axes[row, col].set_title(f"{what}: {classes[targets[row]]}", fontsize=9)
+                axes[row, col].set_title(
+                    f"{what}: {classes[targets[row]]} ({probs[k, targets[row]]:.0%})", fontsize=9
+                )
         for row, k in enumerate(wrong):
             axes[row, 0].imshow(images[k])
-    fig.suptitle(f"Grad-CAM on misclassified {split} images")
+            axes[row, 0].set_title(f"image (true: {classes[labels[k]]})", fontsize=9)
+    else:
+        axes[0, 0].set_title("no misclassified image", fontsize=9)
+    fig.suptitle(f"Grad-CAM on misclassified {split} images (most confident first)")
+    fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return path
@@ -130,9 +166,11 @@ def analyze(
     run_dir: Path,
     tracker,
     split: str = "test",
-    preds=None,
+    probs=None,
 ) -> dict:
-    preds, labels, images = predict(model, loader, prep, autocast, cfg.tta, preds)
+    """The analysis files of `split` (`probs`: the final evaluation's, when the run has them)."""
+    probs, labels, images = predict(model, loader, prep, autocast, cfg.tta, probs)
+    preds = probs.argmax(1)
     cm = confusion_matrix(labels, preds, len(classes))
     per_class = pd.DataFrame(
         {
@@ -145,9 +183,9 @@ def analyze(
     per_class.to_csv(run_dir / "per_class.csv", index=False)
     pd.DataFrame(cm, index=classes, columns=classes).to_csv(run_dir / "confusion.csv")
     pngs = {
-        "confusion_matrix": plot_confusion(cm, classes, run_dir / "confusion.png"),
+        "confusion_matrix": plot_confusion(cm, classes, run_dir / "confusion.png", split),
         "misclassified": plot_misclassified(
-            images, labels, preds, classes, run_dir / "misclassified.png", split
+            images, labels, probs, classes, run_dir / "misclassified.png", split
         ),
     }
     if cfg.gradcam_images > 0 and model.cam_layer is None:
@@ -157,7 +195,7 @@ def analyze(
             model,
             images,
             labels,
-            preds,
+            probs,
             classes,
             prep,
             run_dir / "gradcam.png",

@@ -30,7 +30,7 @@ from .data import load_cifar10
 from .optim import n_epochs, sync, total_steps
 from .repeat import fmt, run_each, spread
 from .tracking import provenance
-from .train import make_loaders, pick_device, run
+from .train import Context, make_loaders, pick_device, run
 
 
 def environment(device: torch.device) -> dict:
@@ -173,7 +173,7 @@ def race_airbench94(cfg: Config, seeds: int, out: Path) -> pd.DataFrame:
             str(folder), train=True, batch_size=1024, aug=dict(flip=True, translate=2), altflip=True
         )
         test = airbench.CifarLoader(str(folder), train=False, batch_size=2000)
-        _ours(cfg.replace(seed=10_000), cifar, device)  # warm-ups
+        _ours(cfg.replace(seed=10_000), cifar, device, job_type="warmup")  # warm-ups
         _theirs(airbench, train, test, device)
         rows = []
         for seed in range(seeds):
@@ -189,7 +189,7 @@ def race_airbench94(cfg: Config, seeds: int, out: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _ours(cfg: Config, cifar, device: torch.device) -> dict:
+def _ours(cfg: Config, cifar, device: torch.device, job_type: str = "train") -> dict:
     from .checkpoint import Progress
     from .tracking import Tracker, new_run_dir
     from .train import build, fit
@@ -199,7 +199,9 @@ def _ours(cfg: Config, cifar, device: torch.device) -> dict:
     t0 = time.perf_counter()
     setup = build(cfg, cifar)
     progress = Progress()
-    fit(setup, Tracker(cfg, run_dir), progress)  # ends with the final TTA evaluation
+    fit(
+        setup, Tracker(cfg, run_dir, job_type=job_type), progress
+    )  # ends with the final TTA evaluation
     sync(device)
     return {
         "test_acc": progress.metrics[-1]["test_acc"],
@@ -366,7 +368,8 @@ def timed_seeds(cfg: Config, seeds: int, name: str, env: dict, out: Path) -> pd.
             progress=False,
             save_model=False,
             pct_start=min(cfg.pct_start, 0.25),
-        )
+        ),
+        Context(job_type="warmup"),  # resnetf.compare leaves it out
     )
     table = pd.DataFrame(
         [

@@ -6,9 +6,14 @@
 The table has one row per training run (plain runs, tuning trials, retrained bests, interrupted
 runs): its name, job type and status, the config fields that differ between the runs, final and
 best validation and test accuracy, train seconds and the git commit that produced it; it is
-printed and written as CSV. The figure shows the runs' LR, training-loss and accuracy curves.
-Folders that are not training runs (seed aggregates, LR range tests, anything without a
-config.json) are left out, and stderr says how many and why.
+printed and written as CSV. The figure answers "which run is better": each run's LR, training
+loss (log scale) and train/val/test accuracy against epochs (comparable across batch sizes), one
+colour per run in every panel (the best 12 in colour, the rest grey), a legend outside the
+panels naming each run by the settings that differ (a note says what they share), and the
+configs ranked by best validation accuracy (else test), mean +- std over seeds that share a
+config. Both go to runs/compare/compare.{csv,png} unless --out says otherwise, replaced at every
+call. Folders that are not training runs (seed aggregates, LR range tests, the benchmark's
+warm-up runs, anything without a config.json) are left out, and stderr says how many and why.
 """
 
 from __future__ import annotations
@@ -17,13 +22,12 @@ import argparse
 import glob
 import json
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 
-from .plots import plot_curves, read_curves
+from .plots import Curves, draw, label_axes, pyplot, read_curves, splits_in, steps_per_epoch
 
 # recorded per run but never a difference worth a column (shown elsewhere or pure noise)
 _NOISE = {
@@ -43,6 +47,19 @@ _NOISE = {
     "data_fingerprint",
 }
 TRAINING = {"train", "trial", "retrain_best"}  # job types that train a model
+COLOURED = 12  # runs drawn in colour, best first; the rest in grey, so 20+ runs stay legible
+SHARED_SHOWN = (
+    "name",
+    "model",
+    "backend",
+    "epochs",
+    "batch_size",
+    "max_lr",
+    "width",
+    "tta",
+    "amp_dtype",
+    "val_size",
+)
 
 
 def _kind(folder: Path) -> tuple[bool, str]:
@@ -134,15 +151,142 @@ def compare_table(runs: list[Path]) -> pd.DataFrame:
     return table.drop(columns=[c for c in optional if table[c].isna().all()])
 
 
-def main(argv=None) -> pd.DataFrame:
+def run_labels(configs: list[dict], fields: list[str]) -> list[str]:
+    """Each run named by the settings that differ between the compared runs (its W&B group when
+    none differ)."""
+
+    def short(v):
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    return [
+        ", ".join(f"{k}={short(c.get(k))}" for k in fields) or c.get("wandb_group", "run")
+        for c in configs
+    ]
+
+
+def shared_note(configs: list[dict]) -> str:
+    same = [
+        k
+        for k in SHARED_SHOWN
+        if len({json.dumps(c.get(k)) for c in configs}) == 1 and configs[0].get(k) is not None
+    ]
+    return "shared: " + ", ".join(f"{k}={configs[0][k]}" for k in same)
+
+
+def ranking(table: pd.DataFrame, labels: list[str], fields: list[str]) -> pd.DataFrame:
+    """Configs ranked by their best validation accuracy (test where no run has validation),
+    mean and sample std over the seeds that share a config."""
+    metric = (
+        "best_val_acc"
+        if "best_val_acc" in table and table["best_val_acc"].notna().any()
+        else "best_test_acc"
+    )
+    frame = table.assign(label=labels, score=table.get(metric))
+    key = (
+        "config_hash" if "config_hash" in frame and frame["config_hash"].notna().all() else "label"
+    )
+    if "seed" in fields:  # a config's seeds are one bar: name it without its seed
+        frame["label"] = [
+            ", ".join(p for p in lab.split(", ") if not p.startswith("seed=")) or "seeds"
+            for lab in frame["label"]
+        ]
+    ranked = frame.groupby(key).agg(
+        label=("label", "first"),
+        mean=("score", "mean"),
+        std=("score", "std"),
+        runs=("score", "size"),
+    )
+    return ranked.sort_values("mean", ascending=False).assign(metric=metric)
+
+
+def compare_figure(runs: list[Path], table: pd.DataFrame):
+    """The figure: LR, training loss and accuracy of every run against epochs, one colour per
+    run in every panel (the best COLOURED runs; the others grey), the legend outside naming
+    each by what differs, and a ranking of the configs."""
+    loaded = [load(r) for r in runs]
+    configs = [d["config"] for d in loaded]
+    fields = differing_fields(configs)
+    labels = run_labels(configs, fields)
+    score = table.get("best_val_acc", table.get("best_test_acc"))
+    score = (
+        score
+        if score is not None and score.notna().any()
+        else table.get("best_test_acc", pd.Series([None] * len(runs)))
+    )
+    order = sorted(
+        range(len(runs)), key=lambda i: -(score.iloc[i] if pd.notna(score.iloc[i]) else -1)
+    )
+    plt = pyplot()
+    palette = plt.get_cmap("tab20" if len(runs) > 10 else "tab10")
+    fig = plt.figure(figsize=(18, 9 + 0.25 * len(runs)), dpi=100)
+    grid = fig.add_gridspec(2, 3, height_ratios=[1, 0.35 + 0.05 * len(runs)])
+    axes = tuple(fig.add_subplot(grid[0, k]) for k in range(3))
+    curves = []
+    for rank, i in enumerate(order):
+        run = Curves(
+            labels[i], loaded[i]["steps"], loaded[i]["metrics"], steps_per_epoch(configs[i])
+        )
+        coloured = rank < COLOURED
+        draw(axes, run, palette(rank % palette.N) if coloured else "0.6", faint=not coloured)
+        curves.append(run)
+    label_axes(axes, splits_in(curves))
+    ranked = ranking(table, labels, fields)
+    bar_ax = fig.add_subplot(grid[1, :])
+    y = range(len(ranked))[::-1]
+    bar_ax.barh(
+        list(y),
+        100 * ranked["mean"],
+        xerr=100 * ranked["std"].fillna(0),
+        color="tab:blue",
+        alpha=0.7,
+    )
+    bar_ax.set_yticks(
+        list(y), [f"{lab} (n={n})" for lab, n in zip(ranked["label"], ranked["runs"])], fontsize=7
+    )
+    low = 100 * (ranked["mean"] - ranked["std"].fillna(0)).min()
+    bar_ax.set(
+        xlim=(max(0, low - 2), min(100, 100 * ranked["mean"].max() + 2)),
+        xlabel=f"{ranked['metric'].iloc[0].replace('_', ' ')} (%), mean +- std over seeds",
+        title="configs ranked",
+    )
+    handles, names = axes[0].get_legend_handles_labels()
+    keep = [k for k, name in enumerate(names) if order.index(labels.index(name)) < COLOURED]
+    fig.legend(
+        [handles[k] for k in keep],
+        [names[k] for k in keep],
+        loc="upper left",
+        bbox_to_anchor=(1.0, 0.95),
+        fontsize=8,
+        title=f"runs ({len(runs)}; the best {min(COLOURED, len(runs))} in colour)",
+    )
+    fig.suptitle(f"{len(runs)} runs; {shared_note(configs)}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_compare(runs: list[Path], table: pd.DataFrame, path: Path) -> Path:
+    plt = pyplot()
+    fig = compare_figure(runs, table)
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("runs", nargs="+", help="run folders, glob patterns, or a folder of runs")
     ap.add_argument(
-        "--out", default=None, help="path stem for the CSV and PNG (default runs/compare_<time>)"
+        "--out",
+        default="runs/compare/compare",
+        help="path stem of the CSV and PNG, replaced at every call (default runs/compare/compare)",
     )
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> pd.DataFrame:
+    args = parser().parse_args(argv)
     runs, skipped = find_runs(args.runs)
     if skipped:
         print(
@@ -150,14 +294,14 @@ def main(argv=None) -> pd.DataFrame:
             + ", ".join(f"{n} ({why})" for why, n in skipped.items()),
             file=sys.stderr,
         )
-    out = Path(args.out or f"runs/compare_{time.strftime('%Y%m%d-%H%M%S')}")
+    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     table = compare_table(runs)
     table.to_csv(out.with_suffix(".csv"), index=False)
-    png = plot_curves({r.name: read_curves(r) for r in runs}, out.with_suffix(".png"))
+    png = plot_compare(runs, table, out.with_suffix(".png"))
     with pd.option_context("display.width", 250, "display.max_columns", 60):
         print(table.to_string(index=False, float_format="%.4f"))
-    print(f"table: {out.with_suffix('.csv')}  curves: {png}")
+    print(f"table: {out.with_suffix('.csv')}  figure: {png}")
     return table
 
 

@@ -1,11 +1,20 @@
 """Figures drawn off-screen: the one matplotlib set-up behind every PNG the package writes, and
-the training curves of one run (its folder's curves.png) or several (resnetf.compare)."""
+the training curves of one run (its folder's curves.png) or several (resnetf.compare).
+
+Curves are drawn against epochs (steps / steps per epoch), so runs of different batch sizes line
+up; accuracies are percentages, as the console prints them; the loss axis is logarithmic, so
+one run's spike does not flatten the others.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+
+ACCURACY_STYLES = (("train", ":"), ("val", "--"), ("test", "-"))
+STYLE_NAMES = {":": "dotted", "--": "dashed", "-": "solid"}
 
 
 def pyplot():
@@ -18,39 +27,113 @@ def pyplot():
     return plt
 
 
-def plot_curves(
-    runs: dict[str, tuple[pd.DataFrame | None, pd.DataFrame | None]], path: Path
-) -> Path:
-    """runs: name -> (steps, metrics) as in steps.csv / metrics.csv. Three panels: the LR of
-    every step, the training loss (per step, and its epoch mean), and the validation (dashed)
-    and test (solid) accuracy of every evaluated epoch."""
+@dataclass
+class Curves:
+    """One run's series: steps.csv and metrics.csv as read, and its steps per epoch."""
+
+    label: str
+    steps: pd.DataFrame | None
+    metrics: pd.DataFrame | None
+    steps_per_epoch: float | None = None
+
+    def epochs_of_steps(self) -> pd.Series:
+        per_epoch = self.steps_per_epoch or len(self.steps) / max(self._epochs_done(), 1)
+        return (self.steps["step"] + 1) / per_epoch
+
+    def _epochs_done(self) -> int:
+        return int(self.metrics["epoch"].max()) if self.metrics is not None else 1
+
+
+def draw(axes, run: Curves, color, faint: bool = False) -> None:
+    """One run on the three panels (LR, training loss, accuracy), in one colour."""
+    lr_ax, loss_ax, acc_ax = axes
+    width, alpha = (0.6, 0.35) if faint else (1.4, 1.0)
+    if run.steps is not None and len(run.steps):
+        x = run.epochs_of_steps()
+        lr_ax.plot(
+            x,
+            run.steps["lr"],
+            color=color,
+            linewidth=width,
+            alpha=alpha,
+            label=run.label,
+            gid=run.label,
+        )
+        loss_ax.plot(
+            x,
+            run.steps["train_loss"],
+            color=color,
+            linewidth=0.5,
+            alpha=0.25 * alpha,
+            gid=run.label,
+        )
+    m = run.metrics
+    if m is None or not len(m):
+        return
+    if "train_loss" in m:
+        loss_ax.plot(
+            m["epoch"],
+            m["train_loss"],
+            "o-",
+            color=color,
+            markersize=3,
+            linewidth=width,
+            alpha=alpha,
+            gid=run.label,
+        )
+    for split, style in ACCURACY_STYLES:
+        if f"{split}_acc" in m:
+            points = m.dropna(subset=[f"{split}_acc"])
+            # markers: a run evaluated once is one visible point, not an invisible line
+            acc_ax.plot(
+                points["epoch"],
+                100 * points[f"{split}_acc"],
+                style,
+                marker="o",
+                markersize=4 if len(points) > 1 else 7,
+                color=color,
+                linewidth=width,
+                alpha=alpha,
+                gid=run.label,
+            )
+
+
+def label_axes(axes, splits: set[str]) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    lr_ax, loss_ax, acc_ax = axes
+    lr_ax.set(xlabel="epoch", ylabel="learning rate", title="learning rate of every step")
+    loss_ax.set(
+        xlabel="epoch",
+        ylabel="training loss (log scale)",
+        yscale="log",
+        title="training loss: every step (faint), epoch means (dots)",
+    )
+    shown = [f"{s} ({STYLE_NAMES[st]})" for s, st in ACCURACY_STYLES if s in splits]
+    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy: " + ", ".join(shown))
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+
+
+def splits_in(runs) -> set[str]:
+    return {
+        s
+        for r in runs
+        if r.metrics is not None
+        for s, _ in ACCURACY_STYLES
+        if f"{s}_acc" in r.metrics and r.metrics[f"{s}_acc"].notna().any()
+    }
+
+
+def plot_curves(run: Curves, path: Path, title: str = "") -> Path:
+    """curves.png of one run: LR, training loss and train/val/test accuracy against epochs."""
     plt = pyplot()
-    fig, (lr_ax, loss_ax, acc_ax) = plt.subplots(1, 3, figsize=(15, 4.5), dpi=100)
-    for name, (steps, metrics) in runs.items():
-        if steps is not None and len(steps):
-            lr_ax.plot(steps["step"], steps["lr"], label=name)
-            (line,) = loss_ax.plot(steps["step"], steps["train_loss"], alpha=0.3, linewidth=0.8)
-            if metrics is not None and "train_loss" in metrics and len(metrics):
-                per_epoch = len(steps) / max(int(metrics["epoch"].max()), 1)
-                loss_ax.plot(
-                    metrics["epoch"] * per_epoch - 1,
-                    metrics["train_loss"],
-                    marker=".",
-                    color=line.get_color(),
-                    label=name,
-                )
-        for split, style in (("val", "--"), ("test", "-")):
-            if metrics is not None and f"{split}_acc" in metrics:
-                m = metrics.dropna(subset=[f"{split}_acc"])
-                acc_ax.plot(
-                    m["epoch"], m[f"{split}_acc"], style, marker=".", label=f"{name} {split}"
-                )
-    lr_ax.set(xlabel="step", ylabel="learning rate", title="LR schedule")
-    loss_ax.set(xlabel="step", ylabel="training loss", title="training loss (dots: epoch mean)")
-    acc_ax.set(xlabel="epoch", ylabel="accuracy", title="validation (dashed) and test accuracy")
-    for ax in (lr_ax, acc_ax):
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), dpi=100)
+    draw(axes, run, "tab:blue")
+    label_axes(axes, splits_in([run]))
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -65,3 +148,9 @@ def read_curves(run_dir: Path) -> tuple[pd.DataFrame | None, pd.DataFrame | None
         pd.read_csv(steps) if steps.is_file() else None,
         pd.read_csv(metrics) if metrics.is_file() else None,
     )
+
+
+def steps_per_epoch(config: dict) -> float | None:
+    """A run's optimizer steps per epoch, from its config.json (the last partial batch dropped)."""
+    images, batch = config.get("train_images"), config.get("batch_size")
+    return images // batch if images and batch and images >= batch else None

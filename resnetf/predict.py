@@ -210,7 +210,7 @@ def plot_gradcam(
     return out
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -226,7 +226,11 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--gradcam", default=None, help="PNG of each image's Grad-CAM map")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
     try:
         net, cfg = load(args.source, args.device)
     except LoadError as e:

@@ -345,7 +345,8 @@ class Tracker:
         if all(c is None for c in curves):  # not a training run (an aggregate, an LR test)
             return None
         try:
-            return plots.plot_curves({self.run_dir.name: curves}, self.run_dir / "curves.png")
+            run = plots.Curves(self.run_dir.name, *curves, plots.steps_per_epoch(self.config))
+            return plots.plot_curves(run, self.run_dir / "curves.png", title=self.run_dir.name)
         except Exception as e:
             warnings.warn(f"curves.png not drawn ({type(e).__name__}: {e})", stacklevel=2)
             return None

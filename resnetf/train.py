@@ -150,7 +150,7 @@ class Setup:
     net: nn.Module  # what trains: the model, compiled with cfg.compile
     compile_seconds: float = 0.0
     started: float = field(default_factory=time.perf_counter)
-    final_predictions: dict = field(default_factory=dict)  # split -> the last evaluation's classes
+    final_predictions: dict = field(default_factory=dict)  # split -> last evaluation's probs
     on_step: Callable[[], None] | None = None  # after every optimizer step (a profiler's)
 
     @property
@@ -459,7 +459,7 @@ def train_epoch(
 @torch.no_grad()
 def evaluate(model, loader, prep, autocast, tta: str = "none", predictions: list | None = None):
     """(mean cross-entropy, accuracy) over every image of the loader; `predictions`, when given,
-    receives each image's predicted class (one tensor per batch, on the device)."""
+    receives each image's class probabilities (one tensor per batch, on the device)."""
     model.eval()
     device = prep.device
     loss_sum = torch.zeros((), device=device)
@@ -471,10 +471,9 @@ def evaluate(model, loader, prep, autocast, tta: str = "none", predictions: list
         with autocast:
             out = models.logits(model, x, tta).float()
         loss_sum += nn.functional.cross_entropy(out, y, reduction="sum")
-        pred = out.argmax(1)
-        correct += (pred == y).sum()
+        correct += (out.argmax(1) == y).sum()
         if predictions is not None:
-            predictions.append(pred)
+            predictions.append(out.softmax(1))
         n += len(y)
     return loss_sum.item() / n, correct.item() / n
 
@@ -525,7 +524,7 @@ def fit(setup: Setup, tracker: Tracker, progress: Progress, on_epoch=None, stop=
         if last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
             t0 = time.perf_counter()
             for split, loader in setup.eval_loaders().items():
-                # the last evaluation's predictions serve the analysis: no second TTA pass
+                # the last evaluation's probabilities serve the analysis: no second TTA pass
                 keep = setup.final_predictions.setdefault(split, []) if last else None
                 metrics[f"{split}_loss"], metrics[f"{split}_acc"] = evaluate(
                     setup.eval_net, loader, setup.eval_prep, setup.autocast, cfg.tta, keep
@@ -574,7 +573,7 @@ def finish(
     loader = setup.eval_loaders().get(split)
     if cfg.analysis and loader is not None:  # on the eager net: Grad-CAM needs hooks and gradients
         try:
-            preds = setup.final_predictions.get(split)
+            probs = setup.final_predictions.get(split)
             analysis.analyze(
                 setup.final_net,
                 loader,
@@ -585,7 +584,7 @@ def finish(
                 tracker.run_dir,
                 tracker,
                 split,
-                preds=torch.cat(preds).cpu().numpy() if preds else None,
+                probs=torch.cat(probs).float().cpu().numpy() if probs else None,
             )
         except Exception as e:  # the trained model and its numbers matter more than its figures
             summary["analysis_error"] = f"{type(e).__name__}: {e}"

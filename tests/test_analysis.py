@@ -19,9 +19,12 @@ from resnetf.compare import compare_table, find_runs
 def test_analysis_files_exist_with_expected_sizes_and_agree_with_the_accuracy(tiny_cfg):
     summary = run(tiny_cfg.replace(wandb_mode="offline", gradcam_images=3))
     d = run_dir_of(summary)
+    sizes = {}
     for name in ("misclassified.png", "confusion.png", "gradcam.png"):
         with Image.open(d / name) as image:
-            assert image.size == (1000, 1000), name
+            sizes[name] = image.size
+    # Grad-CAM is sized to its rows: 3 images, 3 columns (image, predicted, true)
+    assert sizes["gradcam.png"][1] > sizes["gradcam.png"][0] > 600
     cm = pd.read_csv(d / "confusion.csv", index_col=0).to_numpy()
     assert cm.shape == (10, 10) and cm.sum() == 50  # every test image, once
     assert np.trace(cm) / cm.sum() == summary["final_test_acc"]
@@ -54,6 +57,29 @@ def test_the_analysis_reuses_the_final_evaluation_instead_of_a_second_tta_pass(
     assert "analysis_error" not in summary
     cm = pd.read_csv(d / "confusion.csv", index_col=0).to_numpy()
     assert cm.sum() == 50 and np.trace(cm) / cm.sum() == summary["final_test_acc"]
+
+
+def test_the_misclassified_images_come_most_confident_first():
+    from resnetf.analysis import most_confident_errors
+
+    labels = np.array([0, 1, 2, 3, 4])
+    probs = np.full((5, 5), 0.05)
+    probs[[0, 1, 2, 3, 4], [1, 1, 0, 0, 0]] = [0.6, 0.9, 0.8, 0.3, 0.95]  # image 1 is right
+    assert most_confident_errors(labels, probs, 10).tolist() == [4, 2, 0, 3]
+    assert most_confident_errors(labels, probs, 2).tolist() == [4, 2]
+
+
+def test_figures_say_which_split_they_show_and_grad_cam_grows_with_its_images(tiny_cfg):
+    from resnetf.analysis import confusion_title
+
+    cm = np.array([[3, 1], [0, 4]])
+    assert confusion_title(cm, "val") == "confusion matrix, val split (8 images): accuracy 87.50%"
+    heights = {}
+    for count in (1, 4):
+        d = run_dir_of(run(tiny_cfg.replace(gradcam_images=count)))
+        with Image.open(d / "gradcam.png") as image:
+            heights[count] = image.size[1]
+    assert heights[4] > 3 * heights[1] * 0.8
 
 
 def test_confusion_matrix_rows_are_true_classes():
@@ -90,8 +116,38 @@ def test_compare_lists_the_runs_and_only_the_fields_that_differ(tiny_cfg, tmp_pa
     row = table.set_index("run").loc[b.name]
     assert row["max_lr"] == 0.05
     assert row["final_test_acc"] == json.loads((b / "summary.json").read_text())["final_test_acc"]
-    with Image.open(tmp_path / "cmp.png") as image:
-        assert image.size == (1500, 450)
+    assert (tmp_path / "cmp.png").stat().st_size > 10_000
+
+
+def test_the_compare_figure_colours_each_run_alike_and_names_it_by_what_differs(tiny_cfg):
+    from matplotlib.colors import to_hex
+
+    from resnetf.compare import compare_figure, compare_table
+
+    cfg = tiny_cfg.replace(analysis=False, epochs=3)
+    runs = [
+        run_dir_of(run(cfg.replace(max_lr=lr, seed=seed, batch_size=batch)))
+        for lr, seed, batch in ((0.2, 0, 20), (0.2, 1, 20), (0.05, 0, 10))
+    ]
+    fig = compare_figure(runs, compare_table(runs))
+    legend = {t.get_text() for t in fig.legends[0].get_texts()}
+    assert legend == {
+        "batch_size=20, max_lr=0.2, seed=0",
+        "batch_size=20, max_lr=0.2, seed=1",
+        "batch_size=10, max_lr=0.05, seed=0",
+    }
+    colours = {}
+    for ax in fig.axes[:3]:  # LR, loss, accuracy: a run has one colour in every panel
+        for line in ax.get_lines():
+            colours.setdefault(line.get_gid(), set()).add(to_hex(line.get_color()))
+    assert set(colours) == legend and all(len(c) == 1 for c in colours.values())
+    assert len({next(iter(c)) for c in colours.values()}) == 3
+    for line in fig.axes[0].get_lines():  # epochs on x, whatever the batch size
+        assert line.get_xdata()[-1] == 3
+    assert fig.axes[1].get_yscale() == "log"
+    bars = [t.get_text() for t in fig.axes[3].get_yticklabels()]  # configs ranked, seeds pooled
+    assert len(bars) == 2 and any(b.endswith("(n=2)") for b in bars)
+    assert "shared:" in fig._suptitle.get_text()
 
 
 def test_seeds_runs_n_times_and_reports_the_spread(tiny_data, tmp_path):
@@ -187,7 +243,7 @@ def test_compare_includes_trials_and_interrupted_runs_and_says_what_it_skipped(t
         table.loc[plain.name, "final_test_acc"]
         == json.loads((plain / "summary.json").read_text())["final_test_acc"]
     )
-    assert "skipped 1 folders: 1 (job type seeds)" in proc.stderr
+    assert "skipped 2 folders: 1 (job type seeds), 1 (job type study)" in proc.stderr
     commit = json.loads((plain / "config.json").read_text())["git_commit"]
     if commit:  # the repo is a git checkout: the table says which commit produced each run
         assert table.loc[plain.name, "commit"].startswith(commit[:10])

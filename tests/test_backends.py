@@ -247,9 +247,9 @@ def test_the_race_warms_both_up_then_interleaves_the_seeds(tiny_data, tmp_path, 
     monkeypatch.setattr(bench, "sync", lambda device: None)
     real_ours = bench._ours
 
-    def ours(cfg, cifar, device):
+    def ours(cfg, cifar, device, job_type="train"):
         calls.append(f"ours {cfg.seed}")
-        return real_ours(cfg, cifar, torch.device("cpu"))
+        return real_ours(cfg, cifar, torch.device("cpu"), job_type)
 
     monkeypatch.setattr(bench, "_ours", ours)
     cfg = load_experiment(REPO / "experiments" / "fast94.py").replace(
