@@ -51,7 +51,21 @@ def test_notebook_runs_top_to_bottom(tiny_data, tmp_path):
         for o in c.outputs
         if "image/png" in o.get("data", {})
     ]
-    assert len(images) >= 6  # range test, curves, misclassified, confusion, Grad-CAM, predict
+    # range test, curves, misclassified, confusion, Grad-CAM, predict, the study's two plots
+    assert len(images) >= 8
+    for cell in nb.cells:  # every cell that plots leaves a PNG, which GitHub and nbconvert show
+        kinds = {k for o in cell.get("outputs", []) for k in o.get("data", {})}
+        if "application/vnd.plotly.v1+json" in kinds or "display(Image" in cell.source:
+            assert "image/png" in kinds, cell.source[:80]
+    text = "".join(
+        o.get("text", "")
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if o.output_type == "stream"
+    )
+    assert "IProgress not found" not in text and "\r" not in text  # one line per epoch
+    assert "epoch   1  lr" in text
     plotly = [
         o
         for c in nb.cells
