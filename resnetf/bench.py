@@ -7,6 +7,25 @@ nothing.
     python -m resnetf.bench experiments/fast94.py --seeds 5 --against airbench94 -- --data_dir=...
     python -m resnetf.bench experiments/oc_24ep.py --seeds 0 --trials 4 -- --data_dir=...
 
+The race against airbench94 (`--against airbench94`; PyPI airbench==0.1.8, not a requirement
+of this package, CUDA only). Order: one untimed warm-up of each doing everything a timed run
+does (build, whitening, training, the final TTA evaluation: cudnn autotuning of every shape, the
+allocator), then the seeds interleaved, ours then theirs, so that clock and thermal drift fall on
+both alike. Both start with their data already on the GPU (ours: the one device copy of the
+data set; theirs: its CifarLoader, made once). Counted per run, on both sides:
+  wall_seconds   host clock, GPU synchronised at both ends, around building the net, whitening,
+                 training and the final TTA evaluation. Ours: train.build + train.fit
+                 (per-epoch metrics appended to two CSV files; no checkpoints, analysis, saved
+                 model or W&B). Theirs: the train94 call, which also reads its test set from
+                 cifar10/test.pt and, by its own design, evaluates once without TTA after each
+                 epoch.
+  timer_seconds  airbench's own timer: CUDA-event windows around the whitening, each epoch's
+                 training and the final TTA evaluation (theirs: the sum of the windows train94
+                 itself records; ours: the synchronised windows of each epoch's training plus
+                 the final evaluation; our whitening, a few ms, falls in wall_seconds only).
+test_acc is each side's final TTA accuracy (theirs: airbench.evaluate at tta_level 2, outside the
+timed window).
+
 Flags after `--` override the experiment's config as on its own command line. Seeds run in this
 one process after a one-epoch warm-up run that is not counted (cudnn autotuning, allocator and
 compile caches), each with its own run folder.
@@ -123,36 +142,9 @@ def write_airbench_data(cifar, folder: Path) -> Path:
 
 
 def race_airbench94(cfg: Config, seeds: int, out: Path) -> pd.DataFrame:
-    """The experiment against airbench94 (PyPI airbench==0.1.8, not a requirement of this
-    package) on the same data and GPU, counting the same work for both.
-
-    Order: one untimed warm-up of each doing everything a timed run does (build, whitening,
-    training, the final TTA evaluation: cudnn autotuning of every shape, allocator), then the
-    seeds interleaved, ours then theirs, so that clock and thermal drift fall on both alike.
-    Both start with their data already on the GPU (ours: the one device copy of the data set;
-    theirs: its CifarLoader, made once).
-
-    Counted, per run, on both sides:
-      wall_seconds   host clock, GPU synchronised at both ends, around building the net,
-                     whitening, training and the final TTA evaluation. Ours: train.build +
-                     train.fit (per-epoch metrics appended to two CSV files; no checkpoints,
-                     analysis, saved model or W&B). Theirs: the train94 call, which also reads
-                     its test set from cifar10/test.pt and, by its own design, evaluates once
-                     without TTA after each epoch.
-      timer_seconds  airbench's own timer: CUDA-event windows around the whitening, each
-                     epoch's training and the final TTA evaluation (theirs: the sum of the
-                     windows train94 itself records; ours: the synchronised windows of each
-                     epoch's training plus the final evaluation; our whitening, a few ms, falls
-                     in wall_seconds only).
-    test_acc is each side's final TTA accuracy (theirs: airbench.evaluate at tta_level 2,
-    outside the timed window)."""
-    try:
-        import airbench
-    except ImportError:
-        raise SystemExit(
-            "error: --against airbench94 needs the airbench package "
-            "(pip install --no-deps airbench==0.1.8)"
-        ) from None
+    """The experiment against airbench94 on the same data and GPU, counting the same work for
+    both: see "The race against airbench94" in this module's docstring."""
+    airbench = _airbench()
     device = pick_device(cfg.device)
     if device.type != "cuda":
         raise SystemExit("error: airbench94 runs on CUDA only")
@@ -187,6 +179,17 @@ def race_airbench94(cfg: Config, seeds: int, out: Path) -> pd.DataFrame:
     finally:
         os.chdir(here)
     return pd.DataFrame(rows)
+
+
+def _airbench():
+    try:
+        import airbench
+    except ImportError:
+        raise SystemExit(
+            "error: --against airbench94 needs the airbench package "
+            "(pip install --no-deps airbench==0.1.8)"
+        ) from None
+    return airbench
 
 
 def _ours(cfg: Config, cifar, device: torch.device, job_type: str = "train") -> dict:

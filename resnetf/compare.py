@@ -230,8 +230,24 @@ def compare_figure(runs: list[Path], table: pd.DataFrame):
         draw(axes, run, palette(rank % palette.N) if coloured else "0.6", faint=not coloured)
         curves.append(run)
     label_axes(axes, splits_in(curves))
-    ranked = ranking(table, labels, fields)
-    bar_ax = fig.add_subplot(grid[1, :])
+    draw_ranking(fig.add_subplot(grid[1, :]), ranking(table, labels, fields))
+    handles, names = axes[0].get_legend_handles_labels()
+    keep = [k for k, name in enumerate(names) if order.index(labels.index(name)) < COLOURED]
+    fig.legend(
+        [handles[k] for k in keep],
+        [names[k] for k in keep],
+        loc="upper left",
+        bbox_to_anchor=(1.0, 0.95),
+        fontsize=8,
+        title=f"runs ({len(runs)}; the best {min(COLOURED, len(runs))} in colour)",
+    )
+    fig.suptitle(f"{len(runs)} runs; {shared_note(configs)}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def draw_ranking(bar_ax, ranked: pd.DataFrame) -> None:
+    """The configs as bars, best on top, with the spread of their seeds."""
     y = range(len(ranked))[::-1]
     bar_ax.barh(
         list(y),
@@ -249,19 +265,6 @@ def compare_figure(runs: list[Path], table: pd.DataFrame):
         xlabel=f"{ranked['metric'].iloc[0].replace('_', ' ')} (%), mean +- std over seeds",
         title="configs ranked",
     )
-    handles, names = axes[0].get_legend_handles_labels()
-    keep = [k for k, name in enumerate(names) if order.index(labels.index(name)) < COLOURED]
-    fig.legend(
-        [handles[k] for k in keep],
-        [names[k] for k in keep],
-        loc="upper left",
-        bbox_to_anchor=(1.0, 0.95),
-        fontsize=8,
-        title=f"runs ({len(runs)}; the best {min(COLOURED, len(runs))} in colour)",
-    )
-    fig.suptitle(f"{len(runs)} runs; {shared_note(configs)}", fontsize=10)
-    fig.tight_layout()
-    return fig
 
 
 def plot_compare(runs: list[Path], table: pd.DataFrame, path: Path) -> Path:

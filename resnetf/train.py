@@ -279,27 +279,9 @@ def build(cfg: Config, cifar: data.Cifar10 | None = None) -> Setup:
     eval_prep = BatchAugment(
         cfg, device, train=False, memory_format=memory_format, dtype=prec.input_dtype
     )
-    model = models.build(cfg).to(device, memory_format=memory_format)
-    if model.init_images:  # the first training images, as the net sees them
-        first = data.split_val(cifar.train_labels, cfg.val_size, cfg.seed)[0][: model.init_images]
-        images = torch.from_numpy(cifar.train_images[first]).to(device).permute(0, 3, 1, 2)
-        model.init_from_data(eval_prep(images).float())
-    prec.prepare(model)
+    model = build_net(cfg, cifar, device, memory_format, eval_prep, prec)
     optimizer = make_optimizer(model, cfg, prec.loss_scale)
-    ema = (
-        torch.optim.swa_utils.AveragedModel(
-            model,
-            multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema),
-            use_buffers=True,
-        )
-        if cfg.ema > 0
-        else None
-    )
-    lookahead = (
-        Lookahead(model, total_steps(cfg, len(train)), cfg.lookahead, cfg.lookahead_every)
-        if cfg.lookahead > 0
-        else None
-    )
+    ema, lookahead = averaging(cfg, model, total_steps(cfg, len(train)))
     return Setup(
         cfg,
         device,
@@ -325,6 +307,31 @@ def build(cfg: Config, cifar: data.Cifar10 | None = None) -> Setup:
         lookahead=lookahead,
         net=model,
     )
+
+
+def build_net(cfg: Config, cifar, device, memory_format, eval_prep, prec) -> models.Net:
+    """The net on the device, initialised from the data where it asks to be (the whitening: the
+    first training images, as the net sees them), in its precision."""
+    model = models.build(cfg).to(device, memory_format=memory_format)
+    if model.init_images:
+        first = data.split_val(cifar.train_labels, cfg.val_size, cfg.seed)[0][: model.init_images]
+        images = torch.from_numpy(cifar.train_images[first]).to(device).permute(0, 3, 1, 2)
+        model.init_from_data(eval_prep(images).float())
+    return prec.prepare(model)
+
+
+def averaging(cfg: Config, model, steps: int):
+    """(EMA, lookahead), each None when cfg turns it off."""
+    swa = torch.optim.swa_utils
+    ema = (
+        swa.AveragedModel(model, multi_avg_fn=swa.get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+        if cfg.ema > 0
+        else None
+    )
+    lookahead = (
+        Lookahead(model, steps, cfg.lookahead, cfg.lookahead_every) if cfg.lookahead > 0 else None
+    )
+    return ema, lookahead
 
 
 def compile_model(model, train_shape, eval_batch_sizes, criterion, autocast):

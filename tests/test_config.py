@@ -80,6 +80,7 @@ def test_softmax_head_needs_the_resnetf_model():
         Config(model="resnet9", softmax_head=True).validate()
 
 
+@pytest.mark.slow
 def test_experiment_rejects_bad_value_before_touching_data(tmp_path):
     data_dir = tmp_path / "never-created"
     proc = subprocess.run(

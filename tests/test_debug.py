@@ -2,8 +2,6 @@
 profile; and the `resnetf` command."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +14,7 @@ from resnetf.config import load_experiment
 TINY = ["--workers=0", "--no_progress", "--batch_size=10"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("experiment", ["oc_24ep", "fast94", "seed_resnetf"])
 def test_debug_fast_runs_the_whole_path_of_each_experiment(experiment, tiny_data, tmp_path):
     cfg = load_experiment(REPO / "experiments" / f"{experiment}.py")
@@ -46,6 +45,7 @@ def test_debug_fast_runs_the_whole_path_of_each_experiment(experiment, tiny_data
     assert not (d / "wandb").exists()
 
 
+@pytest.mark.slow
 def test_debug_overfit_learns_one_batch_or_says_it_cannot(tiny_data, tmp_path, capsys):
     cfg = load_experiment(REPO / "experiments" / "oc_24ep.py")
     args = [
@@ -62,6 +62,7 @@ def test_debug_overfit_learns_one_batch_or_says_it_cannot(tiny_data, tmp_path, c
         main(cfg, args + ["--max_lr=1e-9"])  # a net that cannot learn: the LR is nothing
 
 
+@pytest.mark.slow
 def test_debug_profile_writes_a_trace_and_the_top_operators(tiny_data, tmp_path, capsys):
     cfg = load_experiment(REPO / "experiments" / "fast94.py")
     result = main(
@@ -78,52 +79,3 @@ def test_debug_profile_writes_a_trace_and_the_top_operators(tiny_data, tmp_path,
     assert any(e.get("name", "").startswith("aten::convolution") for e in trace["traceEvents"])
     assert "aten::" in (Path(result["run_dir"]) / "top_ops.txt").read_text()
     assert "Self CPU" in capsys.readouterr().out
-
-
-def test_the_resnetf_command_trains_an_experiment_file_and_knows_its_subcommands(
-    tiny_data, tmp_path
-):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "resnetf",
-            "train",
-            "experiments/oc_24ep.py",
-            f"--data_dir={tiny_data}",
-            f"--runs_dir={tmp_path}",
-            "--debug=fast",
-            "--width=0.0625",
-            *TINY,
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    (run_dir,) = (tmp_path / "debug").iterdir()
-    assert "experiments/oc_24ep.py" in json.loads((run_dir / "config.json").read_text())["command"]
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "resnetf",
-            "compare",
-            str(tmp_path / "debug"),
-            f"--out={tmp_path / 'cmp'}",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    proc = subprocess.run(
-        [sys.executable, "-m", "resnetf", "nonsense"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 2 and "train" in proc.stderr and "predict" in proc.stderr

@@ -16,7 +16,6 @@ from resnetf import models, run
 from resnetf.batch_augment import BatchAugment
 from resnetf.config import Config, load_experiment
 from resnetf.data import DeviceLoader
-from resnetf.optim import Lookahead, amp_dtype, make_optimizer, sgd_hyperparameters
 from resnetf.train import Context
 
 CPU = torch.device("cpu")
@@ -65,61 +64,6 @@ def test_whitened_convnet_shape_and_parts():
     assert torch.count_nonzero(net.stem.bias) == 0  # the whitened patches as they are, at first
 
 
-def test_decoupled_hyperparameters_become_sgds():
-    lr, decay = sgd_hyperparameters(FAST94)
-    kilostep = 1024 * (1 + 1 / (1 - 0.85))
-    assert lr == pytest.approx(11.5 / kilostep * 1024) == pytest.approx(1.5)
-    assert decay == pytest.approx(0.0153 * 1024 / kilostep)
-    net = models.build(FAST94)
-    opt = make_optimizer(net, FAST94)
-    others, bn_biases = opt.param_groups
-    assert bn_biases["lr"] == pytest.approx(64 * others["lr"])
-    # the same absolute decay step at the peak for both groups, and no frozen parameter
-    assert others["lr"] * others["weight_decay"] == pytest.approx(decay)
-    assert bn_biases["lr"] * bn_biases["weight_decay"] == pytest.approx(decay)
-    trained = {id(p) for g in opt.param_groups for p in g["params"]}
-    assert id(net.stem.weight) not in trained and id(net.stem.bias) in trained
-    # the decay step does not follow max_lr: a tuned lr leaves the regularisation as it was
-    assert sgd_hyperparameters(FAST94.replace(max_lr=23.0))[1] == pytest.approx(decay)
-    # a first step with a zero gradient takes the decay step off a weight, times Nesterov's
-    # (1 + momentum) for a fresh momentum buffer
-    w = torch.nn.Parameter(torch.ones(3))
-    sgd = make_optimizer(torch.nn.Linear(1, 1), FAST94)
-    sgd.param_groups[0]["params"] = [w]
-    w.grad = torch.zeros(3)
-    sgd.step()
-    torch.testing.assert_close(w.detach(), torch.full((3,), 1 - decay * (1 + 0.85)))
-
-
-def test_the_triangle_schedule_of_the_paper():
-    cfg = FAST94.replace(epochs=10)
-    lrs = np.array(scheduler_lrs(cfg, 48))
-    peak = sgd_hyperparameters(cfg)[0]
-    assert lrs[0] == pytest.approx(0.2 * peak) and lrs.max() == pytest.approx(peak, rel=5e-3)
-    assert abs(lrs.argmax() - 0.23 * 480) <= 1
-    assert lrs[-1] == pytest.approx(0.07 * peak, rel=1e-3)
-
-
-def test_lookahead_pulls_the_weights_to_their_average_every_few_steps():
-    model = torch.nn.Linear(1, 1, bias=False)
-    with torch.no_grad():
-        model.weight.fill_(0.0)
-    la = Lookahead(model, total_steps=10, base=0.9, every=5)
-    for step, value in enumerate([1.0, 2.0, 3.0, 4.0, 5.0], start=1):
-        with torch.no_grad():
-            model.weight.fill_(value)
-        la.step(model, step)
-    decay = 0.9**5 * (5 / 10) ** 3
-    expected = decay * 0.0 + (1 - decay) * 5.0  # the average moved from 0 towards 5
-    assert model.weight.item() == pytest.approx(expected)  # and was copied back
-    with torch.no_grad():
-        model.weight.fill_(9.0)
-    la.step(model, 6)  # not a multiple of 5: nothing happens
-    assert model.weight.item() == 9.0
-    la.apply_average(model)  # the final sync: the weights become the average
-    assert model.weight.item() == pytest.approx(expected)
-
-
 def test_alternating_flip_flips_each_image_one_way_then_the_other():
     images = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
     loader = DeviceLoader(images, np.arange(64), 64, False, CPU, seed=1, alternating_flip=True)
@@ -162,6 +106,7 @@ class _Seen(torch.nn.Module):
         return self.net(x)
 
 
+@pytest.mark.slow
 def test_the_net_sees_each_image_mirrored_the_other_way_from_its_previous_epoch(tmp_path):
     # the run's own path: build, the per-epoch calls fit makes, the train loader and the batch
     # preparation of train_epoch, on the fast recipe
@@ -225,16 +170,7 @@ def test_each_test_time_augmentation_level():
     torch.testing.assert_close(models.logits(net, x, "flip_translate"), (mirrored + shifted) / 2)
 
 
-def test_mixed_precision_choice():
-    assert amp_dtype(True, "auto", "cuda", (9, 0)) == torch.bfloat16  # H100
-    assert amp_dtype(True, "auto", "cuda", (8, 0)) == torch.bfloat16  # A100
-    assert amp_dtype(True, "auto", "cuda", (7, 5)) == torch.float16  # T4 (Colab's free GPU)
-    assert amp_dtype(True, "auto", "cuda", (7, 0)) == torch.float16  # V100
-    assert amp_dtype(True, "auto", "cpu") is None
-    assert amp_dtype(False, "bf16", "cuda", (9, 0)) is None
-    assert amp_dtype(True, "fp16", "cuda", (9, 0)) == torch.float16
-
-
+@pytest.mark.slow
 def test_fp16_trains_through_a_grad_scaler(tiny_cfg):
     # torch runs fp16 autocast and the GradScaler on the CPU too: the path a T4 takes
     summary = run(tiny_cfg.replace(amp_dtype="fp16", epochs=3, analysis=False))
@@ -245,6 +181,7 @@ def test_fp16_trains_through_a_grad_scaler(tiny_cfg):
     assert np.isfinite(losses).all() and losses.iloc[-1] < losses.iloc[0]
 
 
+@pytest.mark.slow
 def test_fractional_epochs_train_a_step_budget(tiny_cfg):
     cfg = tiny_cfg.replace(epochs=2.6, analysis=False)  # 5 steps an epoch: 13 steps
     d = run_dir_of(run(cfg))
@@ -284,6 +221,7 @@ def test_the_fast_recipe_trains_with_its_stem_bias_frozen_after_its_epochs(tiny_
     assert summary["test_images"] == 50 and summary["final_test_acc"] is not None
 
 
+@pytest.mark.slow
 def test_flops_of_the_fast_recipe_are_within_airbench94s_budget():
     proc = subprocess.run(
         [sys.executable, "-m", "resnetf.bench", "experiments/fast94.py", "--flops"],
@@ -301,6 +239,7 @@ def test_flops_of_the_fast_recipe_are_within_airbench94s_budget():
     assert resnet9["train_gflop_per_image"] == pytest.approx(2.27, abs=0.01)
 
 
+@pytest.mark.slow
 def test_half_precision_runs_the_net_in_fp16_with_batchnorm_fp32(tiny_data, tmp_path):
     from resnetf import train
 

@@ -15,6 +15,7 @@ def test_notebook_is_committed_without_outputs():
     assert any("parameters" in c.metadata.get("tags", []) for c in code)
 
 
+@pytest.mark.slow
 def test_notebook_runs_top_to_bottom(tiny_data, tmp_path):
     papermill = pytest.importorskip("papermill")
     out = tmp_path / "executed.ipynb"

@@ -25,6 +25,7 @@ def _artifacts(run_dir):
     ]
 
 
+@pytest.mark.slow
 def test_a_finished_run_logs_its_model_as_a_wandb_artifact(tiny_cfg):
     summary = run(tiny_cfg.replace(wandb_mode="offline", analysis=False))
     d = run_dir_of(summary)
@@ -58,6 +59,7 @@ def test_a_stopped_run_leaves_its_last_checkpointed_model(tiny_cfg):
     assert json.loads(artifact.metadata)["status"] == "interrupted"
 
 
+@pytest.mark.slow
 def test_the_best_seed_and_the_retrained_best_are_aliased_best(tiny_cfg):
     from resnetf.repeat import run_seeds
 
@@ -80,6 +82,7 @@ def test_disabled_wandb_logs_no_artifact_and_says_nothing(tiny_cfg, capsys):
     assert "artifact" not in capsys.readouterr().err.lower()
 
 
+@pytest.mark.slow
 def test_load_rebuilds_the_net_from_a_run_folder_or_its_model_file(tiny_cfg):
     summary = run(tiny_cfg.replace(analysis=False, tta="flip"))
     d = run_dir_of(summary)
@@ -100,6 +103,7 @@ def test_load_rebuilds_the_net_from_a_run_folder_or_its_model_file(tiny_cfg):
     )
 
 
+@pytest.mark.slow
 def test_load_says_in_one_line_what_is_wrong(tiny_cfg, tmp_path, monkeypatch):
     d = run_dir_of(run(tiny_cfg.replace(analysis=False)))
     torch.save({"fc.weight": torch.zeros(2)}, tmp_path / "bare.pt")
@@ -129,6 +133,7 @@ def _write_pngs(images, folder: Path) -> list[Path]:
     return paths
 
 
+@pytest.mark.slow
 def test_predicting_the_test_split_as_pngs_gives_the_runs_own_accuracy(tiny_cfg, tmp_path):
     summary = run(tiny_cfg.replace(analysis=False, tta="flip_translate", epochs=3))
     cifar = load_cifar10(tiny_cfg.data_dir)
@@ -177,6 +182,7 @@ def test_predicting_the_test_split_as_pngs_gives_the_runs_own_accuracy(tiny_cfg,
     np.testing.assert_allclose(table["probability"], expected.numpy(), rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_predict_takes_any_image_and_skips_what_it_cannot_read(tiny_cfg, tmp_path):
     d = run_dir_of(run(tiny_cfg.replace(analysis=False)))
     rng = np.random.default_rng(0)
@@ -215,6 +221,7 @@ def test_predict_takes_any_image_and_skips_what_it_cannot_read(tiny_cfg, tmp_pat
         assert image.size[1] > image.size[0]  # one row an image
 
 
+@pytest.mark.slow
 def test_seeds_of_one_config_share_a_group_and_an_ablation_gets_its_own(tiny_cfg):
     from resnetf.tracking import group_of
 

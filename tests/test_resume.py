@@ -26,6 +26,7 @@ def _stop_after(epoch):
     return hook
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend, workers", [("albumentations", 2), ("gpu", 0)])
 def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tiny_cfg, backend, workers):
     cfg = tiny_cfg.replace(
@@ -66,6 +67,7 @@ def test_full_disk_while_checkpointing_keeps_the_last_good_checkpoint(tiny_cfg, 
     assert not (d / "checkpoint.pt.tmp").exists()
 
 
+@pytest.mark.slow
 def test_resume_of_a_folder_without_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"name": "x"}))
     proc = subprocess.run(
@@ -78,6 +80,7 @@ def test_resume_of_a_folder_without_checkpoint_is_a_clear_error(tmp_path):
     assert proc.returncode == 1 and "no checkpoint.pt" in proc.stderr
 
 
+@pytest.mark.slow
 def test_unwritable_runs_folder_is_a_clear_error(tiny_data, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
@@ -99,6 +102,7 @@ def test_unwritable_runs_folder_is_a_clear_error(tiny_data, tmp_path):
     assert "runs_dir" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_stops_after_the_step_keeps_the_checkpoint_and_says_how_to_resume(
     tiny_data, tmp_path, sig
@@ -149,6 +153,7 @@ def test_second_signal_stops_at_once():
         stop.handle(signal.SIGINT, None)
 
 
+@pytest.mark.slow
 def test_resume_from_the_command_line_finishes_the_run(tiny_cfg):
     cfg = tiny_cfg.replace(epochs=3, analysis=False)
     with pytest.raises(RunStopped):
@@ -179,6 +184,7 @@ def test_deterministic_runs_match_and_turn_on_deterministic_algorithms(tiny_cfg)
     pd.testing.assert_frame_equal(ma[COLS], mb[COLS], check_exact=True)
 
 
+@pytest.mark.slow
 def test_unknown_experiment_is_a_clear_error(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "resnetf.bench", "experiments/nope.py"],
@@ -215,6 +221,7 @@ def _snapshot(folder: Path) -> dict:
     return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_asked_for_on_a_machine_without_it(tiny_data, tmp_path):
     _one_line_error(
@@ -229,6 +236,7 @@ def test_cuda_asked_for_on_a_machine_without_it(tiny_data, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_resume_of_a_missing_folder_or_a_folder_that_is_no_run(tmp_path):
     _one_line_error(_experiment(f"--resume={tmp_path / 'nope'}"), "no run folder at")
     (tmp_path / "empty").mkdir()
@@ -236,6 +244,7 @@ def test_resume_of_a_missing_folder_or_a_folder_that_is_no_run(tmp_path):
     assert list((tmp_path / "empty").iterdir()) == []
 
 
+@pytest.mark.slow
 def test_resume_of_a_run_stopped_before_its_first_checkpoint_says_so(tiny_cfg):
     def stop_at_once(tracker):
         raise RunStopped("interrupted", "Ctrl-C", failed=True)
@@ -256,6 +265,7 @@ def _stopped_after_the_first_of_three_epochs(tiny_cfg) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 def test_resume_of_a_truncated_checkpoint(tiny_cfg):
     run_dir = _stopped_after_the_first_of_three_epochs(tiny_cfg)
     path = run_dir / "checkpoint.pt"
@@ -265,6 +275,7 @@ def test_resume_of_a_truncated_checkpoint(tiny_cfg):
     assert _snapshot(run_dir) == before
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_changed_setting_and_allows_how_it_runs(tiny_cfg):
     run_dir = _stopped_after_the_first_of_three_epochs(tiny_cfg)
     before = _snapshot(run_dir)
@@ -291,6 +302,7 @@ def test_resuming_a_finished_run_says_so_and_changes_nothing(tiny_cfg, capsys):
     assert {p.name: p.stat().st_mtime_ns for p in d.iterdir()} == before
 
 
+@pytest.mark.slow
 def test_resuming_with_another_experiments_file_names_the_runs_experiment(tiny_cfg, capsys):
     from resnetf.cli import main
     from resnetf.config import load_experiment
@@ -307,6 +319,7 @@ def test_resuming_with_another_experiments_file_names_the_runs_experiment(tiny_c
     assert json.loads((d / "config.json").read_text())["model"] == "resnet9"
 
 
+@pytest.mark.slow
 def test_a_run_that_fails_before_training_creates_no_folder(tmp_path, monkeypatch):
     proc = subprocess.run(
         [

@@ -82,6 +82,7 @@ def _agent_command(suggestion: dict) -> list[str]:
     return command
 
 
+@pytest.mark.slow
 def test_experiment_runs_with_the_arguments_the_agent_builds(tiny_data, tmp_path):
     command = _agent_command(
         {"max_lr": {"value": 0.3}, "pct_start": {"value": 0.25}, "dropout": {"value": 0.1}}
@@ -143,6 +144,7 @@ def test_summary_keeps_the_best_and_the_last_accuracy(tiny_cfg):
     assert wandb_summary["best_val_acc"] == summary["best_val_acc"] == metrics["val_acc"].max()
 
 
+@pytest.mark.slow
 def test_a_run_stopped_by_the_sweep_ends_as_stopped_not_failed(tiny_data, tmp_path, monkeypatch):
     """W&B's own agent code starts the run and stops it (SIGTERM) as early termination does."""
     from wandb import wandb_agent

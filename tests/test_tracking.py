@@ -8,6 +8,7 @@ from conftest import read_wandb_history, read_wandb_records, run_dir_of, schedul
 from resnetf import run, tracking
 
 
+@pytest.mark.slow
 def test_offline_wandb_run_holds_the_schedulers_lr_and_the_epoch_metrics(tiny_cfg):
     cfg = tiny_cfg.replace(wandb_mode="offline", epochs=3)
     summary = run(cfg)
@@ -24,6 +25,7 @@ def test_offline_wandb_run_holds_the_schedulers_lr_and_the_epoch_metrics(tiny_cf
     assert steps["lr"].tolist() == pytest.approx([r["lr"] for r in step_rows])
 
 
+@pytest.mark.slow
 def test_local_run_folder_is_complete(tiny_cfg):
     summary = run(tiny_cfg)
     d = run_dir_of(summary)
@@ -40,6 +42,7 @@ def test_local_run_folder_is_complete(tiny_cfg):
     assert not (d / "wandb").exists()  # disabled means no W&B files
 
 
+@pytest.mark.slow
 def test_wandb_failure_at_start_warns_and_keeps_local_tracking(tiny_cfg, monkeypatch):
     import wandb
 
@@ -52,6 +55,7 @@ def test_wandb_failure_at_start_warns_and_keeps_local_tracking(tiny_cfg, monkeyp
     assert len(pd.read_csv(run_dir_of(summary) / "metrics.csv")) == tiny_cfg.epochs
 
 
+@pytest.mark.slow
 def test_wandb_failure_mid_run_keeps_local_tracking(tiny_cfg):
     from resnetf.train import Context
 

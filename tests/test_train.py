@@ -16,6 +16,7 @@ from resnetf.data import DeviceLoader, load_cifar10
 from resnetf.train import Context, TrainingDiverged, evaluate
 
 
+@pytest.mark.slow
 def test_short_run_on_real_images_beats_chance(real_subset, tmp_path):
     cfg = Config(
         name="real",
@@ -59,6 +60,7 @@ def test_schedule_too_short_for_its_phases_is_a_clear_error(tiny_cfg):
         run(tiny_cfg.replace(epochs=1))  # 5 steps: a warm-up of 0.2 * 5 - 1 = 0 steps
 
 
+@pytest.mark.slow
 def test_validation_split_is_reported_and_taken_from_train(tiny_cfg):
     summary = run(tiny_cfg.replace(val_size=20))
     config = json.loads((run_dir_of(summary) / "config.json").read_text())
@@ -84,6 +86,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_what_was_logged(tiny_cfg, m
     assert summary["status"] == "diverged" and summary["epochs_done"] == 1
 
 
+@pytest.mark.slow
 def test_experiment_runs_end_to_end_from_the_command_line(tiny_data, tmp_path):
     proc = subprocess.run(
         [
@@ -111,6 +114,7 @@ def test_experiment_runs_end_to_end_from_the_command_line(tiny_data, tmp_path):
     assert "final test accuracy" in proc.stdout
 
 
+@pytest.mark.slow
 def test_missing_data_exits_with_a_message_not_a_traceback(tmp_path):
     proc = subprocess.run(
         [
@@ -146,6 +150,7 @@ class _ToyNet(models.Net):
         return self.head(torch.relu(self.stem(x)).flatten(1))
 
 
+@pytest.mark.slow
 def test_a_new_net_without_a_stem_quirk_or_grad_cam_layer_runs_end_to_end(
     tiny_cfg, monkeypatch, capsys
 ):

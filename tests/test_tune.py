@@ -12,17 +12,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import optuna
 import pandas as pd
 import pytest
-import torch
 from optuna.trial import TrialState
 
 from conftest import REPO, read_wandb_records
 from resnetf import tune as tuning
 from resnetf.data import load_cifar10
-from resnetf.lr_range import lr_range_test, suggest_max_lr
 
 TINY = [
     "--width=0.0625",
@@ -58,6 +55,7 @@ def _trials(storage, study="oc_24ep"):
     return optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
 
 
+@pytest.mark.slow
 def test_study_on_real_images_prunes_and_writes_its_trials_table(real_subset, tmp_path):
     out = _finish(
         _experiment(
@@ -95,6 +93,7 @@ def test_study_on_real_images_prunes_and_writes_its_trials_table(real_subset, tm
     assert folders == set(runs)
 
 
+@pytest.mark.slow
 def test_killed_study_resumes_and_the_killed_trial_is_marked_failed(tiny_data, tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     args = [
@@ -143,6 +142,7 @@ def _two_workers(storage, tmp_path, tiny_data, n=6):
     assert all(r >= 1 for r in ran) and sum(ran) == len(trials), (ran, outs)
 
 
+@pytest.mark.slow
 def test_two_workers_share_a_sqlite_study(tiny_data, tmp_path):
     _two_workers(f"sqlite:///{tmp_path / 'shared.db'}", tmp_path, tiny_data)
 
@@ -195,10 +195,12 @@ def postgres_url():
     shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_two_workers_share_a_postgresql_study(postgres_url, tiny_data, tmp_path):
     _two_workers(postgres_url, tmp_path, tiny_data)
 
 
+@pytest.mark.slow
 def test_retrain_best_reports_test_accuracy(tiny_data, tmp_path):
     out = _finish(
         _experiment(
@@ -213,115 +215,7 @@ def test_retrain_best_reports_test_accuracy(tiny_data, tmp_path):
 # --- the LR range test ----------------------------------------------------------------------------
 
 
-def _toy_problem(seed=0):
-    """Two Gaussian blobs, a linear classifier: SGD on it diverges somewhere around lr ~ 10."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(4096, 20, generator=g)
-    y = (x[:, :5].sum(1) > 0).long()
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(x, y), batch_size=64, shuffle=True, generator=g
-    )
-    model = torch.nn.Linear(20, 2)
-    return model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9), loader
-
-
-def test_lr_range_test_suggests_a_sane_lr_and_leaves_model_and_optimizer_untouched():
-    torch.manual_seed(0)
-    model, optimizer, loader = _toy_problem()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    lrs, losses, suggestion = lr_range_test(
-        model,
-        optimizer,
-        torch.nn.CrossEntropyLoss(),
-        loader,
-        torch.device("cpu"),
-        start_lr=1e-5,
-        end_lr=100,
-        num_iter=300,
-    )
-    assert 0.01 <= suggestion <= 3
-    assert len(lrs) < 300  # stopped on divergence before the end of the sweep
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    assert optimizer.param_groups[0]["lr"] == 0.01
-
-
-def test_the_sweep_keeps_every_groups_ratio_and_speaks_the_experiments_units(
-    tiny_data, tmp_path, monkeypatch
-):
-    from resnetf import lr_range
-    from resnetf.config import load_experiment
-
-    seen = []
-    real = lr_range.lr_range_test
-
-    def watched(model, optimizer, *args, **kwargs):
-        step = optimizer.step
-
-        def record(*a, **k):
-            seen.append([g["lr"] for g in optimizer.param_groups])
-            return step(*a, **k)
-
-        optimizer.step = record
-        return real(model, optimizer, *args, **kwargs)
-
-    monkeypatch.setattr(lr_range, "lr_range_test", watched)
-    cfg = load_experiment(REPO / "experiments" / "fast94.py").replace(
-        data_dir=str(tiny_data),
-        runs_dir=str(tmp_path),
-        width=0.125,
-        batch_size=20,
-        workers=0,
-        device="cpu",
-        wandb_mode="disabled",
-        progress=False,
-    )
-    result = lr_range.run_lr_range_test(cfg, num_iter=12)
-    assert len(seen) >= 3
-    for others, bn_biases in seen:  # fast94's BatchNorm biases at 64x, all the way
-        assert bn_biases == pytest.approx(64 * others)
-    curve = json.loads((Path(result["run_dir"]) / "lr_range.json").read_text())
-    per_step = 20 / (1024 * (1 + 1 / (1 - 0.85)))  # SGD's lr per unit of fast94's max_lr
-    assert curve["sgd_lr"][0] == pytest.approx(1e-4) == pytest.approx(seen[0][0])
-    assert curve["max_lr"][0] == pytest.approx(1e-4 / per_step)
-    assert "per 1024 examples" in curve["units"]
-    assert result["suggested_max_lr"] == pytest.approx(
-        lr_range.suggest_max_lr(curve["max_lr"], curve["loss"])
-    )
-
-
-def test_suggestion_is_a_tenth_of_the_minimum():
-    lrs = list(np.logspace(-4, 1, 50))
-    losses = [(np.log10(lr) + 1) ** 2 for lr in lrs]  # lowest at lr = 0.1
-    assert suggest_max_lr(lrs, losses, skip_end=0) == pytest.approx(
-        lrs[int(np.argmin(losses))] / 10
-    )
-
-
-def test_lr_range_test_from_the_command_line(tiny_data, tmp_path):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "experiments/lr_range_test.py",
-            f"--data_dir={tiny_data}",
-            f"--runs_dir={tmp_path}",
-            "--width=0.0625",
-            "--batch_size=20",
-            "--workers=0",
-            "--wandb_mode=offline",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    (run_dir,) = tmp_path.iterdir()
-    assert (run_dir / "lr_range.png").stat().st_size > 1000
-    result = json.loads((run_dir / "lr_range.json").read_text())
-    assert f"suggested max_lr {result['suggested_max_lr']:.4g}" in proc.stdout
-    assert list(run_dir.glob("wandb/offline-run-*"))  # logged to W&B too
-
-
+@pytest.mark.slow
 def test_a_study_replays_from_its_seed(tiny_data, tmp_path):
     params = []
     for k in range(2):
@@ -342,6 +236,7 @@ def test_a_study_replays_from_its_seed(tiny_data, tmp_path):
 # --- what a study records, and what it refuses ----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_trials_never_look_at_the_test_split(tiny_data, tmp_path):
     out = _finish(
         _experiment(
@@ -367,6 +262,7 @@ def test_trials_never_look_at_the_test_split(tiny_data, tmp_path):
     assert "test" not in "".join(line for line in out.splitlines() if line.startswith("epoch"))
 
 
+@pytest.mark.slow
 def test_a_failing_trial_fails_alone_with_its_reason(tiny_cfg, monkeypatch):
     real, calls = tuning.run, {"n": 0}
 
@@ -396,6 +292,7 @@ def _sweep_copy(tmp_path, **parameters) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_every_point_of_the_space_is_checked_against_the_step_count_before_any_trial(
     tiny_data, tmp_path
 ):
@@ -411,6 +308,7 @@ def test_every_point_of_the_space_is_checked_against_the_step_count_before_any_t
     assert not (tmp_path / "tune" / "oc_24ep").exists()  # no trial ran
 
 
+@pytest.mark.slow
 def test_a_parameter_added_to_the_sweep_file_is_tuned(tiny_cfg, tmp_path):
     sweep = _sweep_copy(
         tmp_path,
@@ -470,6 +368,7 @@ def test_a_parameter_added_to_the_sweep_file_is_tuned(tiny_cfg, tmp_path):
         )
 
 
+@pytest.mark.slow
 def test_default_validation_split_fits_small_data(tiny_data, tmp_path):
     no_val = [a for a in TINY if not a.startswith("--val_size")]
     out = _finish(
@@ -486,6 +385,7 @@ def test_default_validation_split_fits_small_data(tiny_data, tmp_path):
     assert json.loads((trial / "config.json").read_text())["val_images"] == 10
 
 
+@pytest.mark.slow
 def test_study_records_its_settings_and_its_trials_where_to_find_them(tiny_data, tmp_path):
     storage = f"sqlite:///{tmp_path / 'elsewhere' / 'study.db'}"
     (tmp_path / "elsewhere").mkdir()
@@ -543,6 +443,7 @@ def test_study_records_its_settings_and_its_trials_where_to_find_them(tiny_data,
         ("{tmp}/missing/study.log", "no folder"),
     ],
 )
+@pytest.mark.slow
 def test_a_storage_that_cannot_be_opened_is_one_line_and_writes_nothing(
     tiny_data, tmp_path, storage, cause
 ):
@@ -562,6 +463,7 @@ def test_a_storage_that_cannot_be_opened_is_one_line_and_writes_nothing(
     assert not runs.exists() or not any(runs.rglob("*"))
 
 
+@pytest.mark.slow
 def test_a_journal_file_holds_a_study_that_a_second_command_resumes(tiny_data, tmp_path):
     journal = tmp_path / "study.log"
     common = [
@@ -583,6 +485,7 @@ def test_a_journal_file_holds_a_study_that_a_second_command_resumes(tiny_data, t
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
 
 
+@pytest.mark.slow
 def test_the_study_page_and_its_wandb_run_follow_the_trials(tiny_cfg, tmp_path):
     cfg = tiny_cfg.replace(
         tune=3, epochs=3, val_size=20, pruner="none", wandb_mode="offline", study="watched"
@@ -608,6 +511,7 @@ def test_the_study_page_and_its_wandb_run_follow_the_trials(tiny_cfg, tmp_path):
     )  # no analysis
 
 
+@pytest.mark.slow
 def test_a_trial_is_never_pruned_after_its_last_epoch(tiny_cfg, tmp_path, monkeypatch):
     monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: True)
     sweep = _sweep_copy(tmp_path, pct_start={"value": 0.3})
@@ -619,6 +523,7 @@ def test_a_trial_is_never_pruned_after_its_last_epoch(tiny_cfg, tmp_path, monkey
     assert [t.state for t in earlier.trials] == [TrialState.PRUNED]
 
 
+@pytest.mark.slow
 def test_a_run_under_the_sweep_agent_never_looks_at_the_test_split(tiny_cfg, monkeypatch, capsys):
     from resnetf.cli import main
 
@@ -631,3 +536,20 @@ def test_a_run_under_the_sweep_agent_never_looks_at_the_test_split(tiny_cfg, mon
     assert "no test evaluation" in capsys.readouterr().out
     asked = main(tiny_cfg.replace(val_size=20), args + ["--use_test"])
     assert asked["final_test_acc"] is not None
+
+
+def test_a_storage_url_is_printed_without_its_password_and_the_space_checked_per_corner(tmp_path):
+    from resnetf import search_space
+    from resnetf.config import Config, ConfigError
+
+    assert tuning.masked("postgresql://me:secret@db:5432/x") == "postgresql://me:***@db:5432/x"
+    assert tuning.masked("sqlite:///runs/tune/a.db") == "sqlite:///runs/tune/a.db"
+    cfg = Config(epochs=3, batch_size=10, val_size=20, sweep="s.yaml")
+    fine = search_space.parse_param("pct_start", {"min": 0.2, "max": 0.5})
+    bad_dropout = search_space.parse_param("dropout", {"values": [0.0, 1.5]})
+    with pytest.raises(ConfigError, match=r"refused: dropout: must be in \[0, 1\)"):
+        tuning.check_space(cfg, {"pct_start": fine, "dropout": bad_dropout}, 100)
+    too_early = search_space.parse_param("pct_start", {"min": 0.02, "max": 0.5})
+    with pytest.raises(ConfigError, match="pct_start=0.02"):  # 0.02 of 24 steps: no warm-up
+        tuning.check_space(cfg, {"pct_start": too_early}, 100)
+    tuning.check_space(cfg, {"pct_start": fine}, 100)

@@ -1,0 +1,187 @@
+"""resnetf.bench: the smoke run, the trials' overhead, the race against airbench94."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import REPO
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.slow
+def test_benchmark_runs_on_a_cpu_with_tiny_settings(tiny_data, tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "resnetf.bench",
+            "experiments/oc_24ep.py",
+            "--seeds=2",
+            f"--out={tmp_path}",
+            "--",
+            f"--data_dir={tiny_data}",
+            "--epochs=2",
+            "--batch_size=20",
+            "--width=0.0625",
+            "--workers=0",
+            "--wandb_mode=disabled",
+            "--no_progress",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    pipeline = pd.read_csv(tmp_path / "pipeline.csv")
+    assert len(pipeline) == 3 and (pipeline["images_per_s"] > 0).all()
+    seeds = pd.read_csv(tmp_path / "seeds.csv")
+    assert seeds["seed"].tolist() == [0, 1]  # the warm-up run is not counted
+    assert {"torch", "gpu", "test_acc", "train_seconds", "train_images_per_s"} <= set(seeds)
+    assert "test accuracy" in proc.stdout
+
+
+@pytest.mark.slow
+def test_benchmark_reports_each_trials_overhead(tiny_data, tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "resnetf.bench",
+            "experiments/oc_24ep.py",
+            "--seeds=0",
+            "--no_pipeline",
+            "--trials=2",
+            f"--out={tmp_path}",
+            "--",
+            f"--data_dir={tiny_data}",
+            "--epochs=3",
+            "--batch_size=10",
+            "--val_size=20",
+            "--width=0.0625",
+            "--workers=0",
+            "--backend=gpu",
+            "--wandb_mode=disabled",
+            "--no_progress",
+            "--no_analysis",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    trials = pd.read_csv(tmp_path / "trials.csv")
+    assert trials["trial"].tolist() == [0, 1]
+    # the whole trial, as Optuna timed it, not a window inside it
+    (study_table,) = (tmp_path / "runs" / "tune").glob("bench_*_trials.csv")
+    np.testing.assert_allclose(trials["wall_seconds"], pd.read_csv(study_table)["duration"])
+    assert (trials["wall_seconds"] > trials["train_seconds"] + trials["eval_seconds"]).all()
+    np.testing.assert_allclose(
+        trials["overhead_seconds"],
+        trials["wall_seconds"] - trials["train_seconds"] - trials["eval_seconds"],
+    )
+    assert "overhead (wall minus train and evaluation)" in proc.stdout
+
+
+def test_airbench_gets_the_same_data_in_its_own_layout(tiny_data, tmp_path):
+    from resnetf.bench import write_airbench_data
+    from resnetf.data import load_cifar10
+
+    cifar = load_cifar10(tiny_data, download=False)
+    folder = write_airbench_data(cifar, tmp_path / "cifar10")
+    for split in ("train", "test"):
+        saved = torch.load(folder / f"{split}.pt")
+        assert saved["images"].dtype == torch.uint8 and saved["images"].shape[1:] == (32, 32, 3)
+        assert np.array_equal(saved["images"].numpy(), getattr(cifar, f"{split}_images"))
+        assert np.array_equal(saved["labels"].numpy(), getattr(cifar, f"{split}_labels"))
+        assert saved["classes"] == list(cifar.classes)
+
+
+@pytest.mark.slow
+def test_against_airbench_without_the_package_is_a_clear_error(tiny_data, tmp_path):
+    try:
+        import airbench  # noqa: F401
+
+        pytest.skip("airbench is installed here")
+    except ImportError:
+        pass
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "resnetf.bench",
+            "experiments/fast94.py",
+            "--seeds=1",
+            "--no_pipeline",
+            "--against=airbench94",
+            f"--out={tmp_path}",
+            "--",
+            f"--data_dir={tiny_data}",
+            "--epochs=2",
+            "--batch_size=20",
+            "--width=0.125",
+            "--wandb_mode=disabled",
+            "--no_progress",
+            "--no_analysis",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "needs the airbench package" in proc.stderr
+
+
+@pytest.mark.slow
+def test_the_race_warms_both_up_then_interleaves_the_seeds(tiny_data, tmp_path, monkeypatch):
+    # airbench needs CUDA: a stand-in package records what the race asks of it, and our side
+    # runs for real on the CPU
+    import types
+
+    from resnetf import bench
+    from resnetf.config import load_experiment
+
+    calls = []
+    fake = types.ModuleType("airbench")
+    fake.CifarLoader = lambda *a, **k: object()
+    fake.train94 = lambda loader, verbose: calls.append("theirs") or "net"
+    fake.evaluate = lambda net, loader, tta_level: (
+        calls.append(f"theirs eval tta{tta_level}") or 0.5
+    )
+    monkeypatch.setitem(sys.modules, "airbench", fake)
+    monkeypatch.setattr(bench, "pick_device", lambda name: types.SimpleNamespace(type="cuda"))
+    monkeypatch.setattr(bench, "sync", lambda device: None)
+    real_ours = bench._ours
+
+    def ours(cfg, cifar, device, job_type="train"):
+        calls.append(f"ours {cfg.seed}")
+        return real_ours(cfg, cifar, torch.device("cpu"), job_type)
+
+    monkeypatch.setattr(bench, "_ours", ours)
+    cfg = load_experiment(REPO / "experiments" / "fast94.py").replace(
+        data_dir=str(tiny_data), epochs=2, batch_size=20, width=0.125, device="cpu", workers=0
+    )
+    race = bench.race_airbench94(cfg, 2, tmp_path)
+    assert calls == [
+        "ours 10000",
+        "theirs",
+        "theirs eval tta2",  # warm-ups, evaluation included
+        "ours 0",
+        "theirs",
+        "theirs eval tta2",
+        "ours 1",
+        "theirs",
+        "theirs eval tta2",
+    ]
+    assert race["side"].tolist() == ["ours", "airbench94"] * 2
+    ours_rows = race[race["side"] == "ours"]
+    assert (ours_rows["wall_seconds"] > ours_rows["timer_seconds"]).all()  # build, whitening too
+    assert ours_rows["test_acc"].between(0, 1).all()
+    assert not list((tmp_path / "runs").glob("*/checkpoint.pt"))  # no work beyond the race's

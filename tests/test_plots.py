@@ -1,0 +1,18 @@
+"""Every run folder's curves.png."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import run_dir_of
+from resnetf import run
+
+
+@pytest.mark.slow
+def test_every_run_folder_draws_its_own_curves(tiny_cfg):
+    d = run_dir_of(run(tiny_cfg.replace(analysis=False, val_size=20)))
+    with Image.open(d / "curves.png") as image:
+        assert image.size == (1500, 450)
+        pixels = np.asarray(image.convert("L"))
+    # three panels with lines in them, not three empty frames: plenty of non-white pixels
+    assert (pixels < 200).mean() > 0.02
