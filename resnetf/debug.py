@@ -1,9 +1,10 @@
 """Debug modes: know in seconds whether an idea runs, can learn, and where its time goes.
 
-    --debug=fast      a handful of steps at a constant LR, one evaluation batch, the analysis and
-                      every file: the whole path of a run, W&B off, under runs/debug/
-    --debug=overfit   one batch, repeated, without augmentation, until the net gets all of it
-                      right (or a step limit passes: then exit 1 with one line)
+    --debug=fast      3 steps of 32 images at a constant LR, one evaluation batch of 64, the
+                      analysis and every file: the whole path of a run, W&B off, under
+                      runs/debug/
+    --debug=overfit   one batch of 32 images, repeated, without augmentation, until the net gets
+                      all of it right (or a step limit passes: then exit 1 with one line)
     --debug=profile   a few steps under torch.profiler: a Chrome/TensorBoard trace in the run
                       folder and the top operators by time
 
@@ -26,16 +27,19 @@ from .tracking import new_run_dir
 from .train import Context, Setup, begin_epoch, build, run, train_epoch
 
 FAST_STEPS = 3
+SMALL_BATCH = 32  # fast and overfit: the path and the net are the experiment's, the batch small
+EVAL_IMAGES = 64  # fast: one evaluation batch of this many images
 OVERFIT_STEPS = 300
 PROFILE_STEPS = 6  # the first two are warm-up, left out of the table
 
 
 class Limited:
-    """The first `batches` batches of a loader, with the attributes a run reads off it."""
+    """The first `batches` batches of a loader (each cut to `images` images when given), with
+    the attributes a run reads off it."""
 
-    def __init__(self, loader, batches: int):
-        self.loader, self.batches = loader, min(batches, len(loader))
-        self.batch_size = loader.batch_size
+    def __init__(self, loader, batches: int, images: int | None = None):
+        self.loader, self.batches, self.images = loader, min(batches, len(loader)), images
+        self.batch_size = min(loader.batch_size, images or loader.batch_size)
         self.labels = getattr(loader, "labels", None)
         if self.labels is not None and not getattr(loader, "train", True):
             self.labels = self.labels[: self.batches * self.batch_size]
@@ -44,10 +48,10 @@ class Limited:
         return self.batches
 
     def __iter__(self):
-        for i, batch in enumerate(self.loader):
+        for i, (x, y) in enumerate(self.loader):
             if i == self.batches:
                 break
-            yield batch
+            yield (x, y) if self.images is None else (x[: self.images], y[: self.images])
 
     def __getattr__(self, name):  # generator, dataset, sampler, set_epoch: the loader's own
         return getattr(self.loader, name)
@@ -76,12 +80,12 @@ def fast(cfg: Config) -> dict:
     def shrink(setup: Setup) -> None:
         setup.cfg = setup.cfg.replace(epochs=1)
         setup.train_loader = Limited(setup.train_loader, FAST_STEPS)
-        setup.val_loader = setup.val_loader and Limited(setup.val_loader, 1)
-        setup.test_loader = setup.test_loader and Limited(setup.test_loader, 1)
+        setup.val_loader = setup.val_loader and Limited(setup.val_loader, 1, EVAL_IMAGES)
+        setup.test_loader = setup.test_loader and Limited(setup.test_loader, 1, EVAL_IMAGES)
         constant_lr(setup)
 
     summary = run(
-        debug_config(cfg),
+        debug_config(cfg).replace(batch_size=min(cfg.batch_size, SMALL_BATCH)),
         Context(job_type="debug", on_build=shrink, folder_prefix=f"{cfg.name}_fast"),
     )
     print(
@@ -103,6 +107,7 @@ def overfit(cfg: Config, steps: int = OVERFIT_STEPS) -> dict:
         dropout=0.0,
         lookahead=0.0,
         ema=0.0,
+        batch_size=min(cfg.batch_size, SMALL_BATCH),
     )
     setup = build(cfg)
     constant_lr(setup)
