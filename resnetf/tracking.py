@@ -138,12 +138,13 @@ class Tracker:
         job_type: str = "train",
         tags: tuple = (),
         wandb_id: str | None = None,
+        figures: bool = True,
     ):
         """`resumed`: the checkpoint.Progress to continue from; its metrics are kept, the steps
         it had not checkpointed are dropped from steps.csv, and the same W&B run is continued.
         `job_type` and `tags` say to W&B what the run is part of (a study's trial, say);
         `wandb_id` continues (or starts) the W&B run of that id."""
-        self.run_dir, self.cfg = Path(run_dir), cfg
+        self.run_dir, self.cfg, self.figures = Path(run_dir), cfg, figures
         self.epochs: list[dict] = list(resumed.metrics) if resumed else []
         self.wandb_run = None
         self.group = group_of(cfg)
@@ -342,8 +343,8 @@ class Tracker:
         """curves.png: this run's LR per step, training loss and accuracies so far. A figure
         that cannot be drawn must not cost the run its other files."""
         curves = plots.read_curves(self.run_dir)
-        if all(c is None for c in curves):  # not a training run (an aggregate, an LR test)
-            return None
+        if all(c is None for c in curves) or not self.figures:  # an aggregate, an LR test;
+            return None  # a tuning trial draws no figure unless asked (--trial_analysis)
         try:
             run = plots.Curves(self.run_dir.name, *curves, plots.steps_per_epoch(self.config))
             return plots.plot_curves(run, self.run_dir / "curves.png", title=self.run_dir.name)

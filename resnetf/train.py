@@ -125,6 +125,7 @@ class Context:
     on_start: Callable[[Tracker], None] | None = None
     on_epoch: Callable[[dict], None] | None = None
     model_aliases: tuple[str, ...] = ("latest",)  # of the run's W&B model artifact
+    figures: bool = True  # curves.png (a tuning trial's are off unless --trial_analysis)
 
 
 # ===== build: everything a run trains with =======================================================
@@ -381,6 +382,7 @@ def start(setup: Setup, progress: Progress, context: Context, run_dir=None) -> T
         resumed=progress if progress.epoch else None,
         job_type=context.job_type,
         tags=context.tags,
+        figures=context.figures,
         extra_config={
             **info,
             **made_by,

@@ -253,6 +253,7 @@ def trial_config(cfg: Config, trial: optuna.Trial, study_name: str, space: dict)
         use_test=False,
         save_model=False,
         analysis=cfg.analysis and cfg.trial_analysis,
+        checkpoint=False,  # a trial is not resumed: a failed one is replaced
     )
 
 
@@ -280,6 +281,7 @@ def objective(cfg: Config, study_name: str, cifar: Cifar10, space: dict):
             extra_config={"study": study_name, "trial": trial.number},
             on_start=started,
             on_epoch=report,
+            figures=cfg.trial_analysis,
         )
         try:
             return run(tcfg, context, cifar)["final_val_acc"]
