@@ -213,11 +213,13 @@ def study_settings(cfg: Config, cifar: Cifar10, space: dict) -> dict:
 
 
 def claim(study: optuna.Study, settings: dict) -> None:
-    """Record the settings on a new study; refuse a worker whose settings differ."""
-    recorded = study.user_attrs
-    if not recorded:
-        for key, value in settings.items():
-            study.set_user_attr(key, value)
+    """Record the settings on a new study; refuse a worker whose settings differ. They go in as
+    one attribute, in one write: a worker that looks while the first is recording them sees all
+    of them or none (one write per setting let it see some, and refuse itself: the two-worker
+    test's flake)."""
+    recorded = study.user_attrs.get("settings")
+    if recorded is None:
+        study.set_user_attr("settings", settings)
         return
     differ = [
         f"{k}: study {recorded.get(k)!r}, this worker {v!r}"

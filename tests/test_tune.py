@@ -338,7 +338,7 @@ def test_a_parameter_added_to_the_sweep_file_is_tuned(tiny_cfg, tmp_path):
         assert config["weight_decay"] == trial.params["weight_decay"]
         assert config["label_smoothing"] == trial.params["label_smoothing"]
         assert config["flip"] is False  # a fixed value is set, not searched
-    assert study.user_attrs["search_space"]["weight_decay"] == {
+    assert study.user_attrs["settings"]["search_space"]["weight_decay"] == {
         "distribution": "log_uniform_values",
         "min": 1e-5,
         "max": 1e-2,
@@ -401,7 +401,7 @@ def test_study_records_its_settings_and_its_trials_where_to_find_them(tiny_data,
     _finish(_experiment("--tune=2", *common))
     study = optuna.load_study(study_name="oc_24ep", storage=storage)
     fingerprint = load_cifar10(tiny_data, download=False).fingerprint()
-    attrs = study.user_attrs
+    attrs = study.user_attrs["settings"]
     space = attrs.pop("search_space")
     assert attrs == {
         "experiment": "oc_24ep",
@@ -553,3 +553,27 @@ def test_a_storage_url_is_printed_without_its_password_and_the_space_checked_per
     with pytest.raises(ConfigError, match="pct_start=0.02"):  # 0.02 of 24 steps: no warm-up
         tuning.check_space(cfg, {"pct_start": too_early}, 100)
     tuning.check_space(cfg, {"pct_start": fine}, 100)
+
+
+def test_a_worker_that_joins_while_the_first_records_the_settings_is_not_refused(tmp_path):
+    # the two-worker tests' flake: worker B read the study between worker A's writes of its
+    # settings, saw some of them, and refused itself ("epochs: study None, this worker 3")
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    a = optuna.create_study(study_name="s", storage=storage)
+    b = optuna.load_study(study_name="s", storage=storage)
+    settings = {"experiment": "x", "epochs": 3, "search_space": {"max_lr": {"min": 0.1}}}
+    write, joined = a.set_user_attr, []
+
+    def interleaved(key, value):  # B arrives right after A's first write
+        write(key, value)
+        if not joined:
+            joined.append(key)
+            tuning.claim(b, settings)
+
+    a.set_user_attr = interleaved
+    tuning.claim(a, settings)
+    assert joined and optuna.load_study(study_name="s", storage=storage).user_attrs == {
+        "settings": settings
+    }
+    with pytest.raises(tuning.ConfigError, match="epochs: study 3, this worker 4"):
+        tuning.claim(b, {**settings, "epochs": 4})
