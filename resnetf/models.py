@@ -195,8 +195,10 @@ class WhitenedConvNet(Net):
         the eigenvectors of the patch covariance scaled by 1/sqrt(eigenvalue + eps), each with
         both signs (24 filters for 12-dim patches)."""
         patches = images.float().unfold(2, 2, 1).unfold(3, 2, 1)  # N, C, H-1, W-1, 2, 2
-        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, 12).double()
-        cov = torch.cov(patches.T)
+        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, 12)
+        # the 12 x 12 covariance in float32 (millions of patches: a float64 copy cost seconds
+        # on a CPU), its eigendecomposition in float64
+        cov = torch.cov(patches.T).double()
         eigenvalues, eigenvectors = torch.linalg.eigh(cov)
         filters = (eigenvectors.T / torch.sqrt(eigenvalues + self.eps)[:, None]).reshape(
             12, 3, 2, 2

@@ -315,9 +315,18 @@ def build_net(cfg: Config, cifar, device, memory_format, eval_prep, prec) -> mod
     first training images, as the net sees them), in its precision."""
     model = models.build(cfg).to(device, memory_format=memory_format)
     if model.init_images:
-        first = data.split_val(cifar.train_labels, cfg.val_size, cfg.seed)[0][: model.init_images]
-        images = torch.from_numpy(cifar.train_images[first]).to(device).permute(0, 3, 1, 2)
-        model.init_from_data(eval_prep(images).float())
+        # what the init changed depends only on the data, the split and the seed: a tuning
+        # worker's trials compute it once and share it
+        key = ("init_from_data", cfg.model, cfg.width, cfg.val_size, cfg.seed, cfg.normalize,
+               str(device))
+        if key not in cifar._cache:
+            first = data.split_val(cifar.train_labels, cfg.val_size, cfg.seed)[0]
+            images = torch.from_numpy(cifar.train_images[first[: model.init_images]])
+            before = {k: v.clone() for k, v in model.state_dict().items()}
+            model.init_from_data(eval_prep(images.to(device).permute(0, 3, 1, 2)).float())
+            cifar._cache[key] = {k: v.clone() for k, v in model.state_dict().items()
+                                 if not torch.equal(v, before[k])}
+        model.load_state_dict(cifar._cache[key], strict=False)
     return prec.prepare(model)
 
 

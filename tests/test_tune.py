@@ -577,3 +577,32 @@ def test_a_worker_that_joins_while_the_first_records_the_settings_is_not_refused
     }
     with pytest.raises(tuning.ConfigError, match="epochs: study 3, this worker 4"):
         tuning.claim(b, {**settings, "epochs": 4})
+
+
+@pytest.mark.slow
+def test_a_workers_trials_whiten_from_the_data_once(tiny_cfg, monkeypatch):
+    from resnetf import models
+    from resnetf.config import load_experiment
+
+    calls = []
+    real = models.WhitenedConvNet.init_from_data
+
+    def counted(self, images):
+        calls.append(len(images))
+        return real(self, images)
+
+    monkeypatch.setattr(models.WhitenedConvNet, "init_from_data", counted)
+    cfg = load_experiment(REPO / "experiments" / "fast94.py").replace(
+        **{
+            k: getattr(tiny_cfg, k)
+            for k in ("data_dir", "runs_dir", "workers", "device", "wandb_mode", "progress")
+        },
+        width=0.125,
+        batch_size=10,
+        epochs=3,
+        val_size=20,
+        tune=2,
+        save_model=False,
+    )
+    study = tuning.tune(cfg)
+    assert len(study.trials) == 2 and calls == [80]  # 80 training images, whitened once
