@@ -105,8 +105,14 @@ def test_killed_study_resumes_and_the_killed_trial_is_marked_failed(tiny_data, t
         *TINY,
     ]
     proc = _experiment(*args, start_new_session=True)
-    deadline = time.time() + 120
-    while time.time() < deadline:  # kill it in the middle of its second trial
+    # kill it in the middle of its second trial, however long a loaded machine takes to get
+    # there (a fixed 120 s deadline once passed, killing the worker before its study existed)
+    deadline = time.time() + 900
+    while True:
+        assert proc.poll() is None, (
+            f"the worker ended before its second trial: {proc.stdout.read()}"
+        )
+        assert time.time() < deadline, "the worker did not reach its second trial in 900 s"
         if (tmp_path / "study.db").exists():
             try:
                 states = [t.state for t in _trials(storage)]
