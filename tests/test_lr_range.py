@@ -12,18 +12,6 @@ import torch
 from conftest import REPO
 from resnetf.lr_range import lr_range_test, suggest_max_lr
 
-TINY = [
-    "--width=0.0625",
-    "--batch_size=10",
-    "--epochs=3",
-    "--val_size=20",
-    "--workers=0",
-    "--wandb_mode=disabled",
-    "--no_progress",
-    "--backend=gpu",
-    "--no_analysis",
-]
-
 
 def _toy_problem(seed=0):
     """Two Gaussian blobs, a linear classifier: SGD on it diverges somewhere around lr ~ 10."""
