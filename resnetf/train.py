@@ -317,15 +317,23 @@ def build_net(cfg: Config, cifar, device, memory_format, eval_prep, prec) -> mod
     if model.init_images:
         # what the init changed depends only on the data, the split and the seed: a tuning
         # worker's trials compute it once and share it
-        key = ("init_from_data", cfg.model, cfg.width, cfg.val_size, cfg.seed, cfg.normalize,
-               str(device))
+        key = (
+            "init_from_data",
+            cfg.model,
+            cfg.width,
+            cfg.val_size,
+            cfg.seed,
+            cfg.normalize,
+            str(device),
+        )
         if key not in cifar._cache:
             first = data.split_val(cifar.train_labels, cfg.val_size, cfg.seed)[0]
             images = torch.from_numpy(cifar.train_images[first[: model.init_images]])
             before = {k: v.clone() for k, v in model.state_dict().items()}
             model.init_from_data(eval_prep(images.to(device).permute(0, 3, 1, 2)).float())
-            cifar._cache[key] = {k: v.clone() for k, v in model.state_dict().items()
-                                 if not torch.equal(v, before[k])}
+            cifar._cache[key] = {
+                k: v.clone() for k, v in model.state_dict().items() if not torch.equal(v, before[k])
+            }
         model.load_state_dict(cifar._cache[key], strict=False)
     return prec.prepare(model)
 
