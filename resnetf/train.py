@@ -551,7 +551,10 @@ def fit(setup: Setup, tracker: Tracker, progress: Progress, on_epoch=None, stop=
             t0 = time.perf_counter()
             for split, loader in setup.eval_loaders().items():
                 # the last evaluation's probabilities serve the analysis: no second TTA pass
-                keep = setup.final_predictions.setdefault(split, []) if last else None
+                # (kept only when there is an analysis to serve)
+                keep = (
+                    setup.final_predictions.setdefault(split, []) if last and cfg.analysis else None
+                )
                 metrics[f"{split}_loss"], metrics[f"{split}_acc"] = evaluate(
                     setup.eval_net, loader, setup.eval_prep, setup.autocast, cfg.tta, keep
                 )
