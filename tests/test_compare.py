@@ -114,7 +114,7 @@ def test_compare_includes_trials_and_interrupted_runs_and_says_what_it_skipped(t
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
-    table = pd.read_csv(tmp_path / "cmp.csv").set_index("run")
+    table = pd.read_csv(tmp_path / "cmp.csv", dtype={"commit": str}).set_index("run")
     (trial,) = [r for r in table.index if "_trial0_" in r]
     (cut,) = [r for r in table.index if r.startswith("cut_")]
     assert len(table) == 5  # plain, trial, interrupted, and the two seeds
