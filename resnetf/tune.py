@@ -121,8 +121,17 @@ def _database(cfg: Config, url: str, attempts: int = 5) -> optuna.storages.RDBSt
                 return optuna.storages.RDBStorage(
                     url, heartbeat_interval=cfg.heartbeat, grace_period=2 * cfg.heartbeat
                 )
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
-            if attempt == attempts - 1:
+        except (
+            sqlalchemy.exc.IntegrityError,
+            sqlalchemy.exc.ProgrammingError,
+            sqlalchemy.exc.OperationalError,
+        ) as e:
+            # SQLite reports the same race as an OperationalError ("... already exists"); any
+            # other OperationalError (a server that is down) is not a race
+            lost_race = not isinstance(
+                e, sqlalchemy.exc.OperationalError
+            ) or "already exists" in str(e)
+            if attempt == attempts - 1 or not lost_race:
                 raise
             time.sleep(0.2 + random.random())
 
