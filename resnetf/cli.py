@@ -93,14 +93,16 @@ def main(defaults: Config, args: Sequence[str] | None = None, description: str =
 
 COMMANDS = {
     "train": "train an experiment file: resnetf train experiments/fast94.py [--flags]",
-    "compare": "compare run folders (python -m resnetf.compare)",
+    "compare": "compare run folders, with --baseline intervals (python -m resnetf.compare)",
+    "ablate": "an experiment and variants over seeds, with intervals (python -m resnetf.ablate)",
     "bench": "benchmark an experiment (python -m resnetf.bench)",
     "predict": "predict images with a trained model (python -m resnetf.predict)",
 }
 
 
 def command(argv: Sequence[str] | None = None):
-    """`resnetf SUBCOMMAND ...` (also `python -m resnetf ...`): train, compare, bench, predict."""
+    """`resnetf SUBCOMMAND ...` (also `python -m resnetf ...`): train, compare, ablate, bench,
+    predict."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print(

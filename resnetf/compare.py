@@ -11,9 +11,14 @@ loss (log scale) and train/val/test accuracy against epochs (comparable across b
 colour per run in every panel (the best 12 in colour, the rest grey), a legend outside the
 panels naming each run by the settings that differ (a note says what they share), and the
 configs ranked by best validation accuracy (else test), mean +- std over seeds that share a
-config. Both go to runs/compare/compare.{csv,png} unless --out says otherwise, replaced at every
-call. Folders that are not training runs (seed aggregates, LR range tests, the benchmark's
-warm-up runs, anything without a config.json) are left out, and stderr says how many and why.
+config. With `--baseline SELECTOR` (a config hash, or a glob of run folders that share one
+config) every other config gets its difference to the baseline in final test accuracy
+(validation where no run has test) with Welch's 95% interval, the p-value, n per side and the
+seeds per config that would resolve a difference of that size (resnetf.stats): columns of the
+table, a table of their own and a forest panel of the figure. Both go to
+runs/compare/compare.{csv,png} unless --out says otherwise, replaced at every call. Folders that
+are not training runs (seed aggregates, LR range tests, the benchmark's warm-up runs, anything
+without a config.json) are left out, and stderr says how many and why.
 """
 
 from __future__ import annotations
@@ -27,7 +32,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from .plots import Curves, draw, label_axes, pyplot, read_curves, splits_in, steps_per_epoch
+from . import stats
+from .plots import (
+    Curves,
+    draw,
+    draw_differences,
+    label_axes,
+    pyplot,
+    read_curves,
+    splits_in,
+    steps_per_epoch,
+)
 
 # recorded per run but never a difference worth a column (shown elsewhere or pure noise)
 _NOISE = {
@@ -199,10 +214,85 @@ def ranking(table: pd.DataFrame, labels: list[str], fields: list[str]) -> pd.Dat
     return ranked.sort_values("mean", ascending=False).assign(metric=metric)
 
 
-def compare_figure(runs: list[Path], table: pd.DataFrame):
+def final_metric(table: pd.DataFrame) -> str:
+    """What differences are measured in: final test accuracy, else final validation accuracy
+    (the final epoch's, not the best: the best of several evaluations is biased upwards)."""
+    if "final_test_acc" in table and table["final_test_acc"].notna().any():
+        return "final_test_acc"
+    return "final_val_acc"
+
+
+def select_baseline(table: pd.DataFrame, runs: list[Path], selector: str) -> str:
+    """The config hash a --baseline names: a hash itself, or run folders (a glob) of one config."""
+    hashes = table["config_hash"] if "config_hash" in table else pd.Series([None] * len(runs))
+    if selector in set(hashes.dropna()):
+        return selector
+    matched = {Path(p).resolve() for p in glob.glob(selector)}
+    picked = {h for run, h in zip(runs, hashes) if run.resolve() in matched and pd.notna(h)}
+    if len(picked) != 1:
+        raise SystemExit(
+            f"error: --baseline {selector!r} "
+            + (
+                f"matches runs of {len(picked)} configs ({', '.join(sorted(picked))}); "
+                "name one config hash"
+                if picked
+                else "is no config hash of the compared runs and matches none of their folders"
+            )
+        )
+    return picked.pop()
+
+
+def differences(table: pd.DataFrame, labels: list[str], baseline: str) -> pd.DataFrame:
+    """One row per config other than the baseline: its mean, difference to the baseline, 95%
+    interval, p-value, n a side and seeds needed; a config with one run gets no interval."""
+    metric = final_metric(table)
+    frame = table.assign(label=labels)
+    base = frame.loc[frame["config_hash"] == baseline, metric].dropna()
+    if len(base) < stats.MIN_SEEDS:
+        raise SystemExit(
+            f"error: --baseline {baseline} has {len(base)} run(s) with {metric}: an interval "
+            f"needs {stats.MIN_SEEDS} seeds a side"
+        )
+    rows = []
+    for config, group in frame.groupby("config_hash", sort=False):
+        values = group[metric].dropna()
+        if config == baseline or values.empty:
+            continue
+        row = {"config_hash": config, "label": group["label"].iloc[0], "mean": values.mean()}
+        if len(values) >= stats.MIN_SEEDS:
+            row.update(stats.summarize(base, values))
+        else:
+            row.update(diff=values.mean() - base.mean(), ci_low=None, ci_high=None, p_value=None)
+            row.update(n_base=len(base), n=len(values), seeds_needed=None)
+        rows.append(row)
+    out = pd.DataFrame(rows, columns=DIFF_COLUMNS)
+    return out.astype({c: float for c in ("ci_low", "ci_high", "p_value")}).assign(metric=metric)
+
+
+DIFF_COLUMNS = [
+    "config_hash",
+    "label",
+    "mean",
+    "diff",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "n_base",
+    "n",
+    "seeds_needed",
+]
+
+
+def config_labels(configs: list[dict]) -> list[str]:
+    """Each run named by the settings that differ between configs (its seed left out)."""
+    return run_labels(configs, [f for f in differing_fields(configs) if f != "seed"])
+
+
+def compare_figure(runs: list[Path], table: pd.DataFrame, diffs: pd.DataFrame | None = None):
     """The figure: LR, training loss and accuracy of every run against epochs, one colour per
     run in every panel (the best COLOURED runs; the others grey), the legend outside naming
-    each by what differs, and a ranking of the configs."""
+    each by what differs, a ranking of the configs and, with a baseline, each config's
+    difference to it with its interval."""
     loaded = [load(r) for r in runs]
     configs = [d["config"] for d in loaded]
     fields = differing_fields(configs)
@@ -218,8 +308,10 @@ def compare_figure(runs: list[Path], table: pd.DataFrame):
     )
     plt = pyplot()
     palette = plt.get_cmap("tab20" if len(runs) > 10 else "tab10")
-    fig = plt.figure(figsize=(18, 9 + 0.25 * len(runs)), dpi=100)
-    grid = fig.add_gridspec(2, 3, height_ratios=[1, 0.35 + 0.05 * len(runs)])
+    extra = diffs is not None and len(diffs) > 0
+    fig = plt.figure(figsize=(18, 9 + 0.25 * len(runs) + (4 if extra else 0)), dpi=100)
+    heights = [1, 0.35 + 0.05 * len(runs)] + ([0.3 + 0.06 * len(diffs)] if extra else [])
+    grid = fig.add_gridspec(len(heights), 3, height_ratios=heights)
     axes = tuple(fig.add_subplot(grid[0, k]) for k in range(3))
     curves = []
     for rank, i in enumerate(order):
@@ -231,6 +323,9 @@ def compare_figure(runs: list[Path], table: pd.DataFrame):
         curves.append(run)
     label_axes(axes, splits_in(curves))
     draw_ranking(fig.add_subplot(grid[1, :]), ranking(table, labels, fields))
+    if extra:
+        base = diffs.attrs.get("baseline_label", "the baseline")
+        draw_differences(fig.add_subplot(grid[2, :]), diffs, diffs["metric"].iloc[0], base)
     handles, names = axes[0].get_legend_handles_labels()
     keep = [k for k, name in enumerate(names) if order.index(labels.index(name)) < COLOURED]
     fig.legend(
@@ -267,9 +362,9 @@ def draw_ranking(bar_ax, ranked: pd.DataFrame) -> None:
     )
 
 
-def plot_compare(runs: list[Path], table: pd.DataFrame, path: Path) -> Path:
+def plot_compare(runs: list[Path], table: pd.DataFrame, path: Path, diffs=None) -> Path:
     plt = pyplot()
-    fig = compare_figure(runs, table)
+    fig = compare_figure(runs, table, diffs)
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path
@@ -280,6 +375,12 @@ def parser() -> argparse.ArgumentParser:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("runs", nargs="+", help="run folders, glob patterns, or a folder of runs")
+    ap.add_argument(
+        "--baseline",
+        metavar="SELECTOR",
+        help="a config hash, or a glob of run folders of one config: every other config's "
+        "difference to it, with a 95%% interval (Welch), p-value and n per side",
+    )
     ap.add_argument(
         "--out",
         default="runs/compare/compare",
@@ -300,10 +401,24 @@ def main(argv=None) -> pd.DataFrame:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     table = compare_table(runs)
+    diffs = None
+    if args.baseline:
+        baseline = select_baseline(table, runs, args.baseline)
+        labels = config_labels([load(r)["config"] for r in runs])
+        diffs = differences(table, labels, baseline)
+        diffs.attrs["baseline_label"] = labels[list(table["config_hash"]).index(baseline)]
+        columns = ["diff", "ci_low", "ci_high", "p_value"]
+        table = table.merge(diffs[["config_hash", *columns]], on="config_hash", how="left")
     table.to_csv(out.with_suffix(".csv"), index=False)
-    png = plot_compare(runs, table, out.with_suffix(".png"))
+    png = plot_compare(runs, table, out.with_suffix(".png"), diffs)
     with pd.option_context("display.width", 250, "display.max_columns", 60):
         print(table.to_string(index=False, float_format="%.4f"))
+        if diffs is not None:
+            print(
+                f"\ndifferences in {diffs.attrs.get('metric', final_metric(table))} to the "
+                f"baseline {baseline} ({diffs.attrs['baseline_label']}), 95% intervals:"
+            )
+            print(diffs.drop(columns="metric").to_string(index=False, float_format="%.4f"))
     print(f"table: {out.with_suffix('.csv')}  figure: {png}")
     return table
 

@@ -1,8 +1,10 @@
-"""Every knob of a run, its default and why: one dataclass shared by all experiments.
-
-An experiment file builds a `Config` with the values it changes; `parse()` lets the command line
-override any field (`--max_lr=0.3` or `--max_lr 0.3`), and `validate()` rejects bad values and
-combinations before any data is read. `--help` shows the fields in the groups of `GROUPS`.
+"""Every knob of a run, its default and why: one dataclass shared by all experiments. An experiment
+file builds a `Config` with the values it changes; `parse()` lets the command line override any
+field (`--max_lr=0.3` or `--max_lr 0.3`), and `validate()` rejects bad values and combinations
+before any data is read. `--help` shows the fields in their groups. Each field declares, once,
+its group and whether it changes what a run computes (`= MODEL(default)`, `= RUN(default,
+result=False)`): `--help`, the config hash (the W&B group) and a study's identity read it from
+there.
 """
 
 from __future__ import annotations
@@ -18,196 +20,240 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+# what a study can optimise, and which way
+OBJECTIVES = {"val_acc": "maximize", "train_seconds": "minimize", "pflop": "minimize"}
+
 
 class ConfigError(ValueError):
     """A config value out of range; the message starts with the field's name."""
 
 
+class Group:
+    """A --help group, and the declaration of its fields: `name: int = MODEL(4)` puts `name` in
+    the group; `result=False` says the field changes where or how a run is kept, watched or
+    repeated, not what it computes (left out of the config hash and of a study's identity)."""
+
+    def __init__(self, name: str, description: str):
+        self.name, self.description = name, description
+
+    def __call__(self, default, *, result: bool = True):
+        return dataclasses.field(default=default, metadata={"group": self.name, "result": result})
+
+
+RUN = Group("run", "what the command does, and how the run is kept")
+DATA = Group("data", "CIFAR-10, the validation split and the loader")
+AUGMENTATION = Group(
+    "augmentation",
+    "training-set augmentation: crop and flip per image (albumentations backend) or batch-wise "
+    "(gpu backend); cutout and normalize batch-wise on the device",
+)
+MODEL = Group("model", "the network")
+OPTIMISATION = Group("optimisation", "the optimizer, the loss and weight averaging")
+SCHEDULE = Group("schedule", "the LR schedule (One Cycle: torch's OneCycleLR, stepped every batch)")
+EVALUATION = Group(
+    "evaluation", "what is measured, on which split, and the analysis after training"
+)
+TUNING = Group("tuning", "Optuna: --tune N trials on the validation split")
+TRACKING = Group("tracking", "Weights & Biases and the run folders")
+HARDWARE = Group("hardware", "device, precision and speed")
+
+
 @dataclass
 class Config:
     # --- run: what the command does, and how the run is kept -----------------------------------
-    name: str = "resnetf"
+    name: str = RUN("resnetf", result=False)
     """Experiment name: the W&B group and the prefix of the run folder."""
-    seed: int = 0
+    seed: int = RUN(0, result=False)
     """Seeds Python, NumPy, torch, the data order and the augmentations."""
-    seeds: int = 1
+    seeds: int = RUN(1, result=False)
     """Run the experiment N times (seeds seed..seed+N-1) and report mean +- std."""
-    lr_range_test: bool = False
+    lr_range_test: bool = RUN(False, result=False)
     """Instead of training, run an LR range test: print a suggested max_lr, save the curve."""
-    resume: str | None = None
+    resume: str | None = RUN(None, result=False)
     """A run folder to continue from its last checkpoint, with the config it was started with
     (only --progress, --workers and --device may differ)."""
-    checkpoint: bool = True
+    checkpoint: bool = RUN(True, result=False)
     """Write checkpoint.pt (model, optimizer, scheduler, EMA, metrics) after every epoch."""
-    save_model: bool = True
+    save_model: bool = RUN(True, result=False)
     """Save the final weights as model.pt in the run folder."""
-    progress: bool = True
+    progress: bool = RUN(True, result=False)
     """Show a progress bar while an epoch runs."""
-    debug: Literal["fast", "overfit", "profile"] | None = None
+    debug: Literal["fast", "overfit", "profile"] | None = RUN(None, result=False)
     """A quick check instead of a run: fast (a few steps at a constant LR, one evaluation batch,
     analysis and files; W&B off, under runs/debug/), overfit (one batch without augmentation
     until it is learnt, or exit 1), profile (a few steps under torch.profiler: a trace and the
     top operators)."""
 
     # --- data --------------------------------------------------------------------------------
-    data_dir: str = "data"
+    data_dir: str = DATA("data", result=False)
     """Folder holding cifar-10-batches-py/ (downloaded there when absent)."""
-    download: bool = True
+    download: bool = DATA(True, result=False)
     """Download CIFAR-10 with torchvision when data_dir has no cifar-10-batches-py/."""
-    val_size: int = 0
+    val_size: int = DATA(0)
     """Images held out of the training set (stratified, seeded) as a validation split; 0: none
     (when tuning, 0 means 10% of the training images, at most 5000)."""
-    workers: int | None = None
+    workers: int | None = DATA(None, result=False)
     """DataLoader worker processes; None: one per CPU core, 0: load in the main process."""
-    backend: Literal["albumentations", "gpu"] = "albumentations"
+    backend: Literal["albumentations", "gpu"] = DATA("albumentations")
     """albumentations: per-image crop/flip in loader workers; gpu: data held on the device and
     augmented batch-wise there."""
 
     # --- augmentation ------------------------------------------------------------------------
-    pad: int = 4
+    pad: int = AUGMENTATION(4)
     """Pixels of padding before the random 32x32 crop; 0 turns pad+crop off."""
-    pad_mode: Literal["reflect", "constant"] = "reflect"
+    pad_mode: Literal["reflect", "constant"] = AUGMENTATION("reflect")
     """How the padding is filled: mirrored pixels (reflect) or black (constant)."""
-    flip: bool = True
+    flip: bool = AUGMENTATION(True)
     """Random horizontal flip with p=0.5."""
-    alternating_flip: bool = False
+    alternating_flip: bool = AUGMENTATION(False)
     """With flip, the alternating flip (gpu backend): each image gets a random flip in epoch 0,
     then all images flip together every odd epoch, so every image is seen both ways in turn."""
-    cutout: int = 8
+    cutout: int = AUGMENTATION(8)
     """Side of the one square hole cut out of each image (Cutout); 0 turns it off."""
-    normalize: bool = True
+    normalize: bool = AUGMENTATION(True)
     """Normalize with the CIFAR-10 per-channel mean and std (train and test)."""
 
     # --- model -------------------------------------------------------------------------------
-    model: Literal["resnetf", "resnet9", "whitened_convnet"] = "resnetf"
+    model: Literal["resnetf", "resnet9", "whitened_convnet"] = MODEL("resnetf")
     """resnetf: the course project's net as published; resnet9: the corrected DAWNBench-style
     net; whitened_convnet: airbench94's net (frozen 2x2 whitening stem, 64-256-256), for speed."""
-    width: float = 1.0
+    width: float = MODEL(1.0)
     """Channel multiplier (1.0: 64-128-256-512); small values make CPU runs cheap."""
-    dropout: float = 0.1
+    dropout: float = MODEL(0.1)
     """Dropout after the third layer (the course project used 0.1)."""
-    softmax_head: bool = False
+    softmax_head: bool = MODEL(False)
     """End the net with softmax, as the course project did (a defect: the loss expects logits)."""
-    stem_bias_epochs: int = 3
+    stem_bias_epochs: int = MODEL(3)
     """whitened_convnet: epochs during which the whitening stem's bias trains (then it is frozen,
     like the stem's weights)."""
 
     # --- optimisation ------------------------------------------------------------------------
-    epochs: float = 24
+    epochs: float = OPTIMISATION(24)
     """Passes over the training set; a fraction trains the last one partly (9.9: 99% of 10)."""
-    batch_size: int = 512
+    batch_size: int = OPTIMISATION(512)
     """Training batch size (the last incomplete batch of an epoch is dropped)."""
-    momentum: float = 0.9
+    momentum: float = OPTIMISATION(0.9)
     """SGD momentum, used as is when cycle_momentum is off."""
-    nesterov: bool = True
+    nesterov: bool = OPTIMISATION(True)
     """Nesterov momentum."""
-    weight_decay: float = 5e-4
+    weight_decay: float = OPTIMISATION(5e-4)
     """L2 weight decay on every trained parameter (the course project had none)."""
-    decoupled: bool = False
+    decoupled: bool = OPTIMISATION(False)
     """max_lr and weight_decay in airbench's decoupled form, per 1024 examples of a summed loss:
     SGD's lr = max_lr * batch_size / (1024 * (1 + 1/(1 - momentum))), and a decay step of
     weight_decay * batch_size / (1024 * (1 + 1/(1 - momentum))) whatever the lr."""
-    bn_bias_lr: float = 1.0
+    bn_bias_lr: float = OPTIMISATION(1.0)
     """LR multiplier of the BatchNorm biases (airbench94: 64); with decoupled, their absolute
     decay step stays that of the other weights."""
-    label_smoothing: float = 0.0
+    label_smoothing: float = OPTIMISATION(0.0)
     """Label smoothing of the training loss."""
-    ema: float = 0.0
+    ema: float = OPTIMISATION(0.0)
     """Decay of an exponential moving average of the weights, updated every step and used for
     evaluation; 0 turns it off."""
-    lookahead: float = 0.0
+    lookahead: float = OPTIMISATION(0.0)
     """Lookahead weight averaging (airbench94: 0.95): every lookahead_every steps the weights are
     pulled to a running average with decay lookahead**every * (step/total)**3 and copied back;
     at the end the weights become the average. 0 turns it off."""
-    lookahead_every: int = 5
+    lookahead_every: int = OPTIMISATION(5)
     """Steps between two lookahead updates."""
 
     # --- One Cycle schedule (torch.optim.lr_scheduler.OneCycleLR, stepped every batch) ---------
-    max_lr: float = 0.1552
+    max_lr: float = SCHEDULE(0.1552)
     """Peak learning rate (the course project's LR-finder pick)."""
-    pct_start: float = 0.2
+    pct_start: float = SCHEDULE(0.2)
     """Fraction of the steps spent raising the LR."""
-    div_factor: float = 10.0
+    div_factor: float = SCHEDULE(10.0)
     """Initial LR = max_lr / div_factor."""
-    final_div_factor: float = 100.0
+    final_div_factor: float = SCHEDULE(100.0)
     """Final LR = initial LR / final_div_factor."""
-    anneal_strategy: Literal["linear", "cos"] = "linear"
+    anneal_strategy: Literal["linear", "cos"] = SCHEDULE("linear")
     """Shape of the LR ramps."""
-    three_phase: bool = False
+    three_phase: bool = SCHEDULE(False)
     """Add a third phase that anneals to the final LR (OneCycleLR's three_phase)."""
-    cycle_momentum: bool = False
+    cycle_momentum: bool = SCHEDULE(False)
     """Cycle momentum inversely to the LR between 0.85 and 0.95 (OneCycleLR's default)."""
 
     # --- evaluation --------------------------------------------------------------------------
-    tta: Literal["none", "flip", "flip_translate"] = "none"
+    tta: Literal["none", "flip", "flip_translate"] = EVALUATION("none")
     """Test-time augmentation: none; flip (mean logits of each image and its mirror);
     flip_translate (half that, half the same for the image shifted by 1 px up-left and
     down-right, reflect-padded: 6 forward passes)."""
-    eval_every: int = 1
+    eval_every: int = EVALUATION(1)
     """Evaluate every N epochs (the last epoch always); 0: only after the last epoch."""
-    use_test: bool = True
+    use_test: bool = EVALUATION(True)
     """Evaluate on the test split and analyse its errors; tuning trials turn it off and see
     only the validation split."""
-    analysis: bool = True
+    analysis: bool = EVALUATION(True, result=False)
     """After training: misclassified grid, confusion matrix, per-class accuracy and Grad-CAM
     overlays, as PNG/CSV in the run folder and in W&B."""
-    gradcam_images: int = 4
+    gradcam_images: int = EVALUATION(4, result=False)
     """Misclassified images shown with Grad-CAM maps; 0: no Grad-CAM."""
 
     # --- tuning (Optuna) -----------------------------------------------------------------------
-    tune: int = 0
+    tune: int = TUNING(0, result=False)
     """Run an Optuna study until it has N finished trials, searching the sweep file's parameters
     on the validation split; 0: train once."""
-    sweep: str = "sweeps/lr.yaml"
+    sweep: str = TUNING("sweeps/lr.yaml", result=False)
     """The experiment's W&B sweep file: its `parameters` are the search space of --tune and of
     `wandb sweep` alike (relative paths: from the working directory, else from the repo)."""
-    study: str | None = None
+    study: str | None = TUNING(None, result=False)
     """Optuna study name; None: the experiment's name."""
-    storage: str | None = None
+    storage: str | None = TUNING(None, result=False)
     """Optuna storage: a journal file (PATH.log or journal:PATH; the processes of one machine
     share it, no server) or a database URL (postgresql://user:pw@host/db across machines,
     sqlite:///path.db); None: a SQLite file runs/tune/<study>.db. Workers pointed at one
     storage share the study."""
-    pruner: Literal["median", "hyperband", "none"] = "median"
+    pruner: Literal["median", "hyperband", "none"] = TUNING("median", result=False)
     """Stop unpromising trials early on their per-epoch validation accuracy."""
-    trial_analysis: bool = False
+    trial_analysis: bool = TUNING(False, result=False)
     """Tuning trials draw the analysis figures too (of their validation split); off: a trial does
     only the work its objective needs. --retrain_best analyses as --analysis says."""
-    heartbeat: int = 60
+    heartbeat: int = TUNING(60, result=False)
     """Seconds between a running trial's heartbeats; a trial silent for 2x this (a killed
     worker) is marked failed and the study goes on."""
-    retrain_best: bool = False
+    retrain_best: bool = TUNING(False, result=False)
     """After the study, train once with the best parameters on the whole training set and
-    report test accuracy."""
+    report test accuracy (with several objectives: the front trial --target_acc picks)."""
+    trial_seeds: int = TUNING(1, result=False)
+    """Seeds per trial (seed..seed+K-1): the trial's value is their mean, so the search does not
+    chase one seed's luck; each seed is a run. K > 1 needs --pruner=none."""
+    objectives: str = TUNING("val_acc", result=False)
+    """What a study optimises, comma-separated: val_acc (maximised; always one of them),
+    train_seconds and pflop (minimised; pflop: the run's counted compute, as bench --flops
+    counts it, the same on every machine). Two or more: a multi-objective study (Pareto front,
+    no pruning)."""
+    target_acc: float | None = TUNING(None, result=False)
+    """With several objectives, --retrain_best retrains the cheapest front trial whose
+    validation accuracy reaches this (a fraction: 0.9); None: the most accurate front trial."""
 
     # --- tracking ----------------------------------------------------------------------------
-    wandb_mode: Literal["online", "offline", "disabled"] | None = None
+    wandb_mode: Literal["online", "offline", "disabled"] | None = TRACKING(None, result=False)
     """W&B mode; None: online when logged in to W&B, else offline (sync later with `wandb sync`)."""
-    wandb_project: str = "resnetf"
+    wandb_project: str = TRACKING("resnetf", result=False)
     """W&B project."""
-    wandb_entity: str | None = None
+    wandb_entity: str | None = TRACKING(None, result=False)
     """W&B entity (user or team); None: your default."""
-    wandb_group: str | None = None
+    wandb_group: str | None = TRACKING(None, result=False)
     """W&B group; None: the experiment's name (a study groups its trials under its own name)."""
-    runs_dir: str = "runs"
+    runs_dir: str = TRACKING("runs", result=False)
     """Where run folders (config, metrics, summary, model, W&B files) are written."""
 
     # --- hardware ----------------------------------------------------------------------------
-    device: str = "auto"
+    device: str = HARDWARE("auto", result=False)
     """auto (cuda when available, else cpu), cpu, cuda or cuda:N."""
-    amp: bool = True
+    amp: bool = HARDWARE(True)
     """Mixed precision (autocast) on CUDA, in amp_dtype."""
-    amp_dtype: Literal["auto", "bf16", "fp16", "half"] = "auto"
+    amp_dtype: Literal["auto", "bf16", "fp16", "half"] = HARDWARE("auto")
     """auto: bf16 autocast where the GPU computes it natively (compute capability >= 8.0), else
     fp16 autocast with a GradScaler (T4, V100); none on the CPU. bf16/fp16 force that autocast
     type (on the CPU too, where torch supports it). half: airbench94's way, the net itself in
     fp16 (BatchNorm fp32), the batch's losses summed instead of a GradScaler."""
-    channels_last: bool = True
+    channels_last: bool = HARDWARE(True)
     """channels_last memory format on CUDA (faster convolutions on tensor cores)."""
-    deterministic: bool = False
+    deterministic: bool = HARDWARE(False, result=False)
     """PyTorch's deterministic algorithms and no cudnn autotuning: identical runs on CUDA too,
     at some cost in speed."""
-    compile: bool = False
+    compile: bool = HARDWARE(False, result=False)
     """torch.compile the model; compile time is reported apart from training time."""
 
     def validate(self) -> Config:
@@ -253,6 +299,17 @@ class Config:
             ("seeds", self.seeds >= 1, "must be >= 1"),
             ("gradcam_images", 0 <= self.gradcam_images <= 16, "must be in [0, 16]"),
             ("heartbeat", self.heartbeat >= 1, "must be >= 1 second"),
+            ("trial_seeds", self.trial_seeds >= 1, "must be >= 1"),
+            (
+                "target_acc",
+                self.target_acc is None or 0 < self.target_acc <= 1,
+                "must be in (0, 1] (a fraction: 0.9 for 90%)",
+            ),
+            (
+                "objectives",
+                set(self.objective_list) <= set(OBJECTIVES) and "val_acc" in self.objective_list,
+                f"must be a comma-separated list of {', '.join(OBJECTIVES)} that includes val_acc",
+            ),
             ("eval_every", self.eval_every >= 0, "must be >= 0"),
             ("workers", self.workers is None or self.workers >= 0, "must be >= 0"),
             (
@@ -304,10 +361,36 @@ class Config:
                 "a debug mode is a quick check of one run: not with --tune, --seeds, "
                 "--lr_range_test or --resume",
             ),
+            *self._tuning_checks(),
+        ]
+
+    def _tuning_checks(self):
+        return [
             (
                 "retrain_best",
                 self.retrain_best and self.tune == 0,
                 "retrains the best trial of a study: it needs --tune N",
+            ),
+            (
+                "trial_analysis",
+                self.trial_analysis and self.tune == 0,
+                "draws the figures of tuning trials: it needs --tune N",
+            ),
+            (
+                "target_acc",
+                self.target_acc is not None and not self.retrain_best,
+                "chooses the front trial --retrain_best retrains: it needs --retrain_best",
+            ),
+            (
+                "pruner",
+                self.tune > 0 and self.pruner != "none" and len(self.objective_list) > 1,
+                "Optuna cannot prune a study with several objectives: use --pruner=none",
+            ),
+            (
+                "pruner",
+                self.tune > 0 and self.pruner != "none" and self.trial_seeds > 1,
+                "a trial's seeds run one after another, so no mean over them exists at each "
+                "epoch for the pruner: use --pruner=none with --trial_seeds > 1",
             ),
             (
                 "eval_every",
@@ -317,6 +400,10 @@ class Config:
             ),
         ]
 
+    @property
+    def objective_list(self) -> list[str]:
+        return [o.strip() for o in self.objectives.split(",") if o.strip()]
+
     def replace(self, **changes) -> Config:
         return dataclasses.replace(self, **changes)
 
@@ -324,132 +411,55 @@ class Config:
         return dataclasses.asdict(self)
 
 
-# --- the groups of --help ----------------------------------------------------------------------
-# Only --help is grouped: the flags and the Config's attributes keep their flat names.
-GROUPS = {
-    "run": (
-        "what the command does, and how the run is kept",
-        [
-            "name",
-            "seed",
-            "seeds",
-            "lr_range_test",
-            "resume",
-            "checkpoint",
-            "save_model",
-            "progress",
-            "debug",
-        ],
-    ),
-    "data": (
-        "CIFAR-10, the validation split and the loader",
-        ["data_dir", "download", "val_size", "workers", "backend"],
-    ),
-    "augmentation": (
-        "training-set augmentation: crop and flip per image (albumentations backend) "
-        "or batch-wise (gpu backend); cutout and normalize batch-wise on the device",
-        ["pad", "pad_mode", "flip", "alternating_flip", "cutout", "normalize"],
-    ),
-    "model": ("the network", ["model", "width", "dropout", "softmax_head", "stem_bias_epochs"]),
-    "optimisation": (
-        "SGD, the loss and weight averaging",
-        [
-            "epochs",
-            "batch_size",
-            "momentum",
-            "nesterov",
-            "weight_decay",
-            "decoupled",
-            "bn_bias_lr",
-            "label_smoothing",
-            "ema",
-            "lookahead",
-            "lookahead_every",
-        ],
-    ),
-    "schedule": (
-        "One Cycle LR (torch's OneCycleLR, stepped every batch)",
-        [
-            "max_lr",
-            "pct_start",
-            "div_factor",
-            "final_div_factor",
-            "anneal_strategy",
-            "three_phase",
-            "cycle_momentum",
-        ],
-    ),
-    "evaluation": (
-        "what is measured, on which split, and the analysis after training",
-        ["tta", "eval_every", "use_test", "analysis", "gradcam_images"],
-    ),
-    "tuning": (
-        "Optuna: --tune N trials on the validation split",
-        [
-            "tune",
-            "sweep",
-            "study",
-            "storage",
-            "pruner",
-            "trial_analysis",
-            "heartbeat",
-            "retrain_best",
-        ],
-    ),
-    "tracking": (
-        "Weights & Biases and the run folders",
-        ["wandb_mode", "wandb_project", "wandb_entity", "wandb_group", "runs_dir"],
-    ),
-    "hardware": (
-        "device, precision and speed",
-        ["device", "amp", "amp_dtype", "channels_last", "deterministic", "compile"],
-    ),
-}
+# --- what each field is, read from its declaration ----------------------------------------------
 
 
-# fields that say where or how a run is kept, watched or repeated, not what it computes: left out
-# of the config hash, so that the seeds of one config share a W&B group
-NOT_RESULT = {
-    "name",
-    "seed",
-    "seeds",
-    "lr_range_test",
-    "resume",
-    "checkpoint",
-    "save_model",
-    "progress",
-    "debug",
-    "data_dir",
-    "download",
-    "workers",
-    "analysis",
-    "gradcam_images",
-    "tune",
-    "sweep",
-    "study",
-    "storage",
-    "pruner",
-    "trial_analysis",
-    "heartbeat",
-    "retrain_best",
-    "wandb_mode",
-    "wandb_project",
-    "wandb_entity",
-    "wandb_group",
-    "runs_dir",
-    "device",
-    "deterministic",
-    "compile",
-}
+def declarations() -> dict:
+    """Field -> (group, changes a result), from each field's declaration; a field declared
+    without a group is an error here (and in the test that calls this)."""
+    out = {}
+    for f in dataclasses.fields(Config):
+        if "group" not in f.metadata:
+            raise TypeError(f"Config.{f.name} has no group: declare it as `= GROUP(default)`")
+        out[f.name] = (f.metadata["group"], f.metadata["result"])
+    return out
+
+
+def groups() -> dict:
+    """--help's groups: name -> (description, fields in declaration order)."""
+    grouped = {g.name: (g.description, []) for g in _GROUPS}
+    for name, (group, _) in declarations().items():
+        grouped[group][1].append(name)
+    return grouped
+
+
+def result_fields() -> list[str]:
+    """The fields that change what a run computes."""
+    return [name for name, (_, result) in declarations().items() if result]
+
+
+_GROUPS = (
+    RUN,
+    DATA,
+    AUGMENTATION,
+    MODEL,
+    OPTIMISATION,
+    SCHEDULE,
+    EVALUATION,
+    TUNING,
+    TRACKING,
+    HARDWARE,
+)
 
 
 def config_hash(cfg: Config) -> str:
-    """A short hash of the fields that change what a run computes (NOT_RESULT left out): equal
+    """A short hash of the fields that change what a run computes (result_fields()): equal
     for the seeds of one config, different for an ablation."""
     import hashlib
     import json
 
-    fields = {k: v for k, v in cfg.to_dict().items() if k not in NOT_RESULT}
+    values = cfg.to_dict()
+    fields = {k: values[k] for k in result_fields()}
     return hashlib.blake2b(
         json.dumps(fields, sort_keys=True, default=str).encode(), digest_size=4
     ).hexdigest()
@@ -469,6 +479,44 @@ def _choice_fields() -> dict:
         if literals:
             choices[name] = (*typing.get_args(literals[0]), *([None] if type(None) in args else []))
     return choices
+
+
+def coerce(name: str, text: str):
+    """A field's value from its text, as its type reads it (`none` for an optional field,
+    true/false for a flag, a Literal's choices); a ConfigError naming the field otherwise."""
+    hint = _hints().get(name)
+    if hint is None:
+        raise ConfigError(f"{name}: no such Config field")
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    options = typing.get_args(hint) if union else (hint,)
+    if text.lower() == "none" and type(None) in options:
+        return None
+    for option in options:
+        if typing.get_origin(option) is Literal and text in typing.get_args(option):
+            return text
+        if option is bool and text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        if option in (int, float) and option is not bool:
+            try:
+                value = float(text)
+            except ValueError:
+                continue
+            if option is float:
+                return value
+            if value.is_integer():
+                return int(value)
+        if option is str:
+            return text
+    raise ConfigError(f"{name}: {text!r} is not {_type_name(hint)}")
+
+
+def _type_name(hint) -> str:
+    if typing.get_origin(hint) is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(hint)))
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    return "none" if hint is type(None) else names.get(hint, str(hint))
 
 
 def field_docs() -> dict:
@@ -491,11 +539,8 @@ def _cli_class(defaults: Config):
     import tyro
 
     hints, docs, values = _hints(), field_docs(), defaults.to_dict()
-    grouped = [f for _, fields in GROUPS.values() for f in fields]
-    missing = {f.name for f in dataclasses.fields(Config)} ^ set(grouped)
-    assert not missing and len(grouped) == len(set(grouped)), f"GROUPS out of date: {missing}"
     outer = []
-    for group, (description, fields) in GROUPS.items():
+    for group, (description, fields) in groups().items():
         cls = dataclasses.make_dataclass(
             group,
             [
@@ -549,7 +594,7 @@ def parse(defaults: Config, args: Sequence[str] | None = None, description: str 
     nested = tyro.cli(
         _cli_class(defaults), args=args, description=description or None, use_underscores=True
     )
-    cfg = Config(**{k: v for group in GROUPS for k, v in vars(getattr(nested, group)).items()})
+    cfg = Config(**{k: v for group in groups() for k, v in vars(getattr(nested, group)).items()})
     try:
         return cfg.validate()
     except ConfigError as e:

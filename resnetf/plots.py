@@ -154,3 +154,33 @@ def steps_per_epoch(config: dict) -> float | None:
     """A run's optimizer steps per epoch, from its config.json (the last partial batch dropped)."""
     images, batch = config.get("train_images"), config.get("batch_size")
     return images // batch if images and batch and images >= batch else None
+
+
+def draw_differences(ax, frame: pd.DataFrame, metric: str, baseline: str) -> None:
+    """A forest plot: each row's difference to the baseline with its 95% interval, in points,
+    zero marked; rows without an interval (fewer than two seeds) as a bare point."""
+    y = list(range(len(frame)))[::-1]
+    diff = 100 * frame["diff"]
+    has_ci = frame["ci_low"].notna()
+    ax.axvline(0, color="0.3", linewidth=1)
+    ax.errorbar(
+        diff[has_ci],
+        [v for v, ok in zip(y, has_ci) if ok],
+        xerr=[(diff - 100 * frame["ci_low"])[has_ci], (100 * frame["ci_high"] - diff)[has_ci]],
+        fmt="o",
+        color="tab:blue",
+        capsize=4,
+    )
+    ax.plot(diff[~has_ci], [v for v, ok in zip(y, has_ci) if not ok], "o", color="0.6")
+    ax.set_yticks(
+        y,
+        [
+            f"{lab} (n={n}" + (f", p={p:.2g})" if pd.notna(p) else ", no interval)")
+            for lab, n, p in zip(frame["label"], frame["n"], frame["p_value"])
+        ],
+        fontsize=8,
+    )
+    ax.set(
+        xlabel=f"difference in {metric.replace('_', ' ')} to {baseline} (points), 95% interval",
+        title="differences to the baseline (Welch); zero: no difference",
+    )

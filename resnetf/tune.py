@@ -33,7 +33,7 @@ import sqlalchemy.exc
 from optuna.trial import TrialState
 
 from . import search_space
-from .config import Config, ConfigError
+from .config import OBJECTIVES, Config, ConfigError, result_fields
 from .data import Cifar10, load_cifar10, split_val
 from .optim import check_schedule, n_epochs, total_steps
 from .tracking import Tracker
@@ -161,14 +161,19 @@ def make_study(cfg: Config, study_name: str) -> optuna.Study:
         "hyperband": optuna.pruners.HyperbandPruner(min_resource=1, max_resource=n_epochs(cfg)),
         "none": optuna.pruners.NopPruner(),
     }[cfg.pruner]
-    return optuna.create_study(
+    study = optuna.create_study(
         study_name=study_name,
         storage=storage,
-        direction="maximize",
+        directions=[OBJECTIVES[o] for o in cfg.objective_list],
         load_if_exists=True,
         sampler=TrialSeededTPESampler(cfg.seed),
         pruner=pruner,
     )
+    if len(cfg.objective_list) > 1:
+        with warnings.catch_warnings():  # "experimental" in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(cfg.objective_list)
+    return study
 
 
 # --- before the first trial: the split, the ranges, the study's settings -------------------------
@@ -208,14 +213,15 @@ def check_space(cfg: Config, space: dict, n_train: int) -> None:
 
 
 def study_settings(cfg: Config, cifar: Cifar10, space: dict) -> dict:
-    """What must be equal for two trials to be compared."""
+    """What must be equal for two trials to be compared: every field that changes what a run
+    computes (as its declaration in config.py says), except those the search space sets, as a
+    trial runs it (blind to the test split); what the study optimises and over how many seeds;
+    the data and the search space."""
+    trial = cfg.replace(use_test=False).to_dict()
     return {
-        "experiment": cfg.name,
-        "model": cfg.model,
-        "epochs": cfg.epochs,
-        "width": cfg.width,
-        "batch_size": cfg.batch_size,
-        "val_size": cfg.val_size,
+        **{k: trial[k] for k in result_fields() if k not in space},
+        "objectives": cfg.objective_list,
+        "trial_seeds": cfg.trial_seeds,
         "data": cifar.fingerprint(),
         "search_space": search_space.describe(space),
     }
@@ -261,6 +267,8 @@ def trial_config(cfg: Config, trial: optuna.Trial, study_name: str, space: dict)
         runs_dir=str(Path(cfg.runs_dir) / "tune" / study_name),
         tune=0,
         retrain_best=False,
+        target_acc=None,
+        trial_analysis=False,
         use_test=False,
         save_model=False,
         analysis=cfg.analysis and cfg.trial_analysis,
@@ -269,16 +277,26 @@ def trial_config(cfg: Config, trial: optuna.Trial, study_name: str, space: dict)
 
 
 def objective(cfg: Config, study_name: str, cifar: Cifar10, space: dict):
-    def evaluate_trial(trial: optuna.Trial) -> float:
+    """A trial trains --trial_seeds seeds of its point, one after another, each an ordinary run
+    in the study's group, and is worth their mean (per objective). Only a one-seed trial of a
+    one-objective study reports each epoch's validation accuracy (what the pruner reads)."""
+    objectives = cfg.objective_list
+    reports = cfg.trial_seeds == 1 and len(objectives) == 1
+
+    def evaluate_trial(trial: optuna.Trial):
         tcfg = trial_config(cfg, trial, study_name, space)
+        run_dirs, summaries = [], []
 
         def started(tracker) -> None:  # where to find the trial, pruned or not
-            trial.set_user_attr("run_dir", str(tracker.run_dir))
-            trial.set_user_attr("wandb_id", tracker.wandb_id)
-            trial.set_user_attr("wandb_url", tracker.wandb_url)
+            run_dirs.append(str(tracker.run_dir))
+            if len(run_dirs) == 1:
+                trial.set_user_attr("run_dir", str(tracker.run_dir))
+                trial.set_user_attr("wandb_id", tracker.wandb_id)
+                trial.set_user_attr("wandb_url", tracker.wandb_url)
+            trial.set_user_attr("run_dirs", list(run_dirs))
 
         def report(metrics: dict) -> None:
-            if "val_acc" not in metrics:
+            if not reports or "val_acc" not in metrics:
                 return
             trial.report(metrics["val_acc"], metrics["epoch"])
             # after the last epoch the trial is done: stopping it now would save nothing
@@ -295,7 +313,9 @@ def objective(cfg: Config, study_name: str, cifar: Cifar10, space: dict):
             figures=cfg.trial_analysis,
         )
         try:
-            return run(tcfg, context, cifar)["final_val_acc"]
+            for k in range(cfg.trial_seeds):
+                summaries.append(run(tcfg.replace(seed=cfg.seed + k), context, cifar))
+            values = trial_values(tcfg, summaries, cifar)
         except RunStopped as e:
             if e.status != "pruned":
                 raise  # Ctrl-C: the study stops, the trial is marked failed by Optuna
@@ -304,8 +324,28 @@ def objective(cfg: Config, study_name: str, cifar: Cifar10, space: dict):
             trial.set_user_attr("failure", f"{type(e).__name__}: {e}")
             print(f"trial {trial.number} failed ({type(e).__name__}: {e}); the study goes on")
             raise TrialFailed(str(e)) from e
+        accs = [s["final_val_acc"] for s in summaries]
+        trial.set_user_attr("seed_values", accs)
+        trial.set_user_attr("seed_std", float(pd.Series(accs).std()) if len(accs) > 1 else None)
+        for name, value in values.items():
+            trial.set_user_attr(name, value)
+        picked = tuple(values[o] for o in objectives)
+        return picked if len(picked) > 1 else picked[0]
 
     return evaluate_trial
+
+
+def trial_values(tcfg: Config, summaries: list[dict], cifar: Cifar10) -> dict:
+    """Every objective a trial can be worth: mean validation accuracy and train seconds over its
+    seeds, and the counted compute of one run (the same for each seed)."""
+    from .bench import flops
+
+    n = len(summaries)
+    return {
+        "val_acc": sum(s["final_val_acc"] for s in summaries) / n,
+        "train_seconds": sum(s["train_seconds"] for s in summaries) / n,
+        "pflop": flops(tcfg, n_train=len(cifar.train_labels), n_test=0)["total_pflop"],
+    }
 
 
 def tune(cfg: Config, cifar: Cifar10 | None = None) -> optuna.Study:
@@ -344,15 +384,65 @@ def tune(cfg: Config, cifar: Cifar10 | None = None) -> optuna.Study:
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         print(f"no trial completed; trials in {report.csv}")
         return study
-    best = study.best_trial
-    print(
-        f"best trial {best.number}: validation accuracy {best.value:.2%} with "
-        + ", ".join(f"{k}={_short(v)}" for k, v in best.params.items())
-        + f"; trials in {report.csv}, study page {report.html}"
-    )
+    if len(cfg.objective_list) > 1:
+        best, why = choose_front_trial(study.best_trials, cfg.objective_list, cfg.target_acc)
+        print(
+            f"Pareto front ({', '.join(cfg.objective_list)}): "
+            + "; ".join(_describe(t, cfg.objective_list) for t in study.best_trials)
+            + f"; trials in {report.csv}, study page {report.html}"
+        )
+        if best is None:
+            print(why)
+            return study
+        print(why)
+    else:
+        best = study.best_trial
+        print(
+            f"best trial {best.number}: validation accuracy {best.value:.2%} with "
+            + ", ".join(f"{k}={_short(v)}" for k, v in best.params.items())
+            + f"; trials in {report.csv}, study page {report.html}"
+        )
     if cfg.retrain_best:
         retrain_best(cfg, study_name, best, cifar, space)
     return study
+
+
+def _describe(trial, objectives: list[str]) -> str:
+    return (
+        f"trial {trial.number} ("
+        + ", ".join(
+            f"{o} {v:.2%}" if o == "val_acc" else f"{o} {v:.4g}"
+            for o, v in zip(objectives, trial.values)
+        )
+        + ")"
+    )
+
+
+def choose_front_trial(front: list, objectives: list[str], target_acc: float | None):
+    """(trial, why): the cheapest front trial whose validation accuracy reaches target_acc
+    (cheapest by the first objective other than val_acc), or without a target the most accurate
+    front trial; (None, why) when no front trial reaches the target."""
+    acc = objectives.index("val_acc")
+    cost = next(i for i, o in enumerate(objectives) if o != "val_acc")
+    if target_acc is None:
+        best = max(front, key=lambda t: t.values[acc])
+        return best, (
+            f"chose trial {best.number}: the most accurate of the {len(front)} front trials "
+            f"(validation accuracy {best.values[acc]:.2%}; --target_acc picks the cheapest that "
+            f"reaches a target instead)"
+        )
+    reaching = [t for t in front if t.values[acc] >= target_acc]
+    if not reaching:
+        return None, (
+            f"no front trial reaches validation accuracy {target_acc:.2%} (the best: "
+            f"{max(t.values[acc] for t in front):.2%}); nothing retrained"
+        )
+    best = min(reaching, key=lambda t: t.values[cost])
+    return best, (
+        f"chose trial {best.number}: the lowest {objectives[cost]} ({best.values[cost]:.4g}) of "
+        f"the {len(reaching)} front trials whose validation accuracy reaches {target_acc:.2%} "
+        f"(it has {best.values[acc]:.2%})"
+    )
 
 
 def _short(value) -> str:
@@ -364,7 +454,14 @@ def retrain_best(cfg: Config, study_name: str, best, cifar: Cifar10, space: dict
     fixed = {k: p.values[0] for k, p in space.items() if p.distribution == "constant"}
     final = run(
         cfg.replace(
-            **fixed, **best.params, val_size=0, tune=0, retrain_best=False, wandb_group=study_name
+            **fixed,
+            **best.params,
+            val_size=0,
+            tune=0,
+            retrain_best=False,
+            target_acc=None,
+            trial_analysis=False,
+            wandb_group=study_name,
         ),
         Context(
             job_type="retrain_best",
@@ -420,7 +517,15 @@ class StudyReport:
             warnings.warn(f"{self.html} not written ({type(e).__name__}: {e})", stacklevel=2)
         self.tracker.log_table("trials", table.astype(str))
         completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if completed:
+        if completed and len(study.directions) > 1:
+            self.tracker.update_summary(
+                {
+                    "pareto_front": [t.number for t in study.best_trials],
+                    "best_val_acc": max(t.user_attrs.get("val_acc", 0) for t in completed),
+                    "trials_finished": len(completed),
+                }
+            )
+        elif completed:
             best = max(completed, key=lambda t: t.value)
             self.tracker.update_summary(
                 {
@@ -436,29 +541,47 @@ class StudyReport:
 
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial; with several objectives, a column for each and `pareto_front`."""
     frame = study.trials_dataframe(
         attrs=("number", "state", "value", "duration", "params", "user_attrs")
     )
     if "duration" in frame:
         frame["duration"] = frame["duration"].dt.total_seconds()
+    if len(study.directions) > 1 and len(frame):
+        front = {t.number for t in study.best_trials}
+        frame.insert(2, "pareto_front", frame["number"].isin(front))
     return frame
 
 
-def write_study_page(study: optuna.Study, table: pd.DataFrame, path: Path) -> Path:
-    """One HTML file that works offline (plotly's JavaScript embedded once)."""
+def study_figures(study: optuna.Study, completed: list) -> tuple[list, str]:
+    """The page's plotly figures and its one-line summary: the Pareto front with several
+    objectives, else the optimisation history and the parameter importances."""
     from optuna import visualization as vis
 
-    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     figures = []
-    if completed:
-        figures.append(vis.plot_optimization_history(study))
-        figures.append(vis.plot_parallel_coordinate(study))
-    if len(completed) >= 2 and study.best_trial.params:
-        figures.append(vis.plot_param_importances(study))
-    parts = [
-        f"<h1>study {html.escape(study.study_name)}</h1>",
-        f"<p>{len(completed)} completed of {len(study.trials)} trials; "
-        + (
+    if len(study.directions) > 1:
+        names = study.metric_names or [f"objective {i}" for i in range(len(study.directions))]
+        acc = names.index("val_acc") if "val_acc" in names else 0
+        if completed:
+            figures.append(vis.plot_pareto_front(study, target_names=names))
+            figures.append(
+                vis.plot_parallel_coordinate(
+                    study, target=lambda t: t.values[acc], target_name=names[acc]
+                )
+            )
+        summary = (
+            f"Pareto front ({', '.join(names)}): "
+            + "; ".join(_describe(t, names) for t in study.best_trials)
+            if completed
+            else "no trial completed yet"
+        )
+    else:
+        if completed:
+            figures.append(vis.plot_optimization_history(study))
+            figures.append(vis.plot_parallel_coordinate(study))
+        if len(completed) >= 2 and study.best_trial.params:
+            figures.append(vis.plot_param_importances(study))
+        summary = (
             f"best validation accuracy {study.best_value:.2%} (trial "
             f"{study.best_trial.number}: "
             + ", ".join(f"{k}={_short(v)}" for k, v in study.best_params.items())
@@ -466,6 +589,18 @@ def write_study_page(study: optuna.Study, table: pd.DataFrame, path: Path) -> Pa
             if completed
             else "no trial completed yet"
         )
+    return figures, summary
+
+
+def write_study_page(study: optuna.Study, table: pd.DataFrame, path: Path) -> Path:
+    """One HTML file that works offline (plotly's JavaScript embedded once)."""
+
+    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    figures, summary = study_figures(study, completed)
+    parts = [
+        f"<h1>study {html.escape(study.study_name)}</h1>",
+        f"<p>{len(completed)} completed of {len(study.trials)} trials; "
+        + html.escape(summary)
         + "</p>",
     ]
     parts += [

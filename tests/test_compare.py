@@ -153,3 +153,62 @@ def test_runs_are_named_by_what_differs_and_configs_ranked_over_their_seeds():
     assert ranked["label"].tolist() == ["max_lr=0.05", "max_lr=0.2"]  # best first, seeds pooled
     assert ranked["mean"].tolist() == pytest.approx([0.95, 0.85])
     assert ranked["runs"].tolist() == [1, 2] and ranked["metric"].iloc[0] == "best_val_acc"
+
+
+def _fake_run(root: Path, name: str, config_hash: str, seed: int, acc: float, **config) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True)
+    config = {"job_type": "train", "config_hash": config_hash, "seed": seed, **config}
+    (folder / "config.json").write_text(json.dumps(config))
+    summary = {"status": "finished", "final_test_acc": acc, "best_test_acc": acc}
+    (folder / "summary.json").write_text(json.dumps({**summary, "train_seconds": 1.0}))
+    pd.DataFrame({"epoch": [1], "train_loss": [1.0], "test_acc": [acc]}).to_csv(
+        folder / "metrics.csv", index=False
+    )
+    return folder
+
+
+def test_compare_against_a_baseline_gives_each_config_its_difference_and_interval(tmp_path):
+    from resnetf import compare, stats
+
+    runs = tmp_path / "runs"
+    base, flipless, single = [0.90, 0.91, 0.92], [0.88, 0.885, 0.89], [0.95]
+    for seed, acc in enumerate(base):
+        _fake_run(runs, f"base_s{seed}", "aaaa", seed, acc, cutout=8)
+    for seed, acc in enumerate(flipless):
+        _fake_run(runs, f"noflip_s{seed}", "bbbb", seed, acc, cutout=0)
+    _fake_run(runs, "one_s0", "cccc", 0, single[0], cutout=4)
+    out = tmp_path / "cmp"
+    for selector in ("aaaa", str(runs / "base_s*")):  # a config hash, or its run folders
+        table = compare.main([str(runs), "--baseline", selector, f"--out={out}"])
+        row = table.set_index("run").loc["noflip_s0"]
+        expected = stats.welch(base, flipless)
+        assert row["diff"] == pytest.approx(expected.diff)
+        assert (row["ci_low"], row["ci_high"]) == pytest.approx((expected.low, expected.high))
+        assert row["p_value"] == pytest.approx(expected.p_value)
+        assert pd.isna(table.set_index("run").loc["one_s0", "ci_low"])  # one seed: no interval
+        assert pd.isna(table.set_index("run").loc["base_s0", "diff"])
+    saved = pd.read_csv(out.with_suffix(".csv"))
+    assert {"diff", "ci_low", "ci_high", "p_value"} <= set(saved.columns)
+    found, _ = compare.find_runs([str(runs)])
+    table = compare.compare_table(found)
+    labels = compare.config_labels([compare.load(r)["config"] for r in found])
+    fig = compare.compare_figure(found, table, compare.differences(table, labels, "aaaa"))
+    titles = [ax.get_title() for ax in fig.axes]
+    assert any("differences to the baseline" in t for t in titles)
+
+
+@pytest.mark.parametrize(
+    "selector, message",
+    [("zzzz", "is no config hash"), ("*", "matches runs of 2 configs"), ("one", "has 1 run")],
+)
+def test_a_baseline_that_cannot_give_an_interval_is_one_line(tmp_path, selector, message):
+    from resnetf import compare
+
+    runs = tmp_path / "runs"
+    for seed in range(2):
+        _fake_run(runs, f"base_s{seed}", "aaaa", seed, 0.9 + seed / 100, cutout=8)
+    _fake_run(runs, "one_s0", "one", 0, 0.95, cutout=4)
+    pattern = str(runs / selector) if selector == "*" else selector
+    with pytest.raises(SystemExit, match=message):
+        compare.main([str(runs), "--baseline", pattern, f"--out={tmp_path / 'cmp'}"])

@@ -69,6 +69,83 @@ def test_bad_values_exit_with_a_message_naming_the_field(flag, value, capsys):
     assert f"--{flag}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("objectives", "val_acc,flops"),
+        ("objectives", "pflop"),  # without val_acc
+        ("target_acc", "90"),
+        ("target_acc", "0"),
+        ("trial_seeds", "0"),
+    ],
+)
+def test_bad_tuning_values_are_one_line(flag, value, capsys):
+    with pytest.raises(SystemExit) as e:
+        parse(Config(), [f"--{flag}={value}", "--tune=4", "--retrain_best", "--pruner=none"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --{flag}: ") and len(err.strip().splitlines()) == 1
+
+
+def test_every_field_declares_its_group_and_whether_it_changes_a_result(monkeypatch):
+    from resnetf import config
+
+    declared = config.declarations()
+    assert set(declared) == {f.name for f in dataclasses.fields(Config)}
+    assert declared["label_smoothing"] == ("optimisation", True)
+    assert declared["workers"] == ("data", False)
+
+    @dataclasses.dataclass
+    class Undeclared(Config):
+        new_knob: int = 0
+
+    monkeypatch.setattr(config, "Config", Undeclared)
+    with pytest.raises(TypeError, match="new_knob has no group"):
+        config.declarations()
+
+
+def test_the_config_hash_reads_the_declarations():
+    from resnetf.config import config_hash
+
+    base = config_hash(Config())
+    assert config_hash(Config(workers=3, progress=False, wandb_mode="offline", seed=4)) == base
+    assert config_hash(Config(label_smoothing=0.1)) != base
+    assert config_hash(Config(amp_dtype="half")) != base
+
+
+@pytest.mark.parametrize(
+    "name, text, value",
+    [
+        ("alternating_flip", "False", False),
+        ("tta", "none", "none"),
+        ("lookahead", "0", 0.0),
+        ("batch_size", "256.0", 256),
+        ("workers", "none", None),
+        ("amp_dtype", "half", "half"),
+    ],
+)
+def test_coerce_reads_a_value_as_its_field_does(name, text, value):
+    from resnetf.config import coerce
+
+    assert coerce(name, text) == value and type(coerce(name, text)) is type(value)
+
+
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("batch_size", "7.5", "batch_size: '7.5' is not an integer"),
+        ("tta", "bogus", "tta: 'bogus' is not one of none, flip, flip_translate"),
+        ("max_lr", "fast", "max_lr: 'fast' is not a number"),
+        ("no_such_field", "1", "no_such_field: no such Config field"),
+    ],
+)
+def test_coerce_refuses_what_the_field_cannot_hold(name, text, message):
+    from resnetf.config import coerce
+
+    with pytest.raises(ConfigError, match=f"^{message}"):
+        coerce(name, text)
+
+
 def test_unknown_flag_exits_nonzero(capsys):
     with pytest.raises(SystemExit) as e:
         parse(Config(), ["--max-learning-rate=0.1"])
@@ -126,6 +203,10 @@ def test_a_config_built_in_python_gets_its_choices_checked(field, value):
         ({"seeds": 2, "lr_range_test": True}, "lr_range_test"),
         ({"retrain_best": True}, "retrain_best"),
         ({"tune": 5, "eval_every": 0}, "eval_every"),
+        ({"trial_analysis": True}, "trial_analysis"),
+        ({"target_acc": 0.9}, "target_acc"),
+        ({"tune": 5, "objectives": "val_acc,pflop"}, "pruner"),
+        ({"tune": 5, "trial_seeds": 3}, "pruner"),
     ],
 )
 def test_combinations_that_mean_nothing_are_refused(changes, field):
@@ -138,7 +219,9 @@ def test_tuning_without_pruning_may_evaluate_only_at_the_end():
 
 
 def test_help_is_grouped_and_keeps_every_flat_flag_name(capsys, monkeypatch):
-    from resnetf.config import GROUPS
+    from resnetf.config import groups
+
+    GROUPS = groups()
 
     monkeypatch.setenv("COLUMNS", "110")  # one column of boxes
     with pytest.raises(SystemExit):

@@ -612,3 +612,94 @@ def test_a_workers_trials_whiten_from_the_data_once(tiny_cfg, monkeypatch):
     )
     study = tuning.tune(cfg)
     assert len(study.trials) == 2 and calls == [80]  # 80 training images, whitened once
+
+
+# --- studies that compare only what they can, over seeds, on several objectives ---------------------
+
+
+class _Data:
+    def fingerprint(self):
+        return "data"
+
+
+@pytest.mark.parametrize(
+    "change, refused",
+    [
+        ({"label_smoothing": 0.0}, "label_smoothing: study 0.2, this worker 0.0"),
+        ({"weight_decay": 0.01}, "weight_decay: study 0.0005, this worker 0.01"),
+        ({"workers": 7}, None),
+        ({"progress": False}, None),
+        ({"wandb_mode": "offline"}, None),
+        ({"max_lr": 0.5}, None),  # the search space sets it
+    ],
+)
+def test_a_study_refuses_a_worker_that_computes_something_else(change, refused):
+    from resnetf.config import load_experiment
+    from resnetf.search_space import read_space
+
+    cfg, space = load_experiment(REPO / "experiments" / "oc_24ep.py"), read_space("sweeps/lr.yaml")
+    study = optuna.create_study()
+    tuning.claim(study, tuning.study_settings(cfg, _Data(), space))
+    joining = tuning.study_settings(cfg.replace(**change), _Data(), space)
+    if refused is None:
+        tuning.claim(study, joining)
+    else:
+        with pytest.raises(tuning.ConfigError, match=refused):
+            tuning.claim(study, joining)
+
+
+def test_the_front_trial_retrained_is_the_cheapest_that_reaches_the_target():
+    from types import SimpleNamespace as T
+
+    front = [T(number=0, values=(0.80, 0.1)), T(number=1, values=(0.90, 0.3))]
+    front.append(T(number=2, values=(0.93, 0.6)))
+    objectives = ["val_acc", "pflop"]
+    assert tuning.choose_front_trial(front, objectives, 0.85)[0].number == 1
+    assert tuning.choose_front_trial(front, objectives, None)[0].number == 2
+    best, why = tuning.choose_front_trial(front, objectives, 0.95)
+    assert best is None and "no front trial reaches" in why
+
+
+@pytest.mark.slow
+def test_a_trial_is_the_mean_of_its_seeds_each_a_run(tiny_cfg):
+    cfg = tiny_cfg.replace(tune=2, epochs=3, val_size=20, pruner="none", trial_seeds=2)
+    study = tuning.tune(cfg)
+    for trial in study.trials:
+        accs, dirs = trial.user_attrs["seed_values"], trial.user_attrs["run_dirs"]
+        assert len(accs) == 2 and trial.value == pytest.approx(sum(accs) / 2)
+        assert trial.user_attrs["seed_std"] == pytest.approx(pd.Series(accs).std())
+        seeds = [json.loads((Path(d) / "config.json").read_text())["seed"] for d in dirs]
+        assert seeds == [0, 1]
+        assert all(
+            json.loads((Path(d) / "config.json").read_text())["use_test"] is False for d in dirs
+        )
+
+
+@pytest.mark.slow
+def test_a_two_objective_study_shows_its_front_and_retrains_the_trial_it_names(tiny_cfg, capsys):
+    cfg = tiny_cfg.replace(
+        tune=3,
+        epochs=3,
+        val_size=20,
+        pruner="none",
+        objectives="val_acc,pflop",
+        retrain_best=True,
+        target_acc=0.01,
+        study="front",
+    )
+    study = tuning.tune(cfg)
+    assert study.directions == [
+        optuna.study.StudyDirection.MAXIMIZE,
+        optuna.study.StudyDirection.MINIMIZE,
+    ]
+    for trial in study.trials:  # pflop is the run's counted compute, as bench --flops counts it
+        assert trial.values[1] == pytest.approx(trial.user_attrs["pflop"]) and trial.values[1] > 0
+    tune_dir = Path(cfg.runs_dir) / "tune"
+    table = pd.read_csv(tune_dir / "front_trials.csv")
+    front = {t.number for t in study.best_trials}
+    assert set(table.loc[table["pareto_front"], "number"]) == front
+    assert "Pareto-front" in (tune_dir / "front.html").read_text()
+    out = capsys.readouterr().out
+    cheapest = min((t for t in study.best_trials if t.values[0] >= 0.01), key=lambda t: t.values[1])
+    assert f"chose trial {cheapest.number}: the lowest pflop" in out
+    assert "retrained with the best parameters" in out
