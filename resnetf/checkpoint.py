@@ -1,7 +1,7 @@
 """What a checkpoint holds, writing it atomically, restoring it, and what `--resume` may change.
 
-A checkpoint is written after every epoch: the tensors (model, optimizer, scheduler, EMA,
-lookahead average, fp16 loss scaler) and the
+A checkpoint is written after every epoch: the tensors (model, and the Stepper's: optimizers,
+schedulers, EMA, lookahead average, fp16 loss scaler) and the
 run's `Progress` (epochs done, their metrics, seconds, best accuracy, W&B run id). Writing goes
 through a temporary file and a rename: a crash or a full disk mid-write leaves the last good
 checkpoint in place, never a truncated one.
@@ -24,7 +24,7 @@ import torch
 from .config import Config, ConfigError
 
 NAME = "checkpoint.pt"
-FORMAT = 2  # 1: the flat layout before Progress existed
+FORMAT = 3  # 1: the flat layout before Progress existed; 2: one optimizer, before the Stepper
 RESUME_FREE = ("progress", "workers", "device")
 
 
@@ -47,23 +47,14 @@ def state(setup, progress: Progress) -> dict:
         "format": FORMAT,
         "progress": dataclasses.asdict(progress),
         "model": setup.model.state_dict(),
-        "optimizer": setup.optimizer.state_dict(),
-        "scheduler": setup.scheduler.state_dict(),
-        **{
-            part: getattr(setup, part).state_dict() if getattr(setup, part) is not None else None
-            for part in ("ema", "lookahead", "scaler")
-        },
+        "optimisation": setup.stepper.state_dict(),
     }
 
 
 def restore(setup, saved: dict) -> Progress:
     """Load the tensors of `saved` into `setup` (in place); return its Progress."""
     setup.model.load_state_dict(saved["model"])
-    setup.optimizer.load_state_dict(saved["optimizer"])
-    setup.scheduler.load_state_dict(saved["scheduler"])
-    for part in ("ema", "lookahead", "scaler"):
-        if getattr(setup, part) is not None:
-            getattr(setup, part).load_state_dict(saved[part])
+    setup.stepper.load_state_dict(saved["optimisation"])
     return Progress(**saved["progress"])
 
 
@@ -152,7 +143,7 @@ MODEL_FORMAT = "resnetf-model-1"
 def model_state(saved: dict) -> dict:
     """The weights a checkpoint's run would have saved as its final net: the EMA average when
     the run kept one, else the model."""
-    ema = saved.get("ema")
+    ema = saved["optimisation"].get("ema")
     if ema is None:
         return saved["model"]
     return {k.removeprefix("module."): v for k, v in ema.items() if k.startswith("module.")}

@@ -58,8 +58,9 @@ class Limited:
 
 
 def constant_lr(setup: Setup) -> None:
-    """The optimizer at its schedule's first LR for every step: no One Cycle over a few steps."""
-    setup.scheduler = torch.optim.lr_scheduler.LambdaLR(setup.optimizer, lambda step: 1.0)
+    """The optimizers at their schedule's first LR for every step: no One Cycle over a few
+    steps."""
+    setup.stepper.constant_lr()
 
 
 def debug_config(cfg: Config) -> Config:
@@ -118,9 +119,8 @@ def overfit(cfg: Config, steps: int = OVERFIT_STEPS) -> dict:
         with setup.autocast:
             out = setup.net(x)
             loss = setup.criterion(out.float(), y)
-        setup.optimizer.zero_grad(set_to_none=True)
-        (loss * setup.precision.loss_scale).backward()
-        setup.optimizer.step()
+        setup.stepper.zero_grad()
+        setup.stepper.step(loss)
         accuracy = (out.argmax(1) == y).float().mean().item()
         if not math.isfinite(loss.item()):
             break
@@ -130,7 +130,7 @@ def overfit(cfg: Config, steps: int = OVERFIT_STEPS) -> dict:
                 f"{step} steps (loss {loss.item():.4f})"
             )
             return {"steps": step, "loss": loss.item(), "accuracy": accuracy}
-    lr = setup.optimizer.param_groups[0]["lr"]
+    lr = setup.stepper.lr
     raise SystemExit(
         f"debug overfit: {accuracy:.1%} training accuracy on one batch of {len(y)} "
         f"images after {step} steps (loss {loss.item():.4g}): the net, the loss or the "

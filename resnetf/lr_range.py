@@ -22,7 +22,7 @@ from torch import nn
 
 from .batch_augment import BatchAugment
 from .config import Config
-from .optim import make_optimizer, sgd_hyperparameters
+from .optim import Stepper, sgd_hyperparameters
 from .plots import pyplot
 from .tracking import Tracker, new_run_dir
 from .train import build
@@ -68,8 +68,10 @@ def lr_range_test(
 ) -> tuple[list, list, float]:
     """Sweep the first parameter group's lr from start_lr to end_lr exponentially over num_iter
     batches of `batches` (re-iterated as needed), every other group at its ratio to the first;
-    stop once the smoothed loss passes `diverge` x its best. `loss_scale`: the optimizer takes
-    a loss multiplied by it (half precision), its lrs divided by it. Model and optimizer come
+    stop once the smoothed loss passes `diverge` x its best. `optimizer`: a torch optimizer, or
+    the run's Stepper (which steps every optimizer of the run in its precision). `loss_scale`:
+    the optimizer takes a loss multiplied by it (half precision), its lrs divided by it. Model
+    and optimizer come
     back as they were. Returns (lrs, smoothed losses, suggested lr), in the first group's units."""
     saved = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
     groups = optimizer.param_groups
@@ -88,8 +90,11 @@ def lr_range_test(
         with autocast or torch.autocast("cpu", enabled=False):
             loss = criterion(model(x).float(), y)
         optimizer.zero_grad(set_to_none=True)
-        (loss * loss_scale).backward()
-        optimizer.step()
+        if isinstance(optimizer, Stepper):  # the run's own step: precision and every optimizer
+            optimizer.step(loss)
+        else:
+            (loss * loss_scale).backward()
+            optimizer.step()
         value = loss.item()
         average = value if average is None else smooth * value + (1 - smooth) * average
         lrs.append(lr)
@@ -112,11 +117,13 @@ def run_lr_range_test(cfg: Config, num_iter: int = 200) -> dict:
     (channels_last, precision, the optimizer's groups included); returns the suggestion, in
     --max_lr's units, and where the curve went."""
     setup = build(cfg.replace(val_size=0, use_test=False))
-    # an optimizer of the run's kind, without the run's One Cycle schedule attached to it
-    optimizer = make_optimizer(setup.model, cfg, setup.precision.loss_scale)
+    # the run's own optimisation step, without its schedule or weight averaging
+    stepper = setup.stepper
+    stepper.constant_lr()
+    stepper.no_averaging()
     sgd_lrs, losses, _ = lr_range_test(
         setup.model,
-        optimizer,
+        stepper,
         setup.criterion,
         _Prepared(setup.train_loader, setup.train_prep),
         num_iter=num_iter,

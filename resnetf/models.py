@@ -31,6 +31,11 @@ class Net(nn.Module):
         """What never trains (the optimizer leaves it out): by default what needs no gradient."""
         return [p for p in self.parameters() if not p.requires_grad]
 
+    def early_parameters(self) -> tuple[list[nn.Parameter], int]:
+        """(parameters, epochs): what trains during the first `epochs` epochs only (a linear
+        decay schedule takes their lr to 0 over those epochs); by default nothing."""
+        return [], 0
+
     @property
     def cam_layer(self) -> nn.Module | None:
         """Where Grad-CAM looks: by default the last convolution; None: no Grad-CAM."""
@@ -163,7 +168,8 @@ def _group(cin: int, cout: int) -> nn.Sequential:
 class WhitenedConvNet(Net):
     """2x2 whitening stem (24 channels, weights frozen, set by `init_whitening`) -> GELU ->
     three groups of conv -> maxpool -> BN -> GELU -> conv -> BN -> GELU (64-256-256 channels
-    times `width`) -> max pool 3 -> [dropout] -> linear without bias -> logits / 9."""
+    times `width`) -> max pool 3 -> [dropout] -> linear without bias -> logits x logit_scale
+    (airbench94: 1/9)."""
 
     init_images = 5000  # airbench94 whitens from the first 5000 training images
 
@@ -175,6 +181,7 @@ class WhitenedConvNet(Net):
         logit_scale: float = 1 / 9,
         eps: float = 5e-4,
         stem_bias_epochs: int = 3,
+        head_init_std: float | None = None,
     ):
         super().__init__()
         self.stem_bias_epochs = stem_bias_epochs
@@ -187,6 +194,9 @@ class WhitenedConvNet(Net):
         )
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(widths[-1], num_classes, bias=False)
+        if head_init_std is not None:  # airbench94_muon: unit std, the logits scaled down instead
+            with torch.no_grad():
+                self.fc.weight.mul_(head_init_std / self.fc.weight.std())
         self.logit_scale, self.eps = logit_scale, eps
 
     @torch.no_grad()
@@ -213,6 +223,9 @@ class WhitenedConvNet(Net):
         # named, not read from requires_grad: the stem's bias is off only in later epochs
         return [self.stem.weight] + [m.weight for m in self.modules() if isinstance(m, _BatchNorm)]
 
+    def early_parameters(self) -> tuple[list[nn.Parameter], int]:
+        return [self.stem.bias], self.stem_bias_epochs
+
     @property
     def cam_layer(self) -> nn.Module:
         """Where Grad-CAM looks: the last group, 3x3 maps before the final pool."""
@@ -228,14 +241,25 @@ NETS = {"resnetf": ResnetF, "resnet9": ResNet9, "whitened_convnet": WhitenedConv
 
 
 def build(cfg) -> nn.Module:
-    """The net `cfg.model` names (Config.validate() has checked the name and the head)."""
+    """The net `cfg.model` names (Config.validate() has checked the name and the head), with
+    cfg's BatchNorm momentum where it sets one."""
     if cfg.model == "resnetf":
-        return ResnetF(width=cfg.width, dropout=cfg.dropout, softmax=cfg.softmax_head)
-    if cfg.model == "whitened_convnet":
-        return WhitenedConvNet(
-            width=cfg.width, dropout=cfg.dropout, stem_bias_epochs=cfg.stem_bias_epochs
+        net = ResnetF(width=cfg.width, dropout=cfg.dropout, softmax=cfg.softmax_head)
+    elif cfg.model == "whitened_convnet":
+        net = WhitenedConvNet(
+            width=cfg.width,
+            dropout=cfg.dropout,
+            stem_bias_epochs=cfg.stem_bias_epochs,
+            logit_scale=1 / 9 if cfg.logit_scale is None else cfg.logit_scale,
+            head_init_std=cfg.head_init_std,
         )
-    return NETS[cfg.model](width=cfg.width, dropout=cfg.dropout)
+    else:
+        net = NETS[cfg.model](width=cfg.width, dropout=cfg.dropout)
+    if cfg.bn_momentum is not None:
+        for m in net.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.momentum = cfg.bn_momentum
+    return net
 
 
 def logits(model: nn.Module, inputs: torch.Tensor, tta: str = "none") -> torch.Tensor:

@@ -1,8 +1,8 @@
 """The training run, in four stages that `run(cfg)` chains:
 
-    build(cfg)    everything a run trains with: device, loaders, batch augmentation, net,
-                  optimizer, One Cycle schedule, loss, autocast, EMA (the LR range test and the
-                  benchmark build the same way)
+    build(cfg)    everything a run trains with: device, loaders, batch augmentation, net, loss
+                  and the Stepper (optimizers, schedules, precision, weight averaging; the LR
+                  range test and the benchmark build the same way)
     start(...)    the run folder, the Tracker (W&B + files), the banner
     fit(...)      the epoch loop: train, check for divergence, evaluate, log, checkpoint
     finish(...)   the summary, the analysis, the final files
@@ -38,16 +38,7 @@ from . import analysis, augment, checkpoint, data, models
 from .batch_augment import BatchAugment
 from .checkpoint import Progress
 from .config import Config, ConfigError
-from .optim import (
-    Lookahead,
-    Precision,
-    make_optimizer,
-    make_scheduler,
-    n_epochs,
-    precision,
-    sync,
-    total_steps,
-)
+from .optim import Precision, Stepper, n_epochs, precision, sync, total_steps
 from .tracking import Tracker, check_runs_dir, git_diff, new_run_dir, provenance
 
 
@@ -142,12 +133,8 @@ class Setup:
     train_prep: BatchAugment
     eval_prep: BatchAugment
     model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.OneCycleLR
+    stepper: Stepper  # the optimisation step: optimizers, schedules, precision, averaging
     criterion: nn.Module
-    precision: Precision
-    ema: torch.optim.swa_utils.AveragedModel | None
-    lookahead: Lookahead | None
     net: nn.Module  # what trains: the model, compiled with cfg.compile
     compile_seconds: float = 0.0
     started: float = field(default_factory=time.perf_counter)
@@ -164,6 +151,10 @@ class Setup:
         return total_steps(self.cfg, self.steps)
 
     @property
+    def precision(self) -> Precision:
+        return self.stepper.precision
+
+    @property
     def autocast(self):
         return self.precision.autocast
 
@@ -174,11 +165,13 @@ class Setup:
     @property
     def final_net(self) -> nn.Module:
         """What is evaluated, analysed and saved: the EMA average when there is one."""
-        return self.ema.module if self.ema is not None else self.model
+        ema = self.stepper.ema
+        return ema.module if ema is not None else self.model
 
     @property
     def eval_net(self) -> nn.Module:
-        return self.ema.module if self.ema is not None else self.net
+        ema = self.stepper.ema
+        return ema.module if ema is not None else self.net
 
     def eval_loaders(self) -> dict:
         return {
@@ -281,8 +274,6 @@ def build(cfg: Config, cifar: data.Cifar10 | None = None) -> Setup:
         cfg, device, train=False, memory_format=memory_format, dtype=prec.input_dtype
     )
     model = build_net(cfg, cifar, device, memory_format, eval_prep, prec)
-    optimizer = make_optimizer(model, cfg, prec.loss_scale)
-    ema, lookahead = averaging(cfg, model, total_steps(cfg, len(train)))
     return Setup(
         cfg,
         device,
@@ -300,12 +291,8 @@ def build(cfg: Config, cifar: data.Cifar10 | None = None) -> Setup:
         ),
         eval_prep=eval_prep,
         model=model,
-        optimizer=optimizer,
-        scheduler=make_scheduler(optimizer, cfg, len(train)),
+        stepper=Stepper(model, cfg, len(train), prec),
         criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
-        precision=prec,
-        ema=ema,
-        lookahead=lookahead,
         net=model,
     )
 
@@ -336,20 +323,6 @@ def build_net(cfg: Config, cifar, device, memory_format, eval_prep, prec) -> mod
             }
         model.load_state_dict(cifar._cache[key], strict=False)
     return prec.prepare(model)
-
-
-def averaging(cfg: Config, model, steps: int):
-    """(EMA, lookahead), each None when cfg turns it off."""
-    swa = torch.optim.swa_utils
-    ema = (
-        swa.AveragedModel(model, multi_avg_fn=swa.get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
-        if cfg.ema > 0
-        else None
-    )
-    lookahead = (
-        Lookahead(model, steps, cfg.lookahead, cfg.lookahead_every) if cfg.lookahead > 0 else None
-    )
-    return ema, lookahead
 
 
 def compile_model(model, train_shape, eval_batch_sizes, criterion, autocast):
@@ -451,23 +424,9 @@ def train_epoch(
         with s.autocast:
             out = s.net(x)
             loss = s.criterion(out.float(), y)  # fp32 softmax whatever the net computes in
-        s.optimizer.zero_grad(set_to_none=True)
-        # the LR this step used, known on the host, in the units of a mean loss
-        lrs.append(s.scheduler.get_last_lr()[0] * s.precision.loss_scale)
-        if (
-            s.scaler is not None
-        ):  # fp16 autocast: scale the loss so small gradients do not underflow
-            s.scaler.scale(loss).backward()
-            s.scaler.step(s.optimizer)
-            s.scaler.update()
-        else:  # half: the batch's losses summed (loss_scale), as airbench94 does
-            (loss * s.precision.loss_scale if s.precision.half else loss).backward()
-            s.optimizer.step()
-        s.scheduler.step()
-        if s.ema is not None:
-            s.ema.update_parameters(s.model)
-        if s.lookahead is not None:
-            s.lookahead.step(s.model, first + len(lrs))
+        s.stepper.zero_grad()
+        lrs.append(s.stepper.lr)  # the LR this step uses, known on the host
+        s.stepper.step(loss)
         losses.append(loss.detach())
         correct += (out.argmax(1) == y).sum()
         seen += len(y)
@@ -534,8 +493,8 @@ def fit(setup: Setup, tracker: Tracker, progress: Progress, on_epoch=None, stop=
         lrs, losses, train_acc = train_epoch(
             setup, epoch, f"epoch {epoch + 1}/{last_epoch}" if cfg.progress else None, stop
         )
-        if setup.lookahead is not None and epoch + 1 == last_epoch:
-            setup.lookahead.apply_average(setup.model)  # the weights become the average
+        if epoch + 1 == last_epoch:
+            setup.stepper.finish()  # the weights become the lookahead average, if any
         sync(setup.device)
         seconds = time.perf_counter() - t0
         progress.train_seconds += seconds

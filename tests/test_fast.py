@@ -176,7 +176,8 @@ def test_fp16_trains_through_a_grad_scaler(tiny_cfg):
     summary = run(tiny_cfg.replace(amp_dtype="fp16", epochs=3, analysis=False))
     d = run_dir_of(summary)
     saved = torch.load(d / "checkpoint.pt", weights_only=False)
-    assert saved["scaler"] is not None and saved["scaler"]["scale"] > 0
+    scaler = saved["optimisation"]["scaler"]  # the Stepper holds it
+    assert scaler is not None and scaler["scale"] > 0
     losses = pd.read_csv(d / "metrics.csv")["train_loss"]
     assert np.isfinite(losses).all() and losses.iloc[-1] < losses.iloc[0]
 
@@ -275,7 +276,7 @@ def test_half_precision_runs_the_net_in_fp16_with_batchnorm_fp32(tiny_data, tmp_
     assert setup.train_prep(x).dtype == torch.float16 and setup.scaler is None
     # the batch's losses are summed, so SGD's lr is the fp32 run's over the batch size
     fp32 = train.build(cfg.replace(amp_dtype="auto"))
-    for half_group, fp32_group in zip(setup.optimizer.param_groups, fp32.optimizer.param_groups):
+    for half_group, fp32_group in zip(setup.stepper.param_groups, fp32.stepper.param_groups):
         assert half_group["lr"] * 20 == pytest.approx(fp32_group["lr"])
         assert half_group["lr"] * half_group["weight_decay"] == pytest.approx(
             fp32_group["lr"] * fp32_group["weight_decay"]

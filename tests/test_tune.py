@@ -614,7 +614,7 @@ def test_a_workers_trials_whiten_from_the_data_once(tiny_cfg, monkeypatch):
     assert len(study.trials) == 2 and calls == [80]  # 80 training images, whitened once
 
 
-# --- studies that compare only what they can, over seeds, on several objectives ---------------------
+# --- studies that compare only what they can, over seeds, on several objectives --------------
 
 
 class _Data:
