@@ -105,9 +105,15 @@ def flops(cfg: Config, n_train: int = 50_000, n_test: int = 10_000) -> dict:
         torch.nn.functional.cross_entropy(model(x), torch.zeros(2, dtype=torch.long)).backward()
     train_per_image = counter.get_total_flops() / 2
     model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        models.logits(model, x, cfg.tta)
-    eval_per_image = counter.get_total_flops() / 2
+    eval_per_image = {}
+    for tta in ("none", cfg.tta):
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            models.logits(model, x, tta)
+        eval_per_image[tta] = counter.get_total_flops() / 2
+    if cfg.tta_fraction < 1 and cfg.tta != "none":  # a plain pass, then TTA for the unsure
+        eval_per_image = eval_per_image["none"] + cfg.tta_fraction * eval_per_image[cfg.tta]
+    else:
+        eval_per_image = eval_per_image[cfg.tta]
     steps = total_steps(cfg, (n_train - cfg.val_size) // cfg.batch_size)
     evaluations = (n_epochs(cfg) // cfg.eval_every if cfg.eval_every else 0) or 1
     if cfg.eval_every and n_epochs(cfg) % cfg.eval_every:
@@ -336,7 +342,8 @@ def print_flops(name: str, cfg: Config) -> None:
         f"{name}: {f['train_gflop_per_image']:.3f} GFLOP per training image x "
         f"{f['train_images']:,} images = {f['train_pflop']:.3f} PFLOP training + "
         f"{f['eval_gflop_per_image']:.3f} GFLOP x {f['eval_images']:,} evaluated images "
-        f"(tta={cfg.tta}) = {f['eval_pflop']:.4f} PFLOP; total {f['total_pflop']:.3f} PFLOP"
+        f"(tta={cfg.tta}, tta_fraction={cfg.tta_fraction:g}) = {f['eval_pflop']:.4f} PFLOP; "
+        f"total {f['total_pflop']:.3f} PFLOP"
     )
 
 

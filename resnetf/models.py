@@ -9,6 +9,8 @@ stem, three conv groups at 64-256-256, about a third of ResNet-9's FLOPs per ima
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -262,10 +264,19 @@ def build(cfg) -> nn.Module:
     return net
 
 
-def logits(model: nn.Module, inputs: torch.Tensor, tta: str = "none") -> torch.Tensor:
+def logits(
+    model: nn.Module, inputs: torch.Tensor, tta: str = "none", fraction: float = 1.0
+) -> torch.Tensor:
     """The net's logits under a test-time augmentation level: none; flip (the mean with the
     mirrored images); flip_translate (half that, half the same for the images shifted by one
-    pixel up-left and down-right, reflect-padded)."""
+    pixel up-left and down-right, reflect-padded). With `fraction` < 1: the plain pass over every
+    image, then the TTA level only for that fraction of them, those whose top probability is
+    lowest (the views change the answer where the net is unsure)."""
+    if tta != "none" and fraction < 1:
+        plain = model(inputs)
+        k = math.ceil(fraction * len(inputs))
+        unsure = plain.float().softmax(1).amax(1).topk(k, largest=False).indices
+        return plain.index_copy(0, unsure, logits(model, inputs[unsure], tta).to(plain.dtype))
     if tta == "none":
         return model(inputs)
     mirrored = (model(inputs) + model(inputs.flip(3))) / 2

@@ -161,7 +161,8 @@ def probabilities(
     out = []
     for i in range(0, len(images), batch_size):
         x = torch.from_numpy(images[i : i + batch_size]).to(device).permute(0, 3, 1, 2)
-        out.append(models.logits(net, prep(x), tta or cfg.tta).float().softmax(1).cpu())
+        level, fraction = (tta, 1.0) if tta else (cfg.tta, cfg.tta_fraction)  # the run's own
+        out.append(models.logits(net, prep(x), level, fraction).float().softmax(1).cpu())
     return torch.cat(out) if out else torch.zeros(0, len(net.classes))
 
 

@@ -442,7 +442,15 @@ def train_epoch(
 
 
 @torch.no_grad()
-def evaluate(model, loader, prep, autocast, tta: str = "none", predictions: list | None = None):
+def evaluate(
+    model,
+    loader,
+    prep,
+    autocast,
+    tta: str = "none",
+    predictions: list | None = None,
+    tta_fraction: float = 1.0,
+):
     """(mean cross-entropy, accuracy) over every image of the loader; `predictions`, when given,
     receives each image's class probabilities (one tensor per batch, on the device)."""
     model.eval()
@@ -454,7 +462,7 @@ def evaluate(model, loader, prep, autocast, tta: str = "none", predictions: list
         x = prep(x.to(device, non_blocking=True))
         y = y.to(device, non_blocking=True)
         with autocast:
-            out = models.logits(model, x, tta).float()
+            out = models.logits(model, x, tta, tta_fraction).float()
         loss_sum += nn.functional.cross_entropy(out, y, reduction="sum")
         correct += (out.argmax(1) == y).sum()
         if predictions is not None:
@@ -515,7 +523,13 @@ def fit(setup: Setup, tracker: Tracker, progress: Progress, on_epoch=None, stop=
                     setup.final_predictions.setdefault(split, []) if last and cfg.analysis else None
                 )
                 metrics[f"{split}_loss"], metrics[f"{split}_acc"] = evaluate(
-                    setup.eval_net, loader, setup.eval_prep, setup.autocast, cfg.tta, keep
+                    setup.eval_net,
+                    loader,
+                    setup.eval_prep,
+                    setup.autocast,
+                    cfg.tta,
+                    keep,
+                    cfg.tta_fraction,
                 )
                 progress.best[split] = max(progress.best.get(split, 0.0), metrics[f"{split}_acc"])
             progress.eval_seconds += time.perf_counter() - t0  # evaluate() ends on a host sync

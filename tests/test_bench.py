@@ -185,3 +185,22 @@ def test_the_race_warms_both_up_then_interleaves_the_seeds(tiny_data, tmp_path, 
     assert (ours_rows["wall_seconds"] > ours_rows["timer_seconds"]).all()  # build, whitening too
     assert ours_rows["test_acc"].between(0, 1).all()
     assert not list((tmp_path / "runs").glob("*/checkpoint.pt"))  # no work beyond the race's
+
+
+def test_the_fast_recipes_count_their_compute_as_the_readme_says():
+    from resnetf.bench import flops
+    from resnetf.config import load_experiment
+
+    fast94, muon = (
+        flops(load_experiment(REPO / "experiments" / f"{name}.py"))
+        for name in ("fast94", "fast94_muon")
+    )
+    assert fast94["total_pflop"] == pytest.approx(0.358, abs=5e-4)
+    assert muon["total_pflop"] == pytest.approx(0.297, abs=5e-4) and muon["total_pflop"] <= 0.30
+    assert muon["train_images"] == 400_000  # 8 epochs of 25 batches of 2000
+    cfg = load_experiment(REPO / "experiments" / "fast94_muon.py")
+    quarter = flops(cfg.replace(tta_fraction=0.25))
+    plain = flops(cfg.replace(tta="none"))
+    # a plain pass over every image, then the 6 views for a quarter of them
+    expected = plain["eval_gflop_per_image"] * (1 + 0.25 * 6)
+    assert quarter["eval_gflop_per_image"] == pytest.approx(expected, rel=1e-6)

@@ -123,3 +123,42 @@ def test_lr_range_test_from_the_command_line(tiny_data, tmp_path):
     result = json.loads((run_dir / "lr_range.json").read_text())
     assert f"suggested max_lr {result['suggested_max_lr']:.4g}" in proc.stdout
     assert list(run_dir.glob("wandb/offline-run-*"))  # logged to W&B too
+
+
+@pytest.mark.slow
+def test_the_range_test_sweeps_muon_with_the_sgd_groups(tiny_data, tmp_path, monkeypatch):
+    from resnetf import lr_range
+    from resnetf.config import load_experiment
+
+    seen, real = [], lr_range.lr_range_test
+
+    def watched(model, stepper, *args, **kwargs):
+        step = stepper.step
+
+        def record(*a, **k):
+            seen.append(dict(stepper.lrs()))
+            return step(*a, **k)
+
+        stepper.step = record
+        return real(model, stepper, *args, **kwargs)
+
+    monkeypatch.setattr(lr_range, "lr_range_test", watched)
+    cfg = load_experiment(REPO / "experiments" / "fast94_muon.py").replace(
+        data_dir=str(tiny_data),
+        runs_dir=str(tmp_path),
+        width=0.125,
+        batch_size=20,
+        workers=0,
+        device="cpu",
+        wandb_mode="disabled",
+        progress=False,
+    )
+    result = lr_range.run_lr_range_test(cfg, num_iter=12)
+    assert len(seen) >= 3 and result["suggested_max_lr"] > 0
+    from resnetf.optim import sgd_hyperparameters
+
+    ratio = cfg.muon_lr / sgd_hyperparameters(cfg)[0]  # Muon's peak over the head's
+    for lrs in seen:  # Muon's lr moves with the head's, in the recipe's ratio
+        assert lrs["muon"] == pytest.approx(ratio * lrs["rest"])
+        assert lrs["biases"] == pytest.approx(cfg.bn_bias_lr * lrs["rest"])
+    assert seen[-1]["rest"] > 10 * seen[0]["rest"]

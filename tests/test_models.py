@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from resnetf import models
@@ -72,3 +73,31 @@ def test_an_ordinary_net_gets_the_defaults():
     assert [id(p) for p in net.frozen_parameters()] == [id(net.stem.weight)]
     net.set_epoch(10)
     assert net.stem.bias.requires_grad  # nothing switched behind its back
+
+
+def test_partial_tta_gives_the_views_to_the_least_sure_images_only():
+    from resnetf.models import logits
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10)).eval()
+    x = torch.randn(16, 3, 8, 8)
+    with torch.no_grad():
+        plain, full = logits(net, x, "none"), logits(net, x, "flip_translate")
+        half = logits(net, x, "flip_translate", fraction=0.5)
+    unsure = plain.softmax(1).amax(1).argsort()[:8]  # the 8 lowest top probabilities
+    sure = plain.softmax(1).amax(1).argsort()[8:]
+    torch.testing.assert_close(half[unsure], full[unsure])
+    torch.testing.assert_close(half[sure], plain[sure])
+
+
+def test_the_muon_recipes_head_and_batchnorm_fields_reach_the_net():
+    from resnetf.models import WhitenedConvNet, build
+
+    cfg = Config(model="whitened_convnet", head_init_std=1.0, logit_scale=1 / 256, bn_momentum=0.3)
+    net = build(cfg)
+    assert net.fc.weight.std().item() == pytest.approx(1.0, rel=1e-5)
+    assert net.logit_scale == 1 / 256
+    assert {m.momentum for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {0.3}
+    default = build(Config(model="whitened_convnet"))
+    assert default.logit_scale == WhitenedConvNet().logit_scale == 1 / 9
+    assert {m.momentum for m in default.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {0.4}

@@ -108,3 +108,87 @@ def test_mixed_precision_choice():
     assert amp_dtype(True, "auto", "cpu") is None
     assert amp_dtype(False, "bf16", "cuda", (9, 0)) is None
     assert amp_dtype(True, "fp16", "cuda", (9, 0)) == torch.float16
+
+
+# --- Muon and the Stepper ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(8, 16), (12, 12)])
+def test_muon_takes_torchs_step_on_a_matrix(shape):
+    # rescale off, no decay: the same step as torch.optim.Muon (whose lr adjustment is 1 for a
+    # wide or square matrix), step for step, with Nesterov momentum
+    from resnetf.optim import Muon
+
+    torch.manual_seed(0)
+    ours = torch.nn.Parameter(torch.randn(shape))
+    theirs = torch.nn.Parameter(ours.detach().clone())
+    a = Muon([ours], lr=0.02, momentum=0.9, nesterov=True, ns_steps=5)
+    b = torch.optim.Muon([theirs], lr=0.02, momentum=0.9, nesterov=True, weight_decay=0.0)
+    for _ in range(6):
+        grad = torch.randn(shape)
+        ours.grad, theirs.grad = grad.clone(), grad.clone()
+        a.step()
+        b.step()
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+    assert not torch.equal(ours, torch.randn(shape))
+
+
+def test_muon_steps_a_filter_bank_as_a_matrix_after_rescaling_it():
+    from resnetf.optim import Muon, orthogonalize
+
+    torch.manual_seed(0)
+    bank = torch.nn.Parameter(torch.randn(6, 4, 3, 3) * 5)
+    before = bank.detach().clone()
+    opt = Muon([bank], lr=0.1, momentum=0.0, nesterov=False, ns_steps=3, rescale=True)
+    bank.grad = torch.randn_like(bank)
+    opt.step()
+    rescaled = before * (6**0.5 / before.norm())  # Frobenius norm sqrt(out channels)
+    expected = rescaled - 0.1 * orthogonalize(bank.grad.reshape(6, -1), 3).float().view(6, 4, 3, 3)
+    torch.testing.assert_close(bank.detach(), expected, rtol=0, atol=1e-6)
+    # the update is close to orthogonal: its singular values near 1 (Newton-Schulz's band)
+    singular = torch.linalg.svdvals(orthogonalize(torch.randn(6, 36), 5).float())
+    assert singular.min() > 0.5 and singular.max() < 1.5
+
+
+def test_muon_takes_the_conv_filters_and_sgd_the_rest():
+    from resnetf import models
+    from resnetf.optim import Muon, make_optimizers
+
+    cfg = FAST94.replace(optimizer="muon", width=0.25, schedule="linear_decay")
+    net = models.build(cfg)
+    sgd, muon = make_optimizers(net, cfg)
+    assert isinstance(muon, Muon) and isinstance(sgd, torch.optim.SGD)
+    filters = {id(p) for p in muon.param_groups[0]["params"]}
+    expected = {id(m.weight) for m in net.groups.modules() if isinstance(m, torch.nn.Conv2d)}
+    assert filters == expected  # the trainable filters; the frozen whitening stem is not one
+    groups = {g["name"]: {id(p) for p in g["params"]} for g in sgd.param_groups}
+    assert groups["rest"] == {id(net.fc.weight)}
+    assert groups["early"] == {id(net.stem.bias)}  # decays over its own epochs
+    bn_biases = {id(m.bias) for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert groups["biases"] == bn_biases
+    lr = {g["name"]: g["lr"] for g in sgd.param_groups}
+    assert lr["biases"] == pytest.approx(lr["rest"] * cfg.bn_bias_lr) == pytest.approx(lr["early"])
+
+
+def test_linear_decay_goes_to_zero_and_the_early_group_over_its_own_epochs():
+    from resnetf import models
+    from resnetf.optim import Precision, Stepper
+
+    cfg = FAST94.replace(
+        optimizer="muon", width=0.125, schedule="linear_decay", epochs=4, stem_bias_epochs=1
+    )
+    net = models.build(cfg)
+    stepper = Stepper(net, cfg, steps_per_epoch=5, prec=Precision())
+    peak = stepper.lrs()
+    seen = []
+    for _ in range(20):
+        seen.append(stepper.lrs())
+        for o in stepper.optimizers:
+            o.step()
+        for s in stepper.schedulers:
+            s.step()
+    for t, lrs in enumerate(seen):
+        assert lrs["rest"] == pytest.approx(peak["rest"] * (1 - t / 20))
+        assert lrs["muon"] == pytest.approx(peak["muon"] * (1 - t / 20))
+        assert lrs["early"] == pytest.approx(peak["early"] * max(0, 1 - t / 5))
+    assert seen[0]["muon"] == cfg.muon_lr and seen[-1]["early"] == 0

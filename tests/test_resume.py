@@ -26,12 +26,20 @@ def _stop_after(epoch):
     return hook
 
 
+# two optimizers (Muon and SGD), two schedules (the early parameters' own decay) and lookahead
+MUON = dict(optimizer="muon", model="whitened_convnet", schedule="linear_decay", stem_bias_epochs=2)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("backend, workers", [("albumentations", 2), ("gpu", 0)])
-def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tiny_cfg, backend, workers):
+@pytest.mark.parametrize(
+    "backend, workers, recipe",
+    [("albumentations", 2, {}), ("gpu", 0, {}), ("gpu", 0, {**MUON, "lookahead": 0.9})],
+    ids=["albumentations", "gpu", "muon"],
+)
+def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tiny_cfg, backend, workers, recipe):
     cfg = tiny_cfg.replace(
         backend=backend, workers=workers, epochs=3, dropout=0.1, ema=0.5, analysis=False
-    )
+    ).replace(**recipe)
     whole = run_dir_of(run(cfg))
     with pytest.raises(RunStopped):
         run(cfg, Context(on_epoch=_stop_after(2)))

@@ -36,7 +36,7 @@ def wandb_sweep_engine():
     return module
 
 
-EXPERIMENTS = ("oc_24ep", "fast94")
+EXPERIMENTS = ("oc_24ep", "fast94", "fast94_muon")
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
