@@ -1,6 +1,7 @@
-"""The README's commands stay true: every command of its bash blocks names a file, module or
-target that exists, and its flags parse (experiments through their own Config, the modules
-through their own argument parsers), without training anything."""
+"""The README's and docs/' commands stay true: every command of their bash blocks names a file,
+module or target that exists, and its flags parse (experiments through their own Config, the
+modules through their own argument parsers, an ablation's variants through their fields),
+without training anything; and every docs page the README links exists."""
 
 import re
 import shlex
@@ -10,9 +11,11 @@ import pytest
 from conftest import REPO
 from resnetf.config import load_experiment, parse
 
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
 
 def readme_commands() -> list[list[str]]:
-    text = (REPO / "README.md").read_text()
+    text = "\n".join(page.read_text() for page in PAGES)
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
         for line in block.replace("\\\n", " ").splitlines():
@@ -34,14 +37,35 @@ def test_the_readme_has_commands_to_check():
     assert len(COMMANDS) >= 15
 
 
+def test_the_readme_links_pages_that_exist_and_stays_a_landing_page():
+    text = (REPO / "README.md").read_text()
+    links = re.findall(r"\]\((docs/[^)#]+)\)", text)
+    assert len(set(links)) >= 9
+    for link in links:
+        assert (REPO / link).is_file(), link
+    assert len(text.splitlines()) <= 160
+
+
+def _check_ablate(args):
+    from resnetf import ablate
+
+    options, overrides = ablate.arguments(args)
+    base = parse(load_experiment(REPO / options.experiment), overrides)
+    ablate.variants(base, options.vary)  # each variant a valid config that differs from the base
+
+
 @pytest.mark.parametrize("words", COMMANDS, ids=[" ".join(c)[:60] for c in COMMANDS])
 def test_each_readme_command_names_what_exists_and_its_flags_parse(words):
     program, args = words[0], words[1:]
     if program == "python" and args[0].startswith("experiments/"):
         parse(load_experiment(REPO / args[0]), args[1:])  # exits 2 on an unknown or bad flag
+    elif program == "resnetf" and args[0] == "ablate":
+        _check_ablate(args[1:])
     elif program == "python" and args[0] == "-m":
         module, rest = args[1], args[2:]
-        if module == "resnetf.bench":
+        if module == "resnetf.ablate":
+            _check_ablate(rest)
+        elif module == "resnetf.bench":
             from resnetf.bench import arguments
 
             options, flags = arguments(rest)
