@@ -2,6 +2,7 @@
 
 from .cli import main
 from .config import Config, ConfigError
+from .predict import load, probabilities
 from .train import run
 
-__all__ = ["Config", "ConfigError", "main", "run"]
+__all__ = ["Config", "ConfigError", "load", "main", "probabilities", "run"]

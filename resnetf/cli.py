@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from .checkpoint import resume_config
 from .config import Config, parse
 from .data import DataError
-from .train import RunStopped, TrainingDiverged, run, under_sweep_agent
+from .train import RunStopped, StudyFailed, TrainingDiverged, run, under_sweep_agent
 
 
 def dispatch(cfg: Config):
@@ -83,7 +83,7 @@ def main(defaults: Config, args: Sequence[str] | None = None, description: str =
         # a sweep's early termination is a verdict, not a failure: W&B's agent shuts itself
         # down after a few runs that exit non-zero
         raise SystemExit(130 if e.failed else 0) from None
-    except (DataError, TrainingDiverged, ValueError, OSError) as e:
+    except (DataError, TrainingDiverged, StudyFailed, ValueError, OSError) as e:
         # problems the user can fix: one clear line instead of a traceback
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -560,6 +560,27 @@ def coerce(name: str, text: str):
     raise ConfigError(f"{name}: {text!r} is not {_type_name(hint)}")
 
 
+def check_value(name: str, value) -> None:
+    """A ConfigError naming the field unless `value` (from a sweep file, say) fits its type and
+    choices: 7.5 for an integer field, a string for a number, a value outside a Literal's."""
+    hint = _hints().get(name)
+    if hint is None:
+        raise ConfigError(f"{name}: no such Config field")
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    for option in typing.get_args(hint) if union else (hint,):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if (
+            (option is type(None) and value is None)
+            or (typing.get_origin(option) is Literal and value in typing.get_args(option))
+            or (option is bool and isinstance(value, bool))
+            or (option is int and number and float(value).is_integer())
+            or (option is float and number)
+            or (option is str and isinstance(value, str))
+        ):
+            return
+    raise ConfigError(f"{name}: {value!r} is not {_type_name(hint)}")
+
+
 def _type_name(hint) -> str:
     if typing.get_origin(hint) is Literal:
         return "one of " + ", ".join(map(str, typing.get_args(hint)))

@@ -52,6 +52,13 @@ class Cifar10:
             self._cache[key] = array.permute(0, 3, 1, 2).contiguous() if array.ndim == 4 else array
         return self._cache[key]
 
+    def cached(self, key, compute):
+        """What `compute()` gives for this data, computed once per key and kept: a tuning
+        worker's trials share it (the whitening a net computes from the training images)."""
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
     def fingerprint(self) -> str:
         """A short hash of every image and label: tells whether two runs saw the same data.
         Computed once (the trials of a tuning worker share it)."""

@@ -14,6 +14,7 @@ line naming it; the others are still predicted and the exit code says that some 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -230,10 +231,26 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def check_outputs(args, classes: int) -> None:
+    """A LoadError for --topk outside 1..classes, or an output file that cannot be written:
+    said before any prediction is computed."""
+    if not 1 <= args.topk <= classes:
+        raise LoadError(f"--topk: must be in 1..{classes}, the model's classes (got {args.topk})")
+    for flag, path in (("--csv", args.csv), ("--gradcam", args.gradcam)):
+        if path is None:
+            continue
+        folder = Path(path).absolute().parent
+        if not folder.is_dir():
+            raise LoadError(f"{flag}: cannot write {path}: no folder {folder}")
+        if not os.access(folder, os.W_OK):
+            raise LoadError(f"{flag}: cannot write {path}: {folder} is not writable")
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
         net, cfg = load(args.source, args.device)
+        check_outputs(args, len(net.classes))
     except LoadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

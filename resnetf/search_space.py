@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from .config import Config, ConfigError
+from .config import Config, ConfigError, check_value
 
 REPO = Path(__file__).resolve().parents[1]
 DISTRIBUTIONS = (
@@ -103,6 +103,28 @@ def read_space(name: str) -> dict[str, Param]:
 
 
 def parse_param(name: str, spec: dict, path: Path = Path("sweep")) -> Param:
+    """One parameter of the sweep file, its values checked against its field's type and
+    choices before any trial (one line naming the parameter and the value)."""
+    param = _parse_param(name, spec, path)
+    try:
+        for value in param.extremes():
+            check_value(name, value)
+    except ConfigError as e:
+        raise ConfigError(
+            f"sweep: {path}: parameter {name!r} allows a value its field refuses: {e}"
+        ) from None
+    if param.distribution in ("uniform", "log_uniform_values", "q_uniform"):
+        try:
+            check_value(name, 0.5)  # a float between the ends: the field must take one
+        except ConfigError:
+            raise ConfigError(
+                f"sweep: {path}: parameter {name!r} draws floats ({param.distribution}), which "
+                f"the field does not take; use int_uniform or values"
+            ) from None
+    return param
+
+
+def _parse_param(name: str, spec: dict, path: Path = Path("sweep")) -> Param:
     fields = {f.name for f in dataclasses.fields(Config)}
     if name not in fields:
         raise ConfigError(f"sweep: {path} tunes {name!r}, which is no Config field")

@@ -46,6 +46,10 @@ class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
+class StudyFailed(RuntimeError):
+    """Every trial of a study failed: the command exits non-zero (each reason is on its trial)."""
+
+
 class RunStopped(Exception):
     """Ends a run early: a pruned Optuna trial (raised by an `on_epoch` hook), a Ctrl-C, a W&B
     sweep's early termination. The run's files are completed with `status` before it
@@ -313,15 +317,17 @@ def build_net(cfg: Config, cifar, device, memory_format, eval_prep, prec) -> mod
             cfg.normalize,
             str(device),
         )
-        if key not in cifar._cache:
+
+        def changed_by_init() -> dict:
             first = data.split_val(cifar.train_labels, cfg.val_size, cfg.seed)[0]
             images = torch.from_numpy(cifar.train_images[first[: model.init_images]])
             before = {k: v.clone() for k, v in model.state_dict().items()}
             model.init_from_data(eval_prep(images.to(device).permute(0, 3, 1, 2)).float())
-            cifar._cache[key] = {
+            return {
                 k: v.clone() for k, v in model.state_dict().items() if not torch.equal(v, before[k])
             }
-        model.load_state_dict(cifar._cache[key], strict=False)
+
+        model.load_state_dict(cifar.cached(key, changed_by_init), strict=False)
     return prec.prepare(model)
 
 

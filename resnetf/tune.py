@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import html
+import logging
 import os
 import random
 import re
+import socket
 import time
 import warnings
 from pathlib import Path
@@ -37,7 +39,7 @@ from .config import OBJECTIVES, Config, ConfigError, result_fields
 from .data import Cifar10, load_cifar10, split_val
 from .optim import check_schedule, n_epochs, total_steps
 from .tracking import Tracker
-from .train import Context, RunStopped, run
+from .train import Context, RunStopped, StudyFailed, run
 
 MAX_DEFAULT_VAL = 5000
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -134,6 +136,46 @@ def _database(cfg: Config, url: str, attempts: int = 5) -> optuna.storages.RDBSt
             if attempt == attempts - 1 or not lost_race:
                 raise
             time.sleep(0.2 + random.random())
+
+
+# --- workers that died: their trials left RUNNING ------------------------------------------------
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def fail_orphans(study: optuna.Study) -> list[int]:
+    """On a journal file (no heartbeats: Optuna's JournalStorage has none) a killed worker's
+    trial stays RUNNING for good. Each trial records its worker's host and process id; a
+    worker of the study on the same host marks failed, with that reason, every RUNNING trial
+    whose process no longer exists. Returns their numbers."""
+    host, failed = socket.gethostname(), []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = trial.user_attrs.get("worker") or {}
+        if worker.get("host") != host or _alive(worker.get("pid", os.getpid())):
+            continue
+        reason = f"its worker (process {worker['pid']} on {host}) no longer exists"
+        study._storage.set_trial_user_attr(trial._trial_id, "failure", reason)
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        print(f"trial {trial.number} marked failed: {reason}")
+        failed.append(trial.number)
+    return failed
+
+
+class _QuietFailures(logging.Filter):
+    """Optuna logs a failed trial with its whole traceback; the repo's own line and the trial's
+    user_attrs["failure"] already say why, so those records are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Trial ") and " failed" in message)
 
 
 class TrialSeededTPESampler(optuna.samplers.TPESampler):
@@ -284,6 +326,8 @@ def objective(cfg: Config, study_name: str, cifar: Cifar10, space: dict):
     reports = cfg.trial_seeds == 1 and len(objectives) == 1
 
     def evaluate_trial(trial: optuna.Trial):
+        # who runs it: a journal study's next worker fails it if this process dies (fail_orphans)
+        trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
         tcfg = trial_config(cfg, trial, study_name, space)
         run_dirs, summaries = [], []
 
@@ -357,6 +401,7 @@ def tune(cfg: Config, cifar: Cifar10 | None = None) -> optuna.Study:
     study_name = cfg.study or cfg.name
     study = make_study(cfg, study_name)
     claim(study, study_settings(cfg, cifar, space))
+    fail_orphans(study)
     report = StudyReport(cfg, study_name)
     done = len(study.get_trials(deepcopy=False, states=COUNTED))
     print(
@@ -364,6 +409,10 @@ def tune(cfg: Config, cifar: Cifar10 | None = None) -> optuna.Study:
         f"trials finished; validation split of {cfg.val_size} images; searching "
         f"{', '.join(space)} ({search_space.sweep_path(cfg.sweep)}); study page {report.html}"
     )
+    quiet = _QuietFailures()
+    loggers = [logging.getLogger("optuna.study._optimize")]
+    for logger in loggers:
+        logger.addFilter(quiet)
     try:
         if done < cfg.tune:
             study.optimize(
@@ -381,7 +430,15 @@ def tune(cfg: Config, cifar: Cifar10 | None = None) -> optuna.Study:
         report(study)
     finally:
         report.close()
+        for logger in loggers:
+            logger.removeFilter(quiet)
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        states = {t.state for t in study.get_trials(deepcopy=False)}
+        if states == {TrialState.FAIL}:
+            raise StudyFailed(
+                f"study {study_name!r}: no trial completed, every one failed (the reason is on "
+                f"each, user_attrs['failure']; trials in {report.csv})"
+            )
         print(f"no trial completed; trials in {report.csv}")
         return study
     if len(cfg.objective_list) > 1:
@@ -510,7 +567,8 @@ class StudyReport:
 
     def __call__(self, study: optuna.Study, _trial=None) -> None:
         table = trials_table(study)
-        table.to_csv(self.csv, index=False)
+        # another worker (or a reader) sees the old file or the new one, never half of one
+        atomic_write(self.csv, lambda path: table.to_csv(path, index=False))
         try:
             write_study_page(study, table, self.html)
         except Exception as e:  # a figure must not stop a study
@@ -620,10 +678,21 @@ def write_study_page(study: optuna.Study, table: pd.DataFrame, path: Path) -> Pa
                 for v in links[column]
             ]
     parts.append(links.to_html(index=False, escape=False, na_rep=""))
-    path.write_text(
+    page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>study "
         f"{html.escape(study.study_name)}</title></head><body>"
         + "\n".join(parts)
         + "</body></html>"
     )
+    atomic_write(path, lambda tmp: tmp.write_text(page))
     return path
+
+
+def atomic_write(path: Path, write) -> None:
+    """write(tmp) to a temporary file of this process beside `path`, then rename it into place."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

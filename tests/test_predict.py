@@ -250,3 +250,42 @@ def test_a_run_records_what_reruns_it(tiny_cfg, monkeypatch):
         assert key in config, key
     assert "pytest" in config["command"] or "python" in config["command"]
     assert (d / "diff.patch").read_text().startswith("diff --git")
+
+
+def test_load_and_probabilities_are_reached_through_import_resnetf():
+    import resnetf
+    from resnetf import predict
+
+    assert resnetf.load is predict.load and resnetf.probabilities is predict.probabilities
+    assert {"load", "probabilities"} <= set(resnetf.__all__)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--topk=0"], "--topk: must be in 1..10"),
+        (["--topk=11"], "--topk: must be in 1..10"),
+        (["--csv={tmp}/missing/p.csv"], "--csv: cannot write {tmp}/missing/p.csv: no folder"),
+        (["--gradcam={tmp}/missing/c.png"], "--gradcam: cannot write {tmp}/missing/c.png"),
+    ],
+)
+def test_bad_predict_options_are_one_line_before_any_prediction(
+    tiny_cfg, tmp_path, monkeypatch, capsys, flags, message
+):
+    from resnetf import predict
+
+    d = run_dir_of(run(tiny_cfg.replace(analysis=False)))
+    image = tmp_path / "one.png"
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(image)
+
+    def never(*args, **kwargs):
+        raise AssertionError("predicted before the options were checked")
+
+    monkeypatch.setattr(predict, "probabilities", never)
+    before = sorted(tmp_path.rglob("*"))
+    code = predict.main([str(d), str(image), *(f.format(tmp=tmp_path) for f in flags)])
+    err = capsys.readouterr().err
+    assert code != 0 and len(err.strip().splitlines()) == 1
+    assert message.format(tmp=tmp_path) in err
+    assert sorted(tmp_path.rglob("*")) == before

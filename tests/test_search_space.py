@@ -76,3 +76,33 @@ def test_experiments_name_their_sweep_file_and_it_is_found_from_anywhere(tmp_pat
         assert set(search_space.read_space(cfg.sweep)) == {"max_lr", "pct_start", "dropout"}
     fast = search_space.read_space("sweeps/fast94.yaml")["max_lr"]
     assert (fast.low, fast.high) == (3.0, 40.0)  # the decoupled units of fast94's max_lr
+
+
+@pytest.mark.parametrize(
+    "name, spec, message",
+    [
+        ("batch_size", {"values": [128, 7.5]}, "'batch_size' allows a value its field refuses"),
+        ("max_lr", {"values": ["fast", 0.1]}, "max_lr: 'fast' is not a number"),
+        ("tta", {"values": ["none", "bogus"]}, "tta: 'bogus' is not one of"),
+        ("batch_size", {"distribution": "uniform", "min": 128, "max": 512}, "draws floats"),
+    ],
+)
+def test_a_value_its_field_cannot_take_is_refused_before_any_trial(name, spec, message, tmp_path):
+    with pytest.raises(ConfigError, match=message):
+        search_space.read_space(_space(tmp_path, {name: spec}))
+
+
+def test_values_the_fields_take_pass(tmp_path):
+    space = search_space.read_space(
+        _space(
+            tmp_path,
+            {
+                "batch_size": {"values": [128, 256]},
+                "epochs": {"min": 2, "max": 6},  # int_uniform, on a float field
+                "tta": {"values": ["none", "flip"]},
+                "flip": {"value": True},
+                "ema": {"distribution": "uniform", "min": 0.0, "max": 0.9},
+            },
+        )
+    )
+    assert space["epochs"].distribution == "int_uniform"

@@ -703,3 +703,119 @@ def test_a_two_objective_study_shows_its_front_and_retrains_the_trial_it_names(t
     cheapest = min((t for t in study.best_trials if t.values[0] >= 0.01), key=lambda t: t.values[1])
     assert f"chose trial {cheapest.number}: the lowest pflop" in out
     assert "retrained with the best parameters" in out
+
+
+# --- a study's failures, its files, and workers that died on a journal file ------------------
+
+
+@pytest.mark.slow
+def test_a_study_whose_trials_all_fail_exits_nonzero_without_optunas_tracebacks(
+    tiny_cfg, monkeypatch
+):
+    import logging
+
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    handler = Keep(level=logging.DEBUG)
+    logging.getLogger("optuna").addHandler(handler)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("broken, say")
+
+    monkeypatch.setattr(tuning, "run", broken)
+    try:
+        with pytest.raises(tuning.StudyFailed, match="every one failed"):
+            tuning.tune(tiny_cfg.replace(tune=2, epochs=3, val_size=20, pruner="none"))
+    finally:
+        logging.getLogger("optuna").removeHandler(handler)
+    failures = [r for r in records if " failed" in r.getMessage()]
+    assert failures == [] and not any(r.exc_info for r in records)
+
+
+def test_the_study_page_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    from pathlib import Path as P
+
+    page = tmp_path / "s.html"
+    page.write_text("the last good page")
+    study = optuna.create_study(study_name="s")
+    real = P.write_text
+
+    def full_disk(self, text, *args, **kwargs):
+        real(self, text[:10])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(P, "write_text", full_disk)
+    with pytest.raises(OSError):
+        tuning.write_study_page(study, tuning.trials_table(study), page)
+    assert page.read_text() == "the last good page" and list(tmp_path.iterdir()) == [page]
+
+
+def test_a_trial_whose_worker_died_is_failed_by_the_next_worker_on_the_host(tmp_path):
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "study.log")))
+    study = optuna.create_study(study_name="s", storage=storage)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    orphan, alive, elsewhere = study.ask(), study.ask(), study.ask()
+    host = socket.gethostname()
+    orphan.set_user_attr("worker", {"host": host, "pid": gone.pid})
+    alive.set_user_attr("worker", {"host": host, "pid": os.getpid()})
+    elsewhere.set_user_attr("worker", {"host": "another-host", "pid": gone.pid})
+    assert tuning.fail_orphans(study) == [orphan.number]
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.RUNNING, TrialState.RUNNING]
+    assert f"process {gone.pid} on {host}" in trials[0].user_attrs["failure"]
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_trial_on_a_journal_file_is_failed_and_the_study_completes(
+    tiny_data, tmp_path
+):
+    journal = tmp_path / "study.log"
+    args = [
+        "--tune=3",
+        f"--storage={journal}",
+        f"--data_dir={tiny_data}",
+        f"--runs_dir={tmp_path}",
+        *TINY,
+    ]
+    proc = _experiment(*args, start_new_session=True)
+    storage = f"journal:{journal}"
+
+    def states():
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        journal_storage = JournalStorage(JournalFileBackend(str(journal)))
+        try:
+            return optuna.load_study(study_name="oc_24ep", storage=journal_storage).trials
+        except KeyError:  # no study yet
+            return []
+
+    deadline = time.time() + 900
+    while True:  # kill it once its first trial runs, however long a loaded machine takes
+        assert proc.poll() is None, f"the worker ended early: {proc.stdout.read()}"
+        assert time.time() < deadline, "the worker did not start a trial in 900 s"
+        if journal.exists():
+            trials = states()
+            if (
+                trials
+                and trials[0].state == TrialState.RUNNING
+                and "worker" in trials[0].user_attrs
+            ):
+                break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert states()[0].state == TrialState.RUNNING  # left dangling: a journal has no heartbeat
+    out = _finish(_experiment(*args))
+    trials = states()
+    assert trials[0].state == TrialState.FAIL and "no longer exists" in out, storage
+    assert "no longer exists" in trials[0].user_attrs["failure"]
+    assert len([t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]) == 3
