@@ -409,10 +409,8 @@ def tune(cfg: Config, cifar: Cifar10 | None = None) -> optuna.Study:
         f"trials finished; validation split of {cfg.val_size} images; searching "
         f"{', '.join(space)} ({search_space.sweep_path(cfg.sweep)}); study page {report.html}"
     )
-    quiet = _QuietFailures()
-    loggers = [logging.getLogger("optuna.study._optimize")]
-    for logger in loggers:
-        logger.addFilter(quiet)
+    quiet, logger = _QuietFailures(), logging.getLogger("optuna.study._optimize")
+    logger.addFilter(quiet)
     try:
         if done < cfg.tune:
             study.optimize(
@@ -430,38 +428,41 @@ def tune(cfg: Config, cifar: Cifar10 | None = None) -> optuna.Study:
         report(study)
     finally:
         report.close()
-        for logger in loggers:
-            logger.removeFilter(quiet)
+        logger.removeFilter(quiet)
+    best = chosen_trial(cfg, study, report)
+    if best is not None and cfg.retrain_best:
+        retrain_best(cfg, study_name, best, cifar, space)
+    return study
+
+
+def chosen_trial(cfg: Config, study: optuna.Study, report: StudyReport):
+    """The study's answer, printed: the best trial, or with several objectives the front and the
+    front trial --target_acc picks; None when no trial completed (StudyFailed when every trial
+    failed) or no front trial reaches the target."""
+    where = f"trials in {report.csv}, study page {report.html}"
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        states = {t.state for t in study.get_trials(deepcopy=False)}
-        if states == {TrialState.FAIL}:
+        if {t.state for t in study.get_trials(deepcopy=False)} == {TrialState.FAIL}:
             raise StudyFailed(
-                f"study {study_name!r}: no trial completed, every one failed (the reason is on "
-                f"each, user_attrs['failure']; trials in {report.csv})"
+                f"study {study.study_name!r}: no trial completed, every one failed (the reason "
+                f"is on each, user_attrs['failure']; {where})"
             )
-        print(f"no trial completed; trials in {report.csv}")
-        return study
+        print(f"no trial completed; {where}")
+        return None
     if len(cfg.objective_list) > 1:
         best, why = choose_front_trial(study.best_trials, cfg.objective_list, cfg.target_acc)
         print(
             f"Pareto front ({', '.join(cfg.objective_list)}): "
             + "; ".join(_describe(t, cfg.objective_list) for t in study.best_trials)
-            + f"; trials in {report.csv}, study page {report.html}"
+            + f"; {where}\n{why}"
         )
-        if best is None:
-            print(why)
-            return study
-        print(why)
-    else:
-        best = study.best_trial
-        print(
-            f"best trial {best.number}: validation accuracy {best.value:.2%} with "
-            + ", ".join(f"{k}={_short(v)}" for k, v in best.params.items())
-            + f"; trials in {report.csv}, study page {report.html}"
-        )
-    if cfg.retrain_best:
-        retrain_best(cfg, study_name, best, cifar, space)
-    return study
+        return best
+    best = study.best_trial
+    print(
+        f"best trial {best.number}: validation accuracy {best.value:.2%} with "
+        + ", ".join(f"{k}={_short(v)}" for k, v in best.params.items())
+        + f"; {where}"
+    )
+    return best
 
 
 def _describe(trial, objectives: list[str]) -> str:

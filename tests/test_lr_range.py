@@ -46,28 +46,10 @@ def test_lr_range_test_suggests_a_sane_lr_and_leaves_model_and_optimizer_untouch
     assert optimizer.param_groups[0]["lr"] == 0.01
 
 
-@pytest.mark.slow
-def test_the_sweep_keeps_every_groups_ratio_and_speaks_the_experiments_units(
-    tiny_data, tmp_path, monkeypatch
-):
-    from resnetf import lr_range
+def _tiny_experiment(name: str, tiny_data, tmp_path):
     from resnetf.config import load_experiment
 
-    seen = []
-    real = lr_range.lr_range_test
-
-    def watched(model, optimizer, *args, **kwargs):
-        step = optimizer.step
-
-        def record(*a, **k):
-            seen.append([g["lr"] for g in optimizer.param_groups])
-            return step(*a, **k)
-
-        optimizer.step = record
-        return real(model, optimizer, *args, **kwargs)
-
-    monkeypatch.setattr(lr_range, "lr_range_test", watched)
-    cfg = load_experiment(REPO / "experiments" / "fast94.py").replace(
+    return load_experiment(REPO / "experiments" / f"{name}.py").replace(
         data_dir=str(tiny_data),
         runs_dir=str(tmp_path),
         width=0.125,
@@ -77,6 +59,36 @@ def test_the_sweep_keeps_every_groups_ratio_and_speaks_the_experiments_units(
         wandb_mode="disabled",
         progress=False,
     )
+
+
+def _watch_steps(monkeypatch, read) -> list:
+    """What `read(stepper)` gives before each step of the range test's sweep."""
+    from resnetf import lr_range
+
+    seen, real = [], lr_range.lr_range_test
+
+    def watched(model, stepper, *args, **kwargs):
+        step = stepper.step
+
+        def record(*a, **k):
+            seen.append(read(stepper))
+            return step(*a, **k)
+
+        stepper.step = record
+        return real(model, stepper, *args, **kwargs)
+
+    monkeypatch.setattr(lr_range, "lr_range_test", watched)
+    return seen
+
+
+@pytest.mark.slow
+def test_the_sweep_keeps_every_groups_ratio_and_speaks_the_experiments_units(
+    tiny_data, tmp_path, monkeypatch
+):
+    from resnetf import lr_range
+
+    seen = _watch_steps(monkeypatch, lambda stepper: [g["lr"] for g in stepper.param_groups])
+    cfg = _tiny_experiment("fast94", tiny_data, tmp_path)
     result = lr_range.run_lr_range_test(cfg, num_iter=12)
     assert len(seen) >= 3
     for others, bn_biases in seen:  # fast94's BatchNorm biases at 64x, all the way
@@ -128,31 +140,9 @@ def test_lr_range_test_from_the_command_line(tiny_data, tmp_path):
 @pytest.mark.slow
 def test_the_range_test_sweeps_muon_with_the_sgd_groups(tiny_data, tmp_path, monkeypatch):
     from resnetf import lr_range
-    from resnetf.config import load_experiment
 
-    seen, real = [], lr_range.lr_range_test
-
-    def watched(model, stepper, *args, **kwargs):
-        step = stepper.step
-
-        def record(*a, **k):
-            seen.append(dict(stepper.lrs()))
-            return step(*a, **k)
-
-        stepper.step = record
-        return real(model, stepper, *args, **kwargs)
-
-    monkeypatch.setattr(lr_range, "lr_range_test", watched)
-    cfg = load_experiment(REPO / "experiments" / "fast94_muon.py").replace(
-        data_dir=str(tiny_data),
-        runs_dir=str(tmp_path),
-        width=0.125,
-        batch_size=20,
-        workers=0,
-        device="cpu",
-        wandb_mode="disabled",
-        progress=False,
-    )
+    seen = _watch_steps(monkeypatch, lambda stepper: dict(stepper.lrs()))
+    cfg = _tiny_experiment("fast94_muon", tiny_data, tmp_path)
     result = lr_range.run_lr_range_test(cfg, num_iter=12)
     assert len(seen) >= 3 and result["suggested_max_lr"] > 0
     from resnetf.optim import sgd_hyperparameters
