@@ -409,15 +409,17 @@ def test_study_records_its_settings_and_its_trials_where_to_find_them(tiny_data,
     fingerprint = load_cifar10(tiny_data, download=False).fingerprint()
     attrs = study.user_attrs["settings"]
     space = attrs.pop("search_space")
-    assert attrs == {
-        "experiment": "oc_24ep",
-        "model": "resnet9",
-        "epochs": 3,
-        "width": 0.0625,
-        "batch_size": 10,
-        "val_size": 20,
-        "data": fingerprint,
+    # every field that changes a result, as the trials run it, but those the space sets
+    from resnetf.config import result_fields
+
+    expected = {"model": "resnet9", "epochs": 3, "width": 0.0625, "batch_size": 10}
+    assert attrs.items() >= {**expected, "val_size": 20, "data": fingerprint}.items()
+    assert set(attrs) == (set(result_fields()) - set(space)) | {
+        "objectives",
+        "trial_seeds",
+        "data",
     }
+    assert attrs["use_test"] is False and attrs["objectives"] == ["val_acc"]
     assert space["max_lr"] == {"distribution": "log_uniform_values", "min": 0.01, "max": 1.0}
     for trial in study.trials:
         run_dir = Path(trial.user_attrs["run_dir"])
