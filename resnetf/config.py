@@ -519,12 +519,17 @@ def _hints() -> dict:
     return typing.get_type_hints(Config)
 
 
+def _options(hint) -> tuple:
+    """The types a hint allows: X for X, (X, None) for X | None and Optional[X]."""
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    return typing.get_args(hint) if union else (hint,)
+
+
 def _choice_fields() -> dict:
     """Field -> allowed values, for every field typed Literal[...] or Optional[Literal[...]]."""
     choices = {}
     for name, hint in _hints().items():
-        union = typing.get_origin(hint) in (typing.Union, types.UnionType)  # Optional[X], X | None
-        args = typing.get_args(hint) if union else (hint,)
+        args = _options(hint)
         literals = [a for a in args if typing.get_origin(a) is Literal]
         if literals:
             choices[name] = (*typing.get_args(literals[0]), *([None] if type(None) in args else []))
@@ -537,8 +542,7 @@ def coerce(name: str, text: str):
     hint = _hints().get(name)
     if hint is None:
         raise ConfigError(f"{name}: no such Config field")
-    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
-    options = typing.get_args(hint) if union else (hint,)
+    options = _options(hint)
     if text.lower() == "none" and type(None) in options:
         return None
     for option in options:
@@ -566,8 +570,7 @@ def check_value(name: str, value) -> None:
     hint = _hints().get(name)
     if hint is None:
         raise ConfigError(f"{name}: no such Config field")
-    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
-    for option in typing.get_args(hint) if union else (hint,):
+    for option in _options(hint):
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if (
             (option is type(None) and value is None)
@@ -584,8 +587,8 @@ def check_value(name: str, value) -> None:
 def _type_name(hint) -> str:
     if typing.get_origin(hint) is Literal:
         return "one of " + ", ".join(map(str, typing.get_args(hint)))
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    if len(_options(hint)) > 1:
+        return " or ".join(_type_name(a) for a in _options(hint))
     names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
     return "none" if hint is type(None) else names.get(hint, str(hint))
 

@@ -57,12 +57,13 @@ def make_optimizer(
     same. A loss multiplied by `loss_scale` (half precision sums the batch's losses) gets
     lr / loss_scale: the same steps. With a linear decay schedule the parameters the net trains
     early only (`early_parameters()`) get a group of their own, at the lr they would have had."""
-    bn_biases = {
-        id(m.bias)
-        for m in model.modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.bias is not None
-    }
-    bn_biases = bn_biases if biases is None else {id(p) for p in biases}
+    if biases is None:
+        biases = [
+            m.bias
+            for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.bias is not None
+        ]
+    bn_biases = {id(p) for p in biases}
     frozen = {id(p) for p in frozen_parameters(model)}
     # a parameter that trains in some epochs only is in: SGD skips one without a gradient
     trained = [p for p in model.parameters() if id(p) not in frozen] if params is None else params

@@ -186,3 +186,26 @@ def test_a_run_whose_analysis_fails_keeps_its_model_summary_and_wandb_run(
     assert "analysis after training failed (RuntimeError: no figure today)" in err
     (exit_record,) = read_wandb_records(d, "exit")
     assert exit_record.exit.exit_code == 0
+
+
+@pytest.mark.slow
+def test_a_run_evaluates_with_partial_tta_as_its_config_says(tiny_cfg, monkeypatch):
+    import resnetf
+
+    seen, real = [], models.logits
+
+    def recorded(model, inputs, tta="none", fraction=1.0):
+        seen.append((tta, fraction))
+        return real(model, inputs, tta, fraction)
+
+    monkeypatch.setattr(models, "logits", recorded)
+    cfg = tiny_cfg.replace(analysis=False, tta="flip_translate", tta_fraction=0.3, epochs=2)
+    summary = run(cfg)
+    assert ("flip_translate", 0.3) in seen  # the run's evaluation took the partial level
+    # and the saved model, predicted the same way outside the run, gives its accuracy
+    net, saved_cfg = resnetf.load(summary["run_dir"])
+    assert saved_cfg.tta_fraction == 0.3
+    cifar = load_cifar10(cfg.data_dir, download=False)
+    probs = resnetf.probabilities(net, saved_cfg, cifar.test_images)
+    accuracy = (probs.argmax(1).numpy() == cifar.test_labels).mean()
+    assert accuracy == pytest.approx(summary["final_test_acc"])

@@ -669,6 +669,7 @@ def test_a_trial_is_the_mean_of_its_seeds_each_a_run(tiny_cfg):
     for trial in study.trials:
         accs, dirs = trial.user_attrs["seed_values"], trial.user_attrs["run_dirs"]
         assert len(accs) == 2 and trial.value == pytest.approx(sum(accs) / 2)
+        assert "pflop" not in trial.user_attrs  # not an objective: not counted (a CPU second)
         assert trial.user_attrs["seed_std"] == pytest.approx(pd.Series(accs).std())
         seeds = [json.loads((Path(d) / "config.json").read_text())["seed"] for d in dirs]
         assert seeds == [0, 1]
