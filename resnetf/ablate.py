@@ -30,7 +30,7 @@ import pandas as pd
 from . import stats
 from .config import Config, ConfigError, coerce, config_hash, load_experiment, parse
 from .data import DataError, load_cifar10
-from .plots import draw_differences, pyplot
+from .plots import draw_differences, subplots
 from .repeat import spread
 from .tracking import Tracker, check_runs_dir
 from .train import Context, RunStopped, TrainingDiverged, run
@@ -126,9 +126,8 @@ def ablation_table(runs: pd.DataFrame, configs, metric: str) -> pd.DataFrame:
 
 
 def ablation_figure(table: pd.DataFrame, metric: str, title: str):
-    plt = pyplot()
     rows = table[table["variant"] != "base"].assign(label=lambda t: t["variant"])
-    fig, ax = plt.subplots(figsize=(9, 1.6 + 0.55 * len(rows)), dpi=100)
+    fig, ax = subplots(1, 1, figsize=(9, 1.6 + 0.55 * len(rows)))
     draw_differences(ax, rows.reset_index(drop=True), metric, "the base")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
@@ -142,10 +141,7 @@ def report(table: pd.DataFrame, base: Config, metric: str, seeds: list[int], out
         f"{base.name}: each variant's difference to the base, {split} accuracy, "
         f"{len(seeds)} seeds each (Welch 95% intervals)"
     )
-    plt = pyplot()
-    fig = ablation_figure(table, metric, title)
-    fig.savefig(out / "ablation.png", bbox_inches="tight")
-    plt.close(fig)
+    ablation_figure(table, metric, title).savefig(out / "ablation.png", bbox_inches="tight")
     tracker = Tracker(
         base.replace(name=f"ablate_{base.name}", wandb_group=f"ablate_{base.name}"),
         out,

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from .models import logits
-from .plots import pyplot
+from .plots import subplots
 
 GRID = 5  # the misclassified grid is GRID x GRID images
 
@@ -57,8 +57,7 @@ def confusion_title(cm: np.ndarray, split: str) -> str:
 
 
 def plot_confusion(cm: np.ndarray, classes, path: Path, split: str = "test") -> Path:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8.5, 8), dpi=100)
+    fig, ax = subplots(1, 1, figsize=(8.5, 8))
     ax.imshow(cm, cmap="Blues")
     for i in range(len(cm)):
         for j in range(len(cm)):
@@ -76,19 +75,15 @@ def plot_confusion(cm: np.ndarray, classes, path: Path, split: str = "test") -> 
     ax.set(xlabel="predicted", ylabel="true (per-class accuracy)", title=confusion_title(cm, split))
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
 def plot_misclassified(images, labels, probs, classes, path: Path, split: str = "test") -> Path:
     """The GRID x GRID misclassified images the model was surest of, each titled
     true -> predicted (the probability it gave its wrong answer)."""
-    plt = pyplot()
     wrong = most_confident_errors(labels, probs, GRID * GRID)
     rows = max(1, -(-len(wrong) // GRID))
-    fig, axes = plt.subplots(
-        rows, GRID, figsize=(2 * GRID, 2.15 * rows + 0.5), dpi=100, squeeze=False
-    )
+    fig, axes = subplots(rows, GRID, figsize=(2 * GRID, 2.15 * rows + 0.5), squeeze=False)
     preds = probs.argmax(1)
     for ax, k in zip(axes.flat, list(wrong) + [None] * (rows * GRID - len(wrong))):
         ax.axis("off")
@@ -104,7 +99,6 @@ def plot_misclassified(images, labels, probs, classes, path: Path, split: str = 
     )
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
@@ -124,10 +118,9 @@ def plot_gradcam(
     for the predicted class and for the true class, side by side, with their probabilities."""
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
-    plt = pyplot()
     wrong = most_confident_errors(labels, probs, count)
     rows = max(1, len(wrong))
-    fig, axes = plt.subplots(rows, 3, figsize=(7.5, 2.6 * rows + 0.4), dpi=100, squeeze=False)
+    fig, axes = subplots(rows, 3, figsize=(7.5, 2.6 * rows + 0.4), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     preds = probs.argmax(1)
@@ -152,7 +145,6 @@ def plot_gradcam(
     fig.suptitle(f"Grad-CAM on misclassified {split} images (most confident first)")
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 

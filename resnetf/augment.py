@@ -11,10 +11,25 @@ from __future__ import annotations
 
 import os
 
-# albumentations looks up its latest version online at import; training must not wait on that
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-import albumentations as A  # noqa: E402
+def _import_albumentations():
+    """albumentations looks up its latest version online when first imported, unless
+    NO_ALBUMENTATIONS_UPDATE is set: training must not wait on that, and the user's environment
+    is theirs, so the variable is set for the import only."""
+    before = os.environ.get("NO_ALBUMENTATIONS_UPDATE")
+    os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
+    try:
+        import albumentations
+    finally:
+        if before is None:
+            del os.environ["NO_ALBUMENTATIONS_UPDATE"]
+        else:
+            os.environ["NO_ALBUMENTATIONS_UPDATE"] = before
+    return albumentations
+
+
+A = _import_albumentations()
+
 import cv2  # noqa: E402
 
 _BORDER = {"reflect": cv2.BORDER_REFLECT_101, "constant": cv2.BORDER_CONSTANT}

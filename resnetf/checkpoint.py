@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pickle
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,16 +88,36 @@ def load(run_dir: Path) -> dict:
             f"epoch ended (or ran with --no_checkpoint), so there is nothing to "
             f"continue; start it again"
         )
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # truncated (EOFError, RuntimeError), not a torch file (UnpicklingError)
-        raise ValueError(
-            f"resume: {path} cannot be read ({type(e).__name__}: {e}); it may be "
-            f"truncated or damaged"
-        ) from None
+    saved = read_data(path, "resume: ")
     if not isinstance(saved, dict) or saved.get("format") != FORMAT:
         raise ValueError(f"resume: {path} is not a checkpoint this version of resnetf writes")
     return saved
+
+
+class UnsafeFile(ValueError):
+    """A torch file whose pickle holds more than data: loading it would run code."""
+
+
+def read_data(path: Path, prefix: str = ""):
+    """A torch file loaded as data only (weights_only: tensors, dicts, lists, strings, numbers),
+    on the CPU. A file shared through W&B or a run folder is someone else's bytes: a pickle that
+    names any other object (a function to call, a class to build) is refused before anything in
+    it runs (UnsafeFile), and a truncated or foreign file is a ValueError; both one line."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only load failed" in str(e).lower():
+            raise UnsafeFile(
+                f"{prefix}{path} refused: it holds objects that would run code when loaded "
+                f"(not a file resnetf writes, which holds only tensors and plain values); "
+                f"nothing in it was run"
+            ) from None
+        raise ValueError(f"{prefix}{path} cannot be read as a torch file ({e})") from None
+    except Exception as e:  # truncated (EOFError, RuntimeError), not a torch file
+        raise ValueError(
+            f"{prefix}{path} cannot be read ({type(e).__name__}: {e}); it may be truncated or "
+            f"damaged"
+        ) from None
 
 
 def saved_config(run_dir: Path) -> Config:
@@ -162,12 +183,7 @@ def model_file(state_dict: dict, config: dict, classes) -> dict:
 
 def read_model_file(path: Path) -> dict:
     """A model.pt written by resnetf, or a ValueError that says what the file is not."""
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise ValueError(
-            f"{path} cannot be read as a torch file ({type(e).__name__}: {e})"
-        ) from None
+    saved = read_data(path)
     if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
         raise ValueError(
             f"{path} is not a resnetf model file (no {MODEL_FORMAT!r} format mark; "

@@ -5,10 +5,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from .checkpoint import resume_config
 from .config import Config, parse
-from .data import DataError
-from .train import RunStopped, StudyFailed, TrainingDiverged, run, under_sweep_agent
+
+# torch, the trackers and plotting load after the command line is parsed (in main()), so that
+# --help, a mistyped flag or a refused value answers at once
 
 
 def dispatch(cfg: Config):
@@ -29,6 +29,8 @@ def dispatch(cfg: Config):
         from .repeat import run_seeds
 
         return run_seeds(cfg)
+    from .train import run
+
     return run(cfg)
 
 
@@ -48,6 +50,8 @@ def finished_summary(run_dir) -> dict | None:
 def as_sweep_run(cfg: Config, args: Sequence[str]) -> Config:
     """Under W&B's sweep agent a run is a trial of the sweep: it measures the validation split
     and never the test split (the retrained best does), unless --use_test is given."""
+    from .train import under_sweep_agent
+
     if not under_sweep_agent() or any(a.split("=")[0] == "--use_test" for a in args):
         return cfg
     val_size = cfg.val_size or 5000
@@ -60,7 +64,12 @@ def as_sweep_run(cfg: Config, args: Sequence[str]) -> Config:
 
 def main(defaults: Config, args: Sequence[str] | None = None, description: str = ""):
     args = sys.argv[1:] if args is None else list(args)
-    cfg = as_sweep_run(parse(defaults, args, description), args)
+    cfg = parse(defaults, args, description)
+    from .checkpoint import resume_config
+    from .data import DataError
+    from .train import RunStopped, StudyFailed, TrainingDiverged
+
+    cfg = as_sweep_run(cfg, args)
     try:
         if cfg.resume:  # the run continues with the config it was started with
             cfg = resume_config(cfg, defaults)

@@ -38,10 +38,11 @@ from .plots import (
     draw,
     draw_differences,
     label_axes,
-    pyplot,
+    palette,
     read_curves,
     splits_in,
     steps_per_epoch,
+    subplots,
 )
 
 # recorded per run but never a difference worth a column (shown elsewhere or pure noise)
@@ -306,10 +307,9 @@ def compare_figure(runs: list[Path], table: pd.DataFrame, diffs: pd.DataFrame | 
     order = sorted(
         range(len(runs)), key=lambda i: -(score.iloc[i] if pd.notna(score.iloc[i]) else -1)
     )
-    plt = pyplot()
-    palette = plt.get_cmap("tab20" if len(runs) > 10 else "tab10")
+    colours = palette("tab20" if len(runs) > 10 else "tab10")
     extra = diffs is not None and len(diffs) > 0
-    fig = plt.figure(figsize=(18, 9 + 0.25 * len(runs) + (4 if extra else 0)), dpi=100)
+    fig, _ = subplots(figsize=(18, 9 + 0.25 * len(runs) + (4 if extra else 0)))
     heights = [1, 0.35 + 0.05 * len(runs)] + ([0.3 + 0.06 * len(diffs)] if extra else [])
     grid = fig.add_gridspec(len(heights), 3, height_ratios=heights)
     axes = tuple(fig.add_subplot(grid[0, k]) for k in range(3))
@@ -319,7 +319,7 @@ def compare_figure(runs: list[Path], table: pd.DataFrame, diffs: pd.DataFrame | 
             labels[i], loaded[i]["steps"], loaded[i]["metrics"], steps_per_epoch(configs[i])
         )
         coloured = rank < COLOURED
-        draw(axes, run, palette(rank % palette.N) if coloured else "0.6", faint=not coloured)
+        draw(axes, run, colours(rank % colours.N) if coloured else "0.6", faint=not coloured)
         curves.append(run)
     label_axes(axes, splits_in(curves))
     draw_ranking(fig.add_subplot(grid[1, :]), ranking(table, labels, fields))
@@ -363,10 +363,7 @@ def draw_ranking(bar_ax, ranked: pd.DataFrame) -> None:
 
 
 def plot_compare(runs: list[Path], table: pd.DataFrame, path: Path, diffs=None) -> Path:
-    plt = pyplot()
-    fig = compare_figure(runs, table, diffs)
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
+    compare_figure(runs, table, diffs).savefig(path, bbox_inches="tight")
     return path
 
 

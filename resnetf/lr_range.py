@@ -23,7 +23,7 @@ from torch import nn
 from .batch_augment import BatchAugment
 from .config import Config
 from .optim import Stepper, sgd_hyperparameters
-from .plots import pyplot
+from .plots import subplots
 from .tracking import Tracker, new_run_dir
 from .train import build
 
@@ -162,13 +162,11 @@ def run_lr_range_test(cfg: Config, num_iter: int = 200) -> dict:
 
 
 def save_plot(lrs, losses, suggestion: float, path: Path, xlabel: str = "learning rate") -> Path:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = subplots(1, 1, figsize=(6, 4))
     ax.plot(lrs, losses)
     ax.axvline(suggestion, color="red", linestyle="--", label=f"suggested max_lr {suggestion:.3g}")
     ax.set(xscale="log", xlabel=xlabel, ylabel="smoothed training loss", title="LR range test")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

@@ -17,14 +17,20 @@ ACCURACY_STYLES = (("train", ":"), ("val", "--"), ("test", "-"))
 STYLE_NAMES = {":": "dotted", "--": "dashed", "-": "solid"}
 
 
-def pyplot():
-    """matplotlib.pyplot on the Agg backend: files only, no display needed."""
+def subplots(*grid, figsize=None, dpi=100, **kwargs):
+    """(figure, axes) as pyplot.subplots gives them, on a bare matplotlib Figure: drawn to files
+    without pyplot, so no display is needed and no global backend is switched (a notebook's inline
+    figures keep working after a run). `grid` empty: the figure alone."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, dpi=dpi)
+    return (fig, fig.subplots(*grid, **kwargs)) if grid or kwargs else (fig, None)
+
+
+def palette(name: str):
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return matplotlib.colormaps[name]
 
 
 @dataclass
@@ -128,15 +134,13 @@ def splits_in(runs) -> set[str]:
 
 def plot_curves(run: Curves, path: Path, title: str = "") -> Path:
     """curves.png of one run: LR, training loss and train/val/test accuracy against epochs."""
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), dpi=100)
+    fig, axes = subplots(1, 3, figsize=(15, 4.5))
     draw(axes, run, "tab:blue")
     label_axes(axes, splits_in([run]))
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 

@@ -188,7 +188,7 @@ def plot_gradcam(
 
     from .analysis import gradcam_maps
     from .batch_augment import BatchAugment
-    from .plots import pyplot
+    from .plots import subplots
 
     layer_net = copy.deepcopy(net).float().eval()
     if layer_net.cam_layer is None:
@@ -197,8 +197,7 @@ def plot_gradcam(
     inputs = prep(torch.from_numpy(images).permute(0, 3, 1, 2)).float()
     predicted = probs.argmax(1).tolist()
     maps = gradcam_maps(layer_net.cpu(), inputs, predicted, layer_net.cam_layer)
-    plt = pyplot()
-    fig, axes = plt.subplots(len(images), 2, figsize=(4, 2.2 * len(images)), squeeze=False)
+    fig, axes = subplots(len(images), 2, figsize=(4, 2.2 * len(images)), squeeze=False)
     for row, (image, cam, k) in enumerate(zip(images, maps, predicted)):
         axes[row, 0].imshow(image)
         axes[row, 0].set_title(Path(paths[row]).name, fontsize=8)
@@ -208,7 +207,6 @@ def plot_gradcam(
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(out, dpi=100)
-    plt.close(fig)
     return out
 
 

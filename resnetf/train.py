@@ -630,11 +630,12 @@ def close_early(setup: Setup, tracker: Tracker, progress: Progress, error: BaseE
     ok = isinstance(error, RunStopped) and not error.failed
     saved = tracker.run_dir / checkpoint.NAME
     # the weights of the last completed epoch, as its checkpoint holds them, leave as a model
-    state = (
-        checkpoint.model_state(torch.load(saved, map_location="cpu", weights_only=False))
-        if setup.cfg.save_model and saved.exists()
-        else None
-    )
+    state = None
+    if setup.cfg.save_model and saved.exists():
+        try:
+            state = checkpoint.model_state(checkpoint.read_data(saved))
+        except ValueError as e:  # damaged or foreign: the run's own files are kept as they are
+            print(f"warning: no model.pt saved: {e}", file=sys.stderr)
     tracker.close(
         summarize(setup, tracker, progress, status),
         state,
