@@ -72,8 +72,12 @@ def variants(base: Config, items: list[str]) -> list[tuple[str, Config]]:
 # --- the runs: interleaved over seeds, finished ones found again ----------------------------------
 
 
+DONE = ("finished", "diverged")  # a diverged run is a result too: a rerun does not repeat it
+
+
 def finished_runs(runs_dir: str) -> dict:
-    """(config hash, seed, data fingerprint) -> summary of every finished training run there."""
+    """(config hash, seed, data fingerprint) -> summary of every training run there that ended
+    as a result (finished or diverged)."""
     found = {}
     for path in Path(runs_dir).glob("*/config.json"):
         try:
@@ -81,10 +85,22 @@ def finished_runs(runs_dir: str) -> dict:
             summary = json.loads((path.parent / "summary.json").read_text())
         except (OSError, ValueError):
             continue
-        if config.get("job_type", "train") == "train" and summary.get("status") == "finished":
+        if config.get("job_type", "train") == "train" and summary.get("status") in DONE:
             key = (config.get("config_hash"), config.get("seed"), config.get("data_fingerprint"))
             found[key] = summary
     return found
+
+
+def run_one(cfg: Config, context: Context, cifar, label: str) -> dict:
+    """One run's summary; a run that diverges is recorded as diverged (its accuracy as it
+    ended) and the others go on."""
+    try:
+        return run(cfg, context, cifar)
+    except TrainingDiverged as e:
+        print(f"{label} seed {cfg.seed} diverged ({e}); recorded, going on", file=sys.stderr)
+        if e.summary is None:
+            raise
+        return e.summary
 
 
 def run_all(configs, seeds: list[int], cifar) -> pd.DataFrame:
@@ -95,11 +111,12 @@ def run_all(configs, seeds: list[int], cifar) -> pd.DataFrame:
         for label, cfg in configs:
             key = (config_hash(cfg), seed, fingerprint)
             if key in done:
-                print(f"ablation: {label} seed {seed} already finished ({done[key]['run_dir']})")
+                print(f"ablation: {label} seed {seed} already done ({done[key]['run_dir']})")
                 summary = done[key]
             else:
                 print(f"ablation: {label} seed {seed}")
-                summary = run(cfg.replace(seed=seed), Context(tags=("ablation",)), cifar)
+                context = Context(tags=("ablation",))
+                summary = run_one(cfg.replace(seed=seed), context, cifar, f"ablation: {label}")
             rows.append({"variant": label, "seed": seed, **summary})
     return pd.DataFrame(rows)
 
@@ -108,19 +125,28 @@ def run_all(configs, seeds: list[int], cifar) -> pd.DataFrame:
 
 
 def ablation_table(runs: pd.DataFrame, configs, metric: str) -> pd.DataFrame:
-    """One row per config: n, mean and std of the metric and of train seconds; for each variant,
-    its difference to the base with the 95% interval, p-value and the seeds that would resolve
-    it."""
-    base = runs.loc[runs["variant"] == "base", metric].tolist()
+    """One row per config: n, how many diverged, mean and std of the metric and of train seconds;
+    for each variant, its difference to the base with Welch's 95% interval and, over the seeds
+    both ran, the paired one (stats.summarize), p-values and the seeds that would resolve it.
+    A diverged run counts with the accuracy it had when it stopped (none: left out)."""
+    by_seed = {
+        label: runs[runs["variant"] == label].set_index("seed")[metric].astype(float).dropna()
+        for label, _ in configs
+    }
     rows = []
     for label, cfg in configs:
         mine = runs[runs["variant"] == label]
-        mean, std = spread(mine[metric])
+        mean, std = spread(by_seed[label])
         sec_mean, _ = spread(mine["train_seconds"])
         row = {"variant": label, "config_hash": config_hash(cfg), "n": len(mine), "mean": mean}
-        row.update(std=std, train_seconds=sec_mean)
-        if label != "base":
-            row.update(stats.summarize(base, mine[metric].tolist()))
+        diverged = int((mine.get("status", pd.Series(dtype=str)) == "diverged").sum())
+        row.update(std=std, train_seconds=sec_mean, n_diverged=diverged)
+        if label == "base":
+            pass
+        elif min(len(by_seed["base"]), len(by_seed[label])) >= stats.MIN_SEEDS:
+            row.update(stats.summarize(by_seed["base"], by_seed[label]))
+        else:  # too few runs with an accuracy (diverged before any evaluation): no interval
+            row.update(diff=mean - by_seed["base"].mean(), ci_low=None, ci_high=None, p_value=None)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -139,7 +165,7 @@ def report(table: pd.DataFrame, base: Config, metric: str, seeds: list[int], out
     split = {"final_test_acc": "test", "final_val_acc": "validation"}[metric]
     title = (
         f"{base.name}: each variant's difference to the base, {split} accuracy, "
-        f"{len(seeds)} seeds each (Welch 95% intervals)"
+        f"{len(seeds)} seeds each (95% intervals: paired over the shared seeds, and Welch's)"
     )
     ablation_figure(table, metric, title).savefig(out / "ablation.png", bbox_inches="tight")
     tracker = Tracker(
@@ -213,7 +239,7 @@ def main(argv=None) -> pd.DataFrame:
     except RunStopped as e:
         print(f"stopped: {e}; the same command goes on where it stopped", file=sys.stderr)
         raise SystemExit(130 if e.failed else 0) from None
-    except (DataError, TrainingDiverged, ValueError, OSError) as e:
+    except (DataError, ValueError, OSError) as e:
         print(f"error: {e}; finished runs are kept and skipped on a rerun", file=sys.stderr)
         raise SystemExit(1) from None
     out = Path(base.runs_dir) / f"ablate_{base.name}_{time.strftime('%Y%m%d-%H%M%S')}"

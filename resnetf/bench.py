@@ -47,7 +47,7 @@ from .batch_augment import BatchAugment
 from .config import Config, load_experiment, parse
 from .data import load_cifar10
 from .optim import n_epochs, sync, total_steps
-from .repeat import fmt, run_each, spread
+from .repeat import fmt, reach_line, run_each, spread
 from .tracking import provenance
 from .train import Context, make_loaders, pick_device, run
 
@@ -332,8 +332,20 @@ def arguments(argv) -> tuple[argparse.Namespace, list]:
         help="run a study of N trials and report each trial's wall, train, "
         "evaluation and overhead seconds",
     )
+    ap.add_argument(
+        "--target_acc",
+        type=float,
+        default=None,
+        help="the accuracy aimed at (a fraction: 0.94): the one-sided t-test that the timed "
+        "runs' mean reaches it, and the seeds their spread needs to show it",
+    )
     ap.add_argument("--out", default=None, help="folder for the CSV files and run folders")
-    return ap.parse_args(argv[:cut]), argv[cut + 1 :]
+    args = ap.parse_args(argv[:cut])
+    if args.target_acc is not None and not 0 < args.target_acc <= 1:
+        ap.error(f"--target_acc must be in (0, 1] (a fraction: 0.94; got {args.target_acc})")
+    if args.target_acc is not None and args.seeds < 2:
+        ap.error("--target_acc is tested over the timed runs: it needs --seeds N >= 2")
+    return args, argv[cut + 1 :]
 
 
 def print_flops(name: str, cfg: Config) -> None:
@@ -365,7 +377,9 @@ def pipeline(cfg: Config, device: torch.device, env: dict, out: Path) -> None:
     pd.DataFrame([{**env, **r} for r in rows]).to_csv(out / "pipeline.csv", index=False)
 
 
-def timed_seeds(cfg: Config, seeds: int, name: str, env: dict, out: Path) -> pd.DataFrame:
+def timed_seeds(
+    cfg: Config, seeds: int, name: str, env: dict, out: Path, target_acc: float | None = None
+) -> pd.DataFrame:
     """One uncounted one-epoch warm-up run (cudnn autotuning, allocator and compile caches),
     then one run per seed."""
     runs_dir = str(out / "runs")
@@ -408,6 +422,8 @@ def timed_seeds(cfg: Config, seeds: int, name: str, env: dict, out: Path) -> pd.
         f"train seconds {fmt(*spread(table['train_seconds']))}, "
         f"{table['train_images_per_s'].mean():,.0f} train images/s"
     )
+    if target_acc is not None:
+        print(reach_line(table["test_acc"].dropna(), target_acc))
     return table
 
 
@@ -432,7 +448,7 @@ def main(argv=None) -> None:
         race.assign(**env).to_csv(out / "race.csv", index=False)
         print_race(name, race)
     elif args.seeds > 0:
-        timed_seeds(cfg, args.seeds, name, env, out)
+        timed_seeds(cfg, args.seeds, name, env, out, args.target_acc)
     if args.trials:
         overheads = trial_overheads(cfg, args.trials, out)
         overheads.to_csv(out / "trials.csv", index=False)

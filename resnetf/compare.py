@@ -145,6 +145,7 @@ def compare_table(runs: list[Path]) -> pd.DataFrame:
                 "job_type": c.get("job_type", "train"),
                 "status": status,
                 "config_hash": c.get("config_hash"),
+                "seed": c.get("seed"),  # pairs a config's runs with the baseline's
                 **{f: c.get(f) for f in fields},
                 "final_val_acc": s.get("final_val_acc"),
                 "best_val_acc": s.get("best_val_acc"),
@@ -244,11 +245,16 @@ def select_baseline(table: pd.DataFrame, runs: list[Path], selector: str) -> str
 
 
 def differences(table: pd.DataFrame, labels: list[str], baseline: str) -> pd.DataFrame:
-    """One row per config other than the baseline: its mean, difference to the baseline, 95%
-    interval, p-value, n a side and seeds needed; a config with one run gets no interval."""
+    """One row per config other than the baseline: its mean, difference to the baseline with
+    Welch's 95% interval and p-value, and, where both ran the same seeds, the paired interval
+    (stats.summarize), n a side and seeds needed; a config with one run gets no interval."""
     metric = final_metric(table)
     frame = table.assign(label=labels)
-    base = frame.loc[frame["config_hash"] == baseline, metric].dropna()
+
+    def by_seed(rows: pd.DataFrame) -> pd.Series:
+        return rows.set_index("seed")[metric].astype(float).dropna()
+
+    base = by_seed(frame[frame["config_hash"] == baseline])
     if len(base) < stats.MIN_SEEDS:
         raise SystemExit(
             f"error: --baseline {baseline} has {len(base)} run(s) with {metric}: an interval "
@@ -256,7 +262,7 @@ def differences(table: pd.DataFrame, labels: list[str], baseline: str) -> pd.Dat
         )
     rows = []
     for config, group in frame.groupby("config_hash", sort=False):
-        values = group[metric].dropna()
+        values = by_seed(group)
         if config == baseline or values.empty:
             continue
         row = {"config_hash": config, "label": group["label"].iloc[0], "mean": values.mean()}
@@ -264,10 +270,11 @@ def differences(table: pd.DataFrame, labels: list[str], baseline: str) -> pd.Dat
             row.update(stats.summarize(base, values))
         else:
             row.update(diff=values.mean() - base.mean(), ci_low=None, ci_high=None, p_value=None)
-            row.update(n_base=len(base), n=len(values), seeds_needed=None)
+            row.update(n_base=len(base), n=len(values), seeds_needed=None, design="one run")
         rows.append(row)
     out = pd.DataFrame(rows, columns=DIFF_COLUMNS)
-    return out.astype({c: float for c in ("ci_low", "ci_high", "p_value")}).assign(metric=metric)
+    floats = ("ci_low", "ci_high", "p_value", "paired_ci_low", "paired_ci_high", "paired_p_value")
+    return out.astype({c: float for c in floats}).assign(metric=metric)
 
 
 DIFF_COLUMNS = [
@@ -278,6 +285,11 @@ DIFF_COLUMNS = [
     "ci_low",
     "ci_high",
     "p_value",
+    "design",
+    "paired_ci_low",
+    "paired_ci_high",
+    "paired_p_value",
+    "correlation",
     "n_base",
     "n",
     "seeds_needed",

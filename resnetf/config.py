@@ -250,8 +250,10 @@ class Config:
     counts it, the same on every machine). Two or more: a multi-objective study (Pareto front,
     no pruning)."""
     target_acc: float | None = TUNING(None, result=False)
-    """With several objectives, --retrain_best retrains the cheapest front trial whose
-    validation accuracy reaches this (a fraction: 0.9); None: the most accurate front trial."""
+    """The accuracy aimed at (a fraction: 0.9). With --seeds N: the one-sided t-test that the
+    mean test accuracy reaches it (p, and the seeds the spread needs to show it); with several
+    objectives, --retrain_best retrains the cheapest front trial whose validation accuracy
+    reaches it (None: the most accurate front trial)."""
 
     # --- tracking ----------------------------------------------------------------------------
     wandb_mode: Literal["online", "offline", "disabled"] | None = TRACKING(None, result=False)
@@ -326,6 +328,11 @@ class Config:
             ("muon_ns_steps", 1 <= self.muon_ns_steps <= 20, "must be in [1, 20]"),
             ("tta_fraction", 0 < self.tta_fraction <= 1, "must be in (0, 1]"),
             (
+                "tta_fraction",
+                self.tta_fraction == 1.0 or self.tta != "none",
+                "picks the images that get the TTA views: it needs --tta flip or flip_translate",
+            ),
+            (
                 "bn_momentum",
                 self.bn_momentum is None or 0 <= self.bn_momentum <= 1,
                 "must be in [0, 1]",
@@ -338,6 +345,18 @@ class Config:
             ("gradcam_images", 0 <= self.gradcam_images <= 16, "must be in [0, 16]"),
             ("heartbeat", self.heartbeat >= 1, "must be >= 1 second"),
             ("trial_seeds", self.trial_seeds >= 1, "must be >= 1"),
+            *self._objective_checks(),
+            ("eval_every", self.eval_every >= 0, "must be >= 0"),
+            ("workers", self.workers is None or self.workers >= 0, "must be >= 0"),
+            (
+                "device",
+                self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+                "must be auto, cpu, cuda or cuda:N",
+            ),
+        ]
+
+    def _objective_checks(self):
+        return [
             (
                 "target_acc",
                 self.target_acc is None or 0 < self.target_acc <= 1,
@@ -345,15 +364,17 @@ class Config:
             ),
             (
                 "objectives",
+                len(set(self.objective_list)) == len(self.objective_list),
+                "names "
+                + ", ".join(
+                    sorted({o for o in self.objective_list if self.objective_list.count(o) > 1})
+                )
+                + " twice",
+            ),
+            (
+                "objectives",
                 set(self.objective_list) <= set(OBJECTIVES) and "val_acc" in self.objective_list,
                 f"must be a comma-separated list of {', '.join(OBJECTIVES)} that includes val_acc",
-            ),
-            ("eval_every", self.eval_every >= 0, "must be >= 0"),
-            ("workers", self.workers is None or self.workers >= 0, "must be >= 0"),
-            (
-                "device",
-                self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
-                "must be auto, cpu, cuda or cuda:N",
             ),
         ]
 
@@ -428,8 +449,19 @@ class Config:
             ),
             (
                 "target_acc",
-                self.target_acc is not None and not self.retrain_best,
-                "chooses the front trial --retrain_best retrains: it needs --retrain_best",
+                self.target_acc is not None and not self.retrain_best and self.seeds < 2,
+                "the accuracy aimed at is tested over --seeds N (N >= 2) or picks the front "
+                "trial --retrain_best retrains: it needs one of them",
+            ),
+            (
+                "trial_seeds",
+                self.trial_seeds > 1 and self.tune == 0,
+                "seeds per tuning trial: it needs --tune N (for seeds of one run: --seeds N)",
+            ),
+            (
+                "objectives",
+                self.objectives != "val_acc" and self.tune == 0,
+                "what a study optimises: it needs --tune N",
             ),
             (
                 "pruner",

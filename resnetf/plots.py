@@ -11,10 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 ACCURACY_STYLES = (("train", ":"), ("val", "--"), ("test", "-"))
 STYLE_NAMES = {":": "dotted", "--": "dashed", "-": "solid"}
+_PAIRED = {"paired_ci_low", "paired_ci_high", "paired_p_value"}
 
 
 def subplots(*grid, figsize=None, dpi=100, **kwargs):
@@ -162,29 +164,42 @@ def steps_per_epoch(config: dict) -> float | None:
 
 def draw_differences(ax, frame: pd.DataFrame, metric: str, baseline: str) -> None:
     """A forest plot: each row's difference to the baseline with its 95% interval, in points,
-    zero marked; rows without an interval (fewer than two seeds) as a bare point."""
-    y = list(range(len(frame)))[::-1]
+    zero marked: the paired interval (same seeds on both sides) in blue with Welch's in grey
+    beneath it, or Welch's alone; rows without an interval (fewer than two seeds) as a bare
+    point."""
+    frame = frame.reindex(columns=[*frame.columns, *_PAIRED.difference(frame.columns)])
+    y = np.arange(len(frame))[::-1].astype(float)
     diff = 100 * frame["diff"]
-    has_ci = frame["ci_low"].notna()
+    welch_ok, paired_ok = frame["ci_low"].notna(), frame["paired_ci_low"].notna()
     ax.axvline(0, color="0.3", linewidth=1)
-    ax.errorbar(
-        diff[has_ci],
-        [v for v, ok in zip(y, has_ci) if ok],
-        xerr=[(diff - 100 * frame["ci_low"])[has_ci], (100 * frame["ci_high"] - diff)[has_ci]],
-        fmt="o",
-        color="tab:blue",
-        capsize=4,
-    )
-    ax.plot(diff[~has_ci], [v for v, ok in zip(y, has_ci) if not ok], "o", color="0.6")
+    for ok, low, high, shift, style in (
+        (welch_ok & paired_ok, "ci_low", "ci_high", -0.18, dict(color="0.6", label="Welch")),
+        (paired_ok, "paired_ci_low", "paired_ci_high", 0.0, dict(color="tab:blue", label="paired")),
+        (welch_ok & ~paired_ok, "ci_low", "ci_high", 0.0, dict(color="tab:blue", label="Welch")),
+    ):
+        if ok.any():
+            ax.errorbar(
+                diff[ok],
+                y[ok.to_numpy()] + shift,
+                xerr=[(diff - 100 * frame[low])[ok], (100 * frame[high] - diff)[ok]],
+                fmt="o",
+                capsize=4,
+                **style,
+            )
+    ax.plot(diff[~welch_ok], y[~welch_ok.to_numpy()], "o", color="0.6")
+    p = frame["paired_p_value"].where(paired_ok, frame["p_value"])
     ax.set_yticks(
         y,
         [
-            f"{lab} (n={n}" + (f", p={p:.2g})" if pd.notna(p) else ", no interval)")
-            for lab, n, p in zip(frame["label"], frame["n"], frame["p_value"])
+            f"{lab} (n={n}" + (f", p={q:.2g})" if pd.notna(q) else ", no interval)")
+            for lab, n, q in zip(frame["label"], frame["n"], p)
         ],
         fontsize=8,
     )
+    if welch_ok.any():
+        ax.legend(fontsize=7, loc="best")
     ax.set(
         xlabel=f"difference in {metric.replace('_', ' ')} to {baseline} (points), 95% interval",
-        title="differences to the baseline (Welch); zero: no difference",
+        title="differences to the baseline (paired where the seeds are shared, else Welch); "
+        "zero: no difference",
     )

@@ -43,7 +43,10 @@ from .tracking import Tracker, check_runs_dir, git_diff, new_run_dir, provenance
 
 
 class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite."""
+    """The training loss became NaN or infinite. `summary`: the run's summary as it ended (status
+    diverged), set once the run is closed; among many runs a divergence is a result."""
+
+    summary: dict | None = None
 
 
 class StudyFailed(RuntimeError):
@@ -636,12 +639,10 @@ def close_early(setup: Setup, tracker: Tracker, progress: Progress, error: BaseE
             state = checkpoint.model_state(checkpoint.read_data(saved))
         except ValueError as e:  # damaged or foreign: the run's own files are kept as they are
             print(f"warning: no model.pt saved: {e}", file=sys.stderr)
-    tracker.close(
-        summarize(setup, tracker, progress, status),
-        state,
-        setup.cifar.classes,
-        exit_code=0 if ok else 1,
-    )
+    summary = summarize(setup, tracker, progress, status)
+    if isinstance(error, TrainingDiverged):
+        error.summary = summary
+    tracker.close(summary, state, setup.cifar.classes, exit_code=0 if ok else 1)
     if not ok and saved.exists():
         print(
             f"the last completed epoch is checkpointed; continue with: "

@@ -85,3 +85,34 @@ def test_an_ablation_interleaves_its_runs_and_a_rerun_skips_the_finished(
     again = ablate.main([*argv, *_tiny(tiny_data, runs)])
     assert calls == []
     pd.testing.assert_frame_equal(again, table)
+
+
+@pytest.mark.slow
+def test_a_variant_that_changes_no_training_has_a_paired_interval_of_width_zero(
+    tiny_data, tmp_path, capsys
+):
+    """eval_every=0 changes when the run evaluates, not what it trains: with the same seeds on
+    both sides every per-seed difference is 0, so the paired interval is exactly [0, 0] while
+    Welch's only sees the seeds' spread."""
+    argv = [EXPERIMENT, "--seeds", "3", "--vary", "eval_every=0"]
+    table = ablate.main([*argv, *_tiny(tiny_data, tmp_path / "runs"), "--epochs=2"])
+    row = table.iloc[1]
+    assert row["design"] == "paired" and row["diff"] == 0
+    assert row["paired_ci_low"] == row["paired_ci_high"] == 0 and row["paired_p_value"] == 1
+    assert row["ci_high"] - row["ci_low"] > 0
+    assert "paired" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_diverged_run_is_a_result_and_the_ablation_goes_on(tiny_data, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    argv = [EXPERIMENT, "--seeds", "2", "--vary", "max_lr=1e30"]
+    table = ablate.main([*argv, *_tiny(tiny_data, runs), "--epochs=2"])
+    assert list(table["n_diverged"]) == [0, 2] and list(table["n"]) == [2, 2]
+    assert "diverged" in capsys.readouterr().err
+    summaries = runs.glob("oc_24ep_s*/summary.json")
+    statuses = sorted(pd.read_json(p, typ="series")["status"] for p in summaries)
+    assert statuses == ["diverged", "diverged", "finished", "finished"]
+    # a rerun counts the diverged runs as done
+    again = ablate.main([*argv, *_tiny(tiny_data, runs), "--epochs=2"])
+    assert len(list(runs.glob("oc_24ep_s*"))) == 4 and list(again["n_diverged"]) == [0, 2]

@@ -22,6 +22,7 @@ def test_benchmark_runs_on_a_cpu_with_tiny_settings(tiny_data, tmp_path):
             "resnetf.bench",
             "experiments/oc_24ep.py",
             "--seeds=2",
+            "--target_acc=0.01",
             f"--out={tmp_path}",
             "--",
             f"--data_dir={tiny_data}",
@@ -44,6 +45,7 @@ def test_benchmark_runs_on_a_cpu_with_tiny_settings(tiny_data, tmp_path):
     assert seeds["seed"].tolist() == [0, 1]  # the warm-up run is not counted
     assert {"torch", "gpu", "test_acc", "train_seconds", "train_images_per_s"} <= set(seeds)
     assert "test accuracy" in proc.stdout
+    assert "vs target 1.00%: one-sided t-test" in proc.stdout
 
 
 @pytest.mark.slow

@@ -55,3 +55,48 @@ def test_the_spread_of_seeds_is_the_mean_and_the_sample_std():
     assert spread([0.9, 0.92]) == (pytest.approx(0.91), pytest.approx(0.0141421356))
     assert spread([0.9]) == (0.9, None)
     assert fmt(0.91, 0.01414, 100) == "91.00 +- 1.41" and fmt(0.9, None, 100) == "90.00 +- n/a"
+
+
+def _tiny_flags(data, runs) -> list[str]:
+    return [
+        f"--data_dir={data}",
+        f"--runs_dir={runs}",
+        "--epochs=2",
+        "--batch_size=20",
+        "--width=0.0625",
+        "--workers=0",
+        "--device=cpu",
+        "--wandb_mode=disabled",
+        "--no_progress",
+        "--no_analysis",
+    ]
+
+
+@pytest.mark.slow
+def test_seeds_with_a_target_test_that_the_mean_reaches_it(tiny_data, tmp_path, capsys):
+    from scipy import stats as scipy_stats
+
+    from resnetf import main
+    from resnetf.config import load_experiment
+
+    defaults = load_experiment(REPO / "experiments" / "oc_24ep.py")
+    flags = ["--seeds=3", "--target_acc=0.05", *_tiny_flags(tiny_data, tmp_path)]
+    result = main(defaults, flags)
+    accs = [
+        json.loads(p.read_text())["final_test_acc"]
+        for p in tmp_path.glob("oc_24ep_s[0-9]*/summary.json")
+    ]
+    expected = scipy_stats.ttest_1samp(accs, 0.05, alternative="greater")
+    assert result["p_value"] == pytest.approx(expected.pvalue)
+    assert "one-sided t-test" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_diverged_seed_is_recorded_and_the_others_run(tiny_data, tmp_path, capsys):
+    from resnetf import main
+    from resnetf.config import load_experiment
+
+    defaults = load_experiment(REPO / "experiments" / "oc_24ep.py")
+    result = main(defaults, ["--seeds=2", "--max_lr=1e30", *_tiny_flags(tiny_data, tmp_path)])
+    assert result["runs"] == 2 and result["n_diverged"] == 2
+    assert capsys.readouterr().err.count("diverged") >= 2
