@@ -320,6 +320,13 @@ class Config:
             ("cutout", 0 <= self.cutout <= 32, "must be in [0, 32]"),
             ("val_size", 0 <= self.val_size < 50_000, "must be in [0, 50000)"),
             ("ema", 0 <= self.ema < 1, "must be in [0, 1)"),
+            (
+                "ema",
+                self.ema == 0 or self.amp_dtype != "half",
+                "with --amp_dtype=half the average would be an fp16 net, and an update of "
+                "(1 - ema) x (w - average) is below fp16's spacing for most weights: use "
+                "--amp_dtype=bf16 or fp16 (autocast over fp32 weights), or no --ema",
+            ),
             ("lookahead", 0 <= self.lookahead < 1, "must be in [0, 1)"),
             ("lookahead_every", self.lookahead_every >= 1, "must be >= 1"),
             ("bn_bias_lr", self.bn_bias_lr > 0, "must be > 0"),

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -80,21 +81,29 @@ class Param:
         }
 
 
-def sweep_path(name: str) -> Path:
-    """The sweep file: as given, else relative to the repo (experiments name `sweeps/x.yaml`)."""
+def sweep_path(name: str, experiment: str | None = None) -> Path:
+    """The sweep file: as given (absolute, or from the working directory), else where the
+    experiment file's sweeps live: beside its folder (`experiments/../sweeps/x.yaml`, the repo's
+    layout and a user's copy of it) or in it, else in the repo. `experiment`: the experiment
+    file; None: the script this process runs (python experiments/x.py, resnetf train x.py)."""
     path = Path(name)
     if path.is_absolute() or path.exists():
         return path
-    return REPO / path
+    script = Path(experiment or sys.argv[0]).resolve()
+    for base in (script.parent.parent, script.parent, REPO):
+        if (base / path).is_file():
+            return base / path
+    return path
 
 
-def read_space(name: str) -> dict[str, Param]:
-    path = sweep_path(name)
+def read_space(name: str, experiment: str | None = None) -> dict[str, Param]:
+    path = sweep_path(name, experiment)
     try:
         sweep = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as e:
         raise ConfigError(
-            f"sweep: cannot read the sweep file {path} ({type(e).__name__}: {e})"
+            f"sweep: cannot read the sweep file {path} ({type(e).__name__}: {e}); looked in the "
+            f"working directory and beside the experiment file"
         ) from None
     parameters = (sweep or {}).get("parameters") if isinstance(sweep, dict) else None
     if not parameters:

@@ -27,18 +27,27 @@ import torch
 from . import checkpoint, plots
 from .config import config_hash
 
+WANDB_NEEDS = "0.19.10"  # wandb.init(reinit="create_new"): requirements.txt pins at least this
+
 
 def default_wandb_mode() -> str:
-    """online when the user is logged in to W&B (API key in the environment or ~/.netrc), else
-    offline, so a fresh machine trains without an account and syncs later."""
+    """online when the user is logged in to W&B, else offline, so a fresh machine trains without
+    an account and syncs later. Logged in: an API key in the environment or in W&B's settings,
+    or in ~/.netrc for the host W&B is configured for (`wandb login --host` sets it), as W&B
+    itself looks it up; never a network call."""
     if os.environ.get("WANDB_MODE"):
         return os.environ["WANDB_MODE"]
     if os.environ.get("WANDB_API_KEY"):
         return "online"
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
     try:
+        import wandb
+
+        settings = wandb.setup().settings
+        if settings.api_key:
+            return "online"
+        host = urlparse(settings.base_url).hostname
         return "online" if netrc.netrc(os.environ.get("NETRC")).authenticators(host) else "offline"
-    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+    except Exception:  # no netrc, an unreadable one, W&B's settings broken: train offline
         return "offline"
 
 

@@ -18,7 +18,6 @@ split is looked at only by `--retrain_best`, after the search is over.
 
 from __future__ import annotations
 
-import hashlib
 import html
 import logging
 import os
@@ -151,19 +150,27 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def fail_orphans(study: optuna.Study) -> list[int]:
+def fail_orphans(study: optuna.Study, storage) -> list[int]:
     """On a journal file (no heartbeats: Optuna's JournalStorage has none) a killed worker's
     trial stays RUNNING for good. Each trial records its worker's host and process id; a
     worker of the study on the same host marks failed, with that reason, every RUNNING trial
-    whose process no longer exists. Returns their numbers."""
+    whose process no longer exists. Two workers starting together may both find one orphan:
+    the reason is the same from both, and failing a trial that is already finished is skipped.
+    Only public calls: the storage's (`storage` is the study's) and study.tell. Returns the
+    numbers this worker failed."""
     host, failed = socket.gethostname(), []
+    study_id = storage.get_study_id_from_name(study.study_name)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = trial.user_attrs.get("worker") or {}
         if worker.get("host") != host or _alive(worker.get("pid", os.getpid())):
             continue
         reason = f"its worker (process {worker['pid']} on {host}) no longer exists"
-        study._storage.set_trial_user_attr(trial._trial_id, "failure", reason)
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        try:
+            storage.set_trial_user_attr(trial_id, "failure", reason)
+            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError, RuntimeError):
+            continue  # another worker failed it first
         print(f"trial {trial.number} marked failed: {reason}")
         failed.append(trial.number)
     return failed
@@ -196,7 +203,8 @@ class TrialSeededTPESampler(optuna.samplers.TPESampler):
         self._random_sampler._rng.rng.seed(seed)
 
 
-def make_study(cfg: Config, study_name: str) -> optuna.Study:
+def make_study(cfg: Config, study_name: str) -> tuple[optuna.Study, object]:
+    """The study (created, or loaded where it exists) and its storage."""
     storage = open_storage(cfg, study_name)
     pruner = {
         "median": optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
@@ -215,7 +223,7 @@ def make_study(cfg: Config, study_name: str) -> optuna.Study:
         with warnings.catch_warnings():  # "experimental" in Optuna
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(cfg.objective_list)
-    return study
+    return study, storage
 
 
 # --- before the first trial: the split, the ranges, the study's settings -------------------------
@@ -402,9 +410,9 @@ def tune(cfg: Config, cifar: Cifar10 | None = None) -> optuna.Study:
     check_space(cfg, space, len(cifar.train_labels))
     split_val(cifar.train_labels, cfg.val_size, cfg.seed)  # fails here, not in every trial
     study_name = cfg.study or cfg.name
-    study = make_study(cfg, study_name)
+    study, storage = make_study(cfg, study_name)
     claim(study, study_settings(cfg, cifar, space))
-    fail_orphans(study)
+    fail_orphans(study, storage)
     report = StudyReport(cfg, study_name)
     done = len(study.get_trials(deepcopy=False, states=COUNTED))
     print(
@@ -546,27 +554,22 @@ def retrain_best(cfg: Config, study_name: str, best, cifar: Cifar10, space: dict
 class StudyReport:
     """After every trial (an Optuna callback): runs/tune/<study>_trials.csv, the study page
     runs/tune/<study>.html (self-contained: optimisation history, parameter importances,
-    parallel coordinates, the trials table with each trial's run folder and W&B link), and one
-    W&B run for the study (job_type=study, in the study's group; the same run id for every
-    worker) holding the trials table and the best point so far."""
+    parallel coordinates, the trials table with each trial's run folder and W&B link), both
+    written atomically, and a W&B run (job_type=study, in the study's group) holding the trials
+    table and the best point so far. W&B takes one writer per run, so each worker process
+    writes a run of its own (runs/tune/<study>_study/<host>_<pid>/): workers sharing a study
+    never write one run at once, and the group shows them side by side."""
 
     def __init__(self, cfg: Config, study_name: str):
         self.csv = trials_csv_path(cfg, study_name)
         self.html = self.csv.parent / f"{study_name}.html"
-        folder = self.csv.parent / f"{study_name}_study"
+        folder = self.csv.parent / f"{study_name}_study" / f"{socket.gethostname()}_{os.getpid()}"
         folder.mkdir(parents=True, exist_ok=True)
-        run_id = (
-            "study-"
-            + hashlib.blake2b(
-                f"{cfg.wandb_project}/{study_name}".encode(), digest_size=6
-            ).hexdigest()
-        )
         self.tracker = Tracker(
             cfg.replace(name=study_name, wandb_group=study_name),
             folder,
             job_type="study",
             tags=(f"study:{study_name}",),
-            wandb_id=run_id,
         )
 
     def __call__(self, study: optuna.Study, _trial=None) -> None:

@@ -208,6 +208,7 @@ def test_a_config_built_in_python_gets_its_choices_checked(field, value):
         ({"trial_seeds": 3}, "trial_seeds"),
         ({"objectives": "val_acc,pflop"}, "objectives"),
         ({"tta_fraction": 0.25}, "tta_fraction"),
+        ({"ema": 0.99, "amp_dtype": "half"}, "ema"),
         ({"tune": 5, "objectives": "val_acc,val_acc", "pruner": "none"}, "objectives"),
         ({"tune": 5, "objectives": "val_acc,pflop"}, "pruner"),
         ({"tune": 5, "trial_seeds": 3}, "pruner"),

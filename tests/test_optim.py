@@ -113,6 +113,9 @@ def test_mixed_precision_choice():
 # --- Muon and the Stepper ----------------------------------------------------------------------
 
 
+@pytest.mark.skipif(
+    not hasattr(torch.optim, "Muon"), reason=f"torch {torch.__version__} has no torch.optim.Muon"
+)
 @pytest.mark.parametrize("shape", [(8, 16), (12, 12)])
 def test_muon_takes_torchs_step_on_a_matrix(shape):
     # rescale off, no decay: the same step as torch.optim.Muon (whose lr adjustment is 1 for a

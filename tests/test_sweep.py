@@ -3,7 +3,9 @@ the agent writes, a run stopped by the sweep's early termination, and the summar
 
 import importlib
 import json
+import os
 import queue
+import shutil
 import subprocess
 import sys
 import time
@@ -198,3 +200,46 @@ def test_a_run_stopped_by_the_sweep_ends_as_stopped_not_failed(tiny_data, tmp_pa
     assert exit_record.exit.exit_code == 0
     assert read_wandb_summary(run_dir)["status"] == "stopped_by_sweep"
     assert json.loads((run_dir / "config.json").read_text())["max_lr"] == 0.2
+
+
+@pytest.mark.slow
+def test_a_non_editable_install_tunes_an_experiment_copied_elsewhere(tiny_data, tmp_path):
+    """After `pip install .` (not editable) the package lives in site-packages, far from the
+    repo's sweeps/: an experiment copied with its sweep file into a folder of the user's finds
+    the sweep beside it (experiments/../sweeps/) and tunes."""
+    target, work = tmp_path / "site", tmp_path / "mine"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation"]
+        + ["--target", str(target), str(REPO)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    (work / "experiments").mkdir(parents=True)
+    (work / "sweeps").mkdir()
+    shutil.copy(REPO / "experiments" / "oc_24ep.py", work / "experiments")
+    shutil.copy(REPO / "sweeps" / "lr.yaml", work / "sweeps")
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    probe = "import resnetf; print(resnetf.__file__)"
+    where = subprocess.run(
+        [sys.executable, "-c", probe],
+        env=env,
+        cwd=tmp_path,
+        text=True,
+        capture_output=True,
+        timeout=120,
+    ).stdout
+    assert where.startswith(str(target)), where  # the installed copy, not the repo's
+    out = subprocess.run(
+        [sys.executable, str(work / "experiments" / "oc_24ep.py"), "--tune=1", "--val_size=20"]
+        + [f"--data_dir={tiny_data}", f"--runs_dir={tmp_path / 'runs'}", "--epochs=3"]
+        + ["--batch_size=10", "--width=0.0625", "--workers=0", "--wandb_mode=disabled"]
+        + ["--no_progress", "--pruner=none"],
+        env=env,
+        cwd=tmp_path,  # neither the repo nor the experiment's folder
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert str(work / "sweeps" / "lr.yaml") in out.stdout

@@ -1,10 +1,13 @@
 import json
+import os
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
 import torch
 
-from conftest import read_wandb_history, read_wandb_records, run_dir_of, scheduler_lrs
+from conftest import REPO, read_wandb_history, read_wandb_records, run_dir_of, scheduler_lrs
 from resnetf import run, tracking
 
 
@@ -83,17 +86,62 @@ def test_wandb_failure_mid_run_keeps_local_tracking(tiny_cfg):
     assert exit_record.exit.exit_code == 1
 
 
-def test_default_mode_is_online_only_when_logged_in(tmp_path, monkeypatch):
-    monkeypatch.delenv("WANDB_MODE", raising=False)
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.delenv("WANDB_BASE_URL", raising=False)
-    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
-    assert tracking.default_wandb_mode() == "offline"
-    (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password abc\n")
-    (tmp_path / "netrc").chmod(0o600)
-    assert tracking.default_wandb_mode() == "online"
-    monkeypatch.setenv("WANDB_MODE", "disabled")
-    assert tracking.default_wandb_mode() == "disabled"
+PROBE = "tracking.default_wandb_mode()"
+
+
+def _mode_under(home, **env) -> str:
+    """default_wandb_mode() in a fresh process whose home is `home` (W&B reads its settings
+    once per process)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_") and k != "NETRC"}
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from resnetf import tracking; print(tracking.default_wandb_mode())",
+        ],
+        env={**environ, "HOME": str(home), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
+def _netrc(home, host):
+    (home / ".netrc").write_text(f"machine {host}\n  login user\n  password {'a' * 40}\n")
+    (home / ".netrc").chmod(0o600)
+
+
+@pytest.mark.slow
+def test_default_mode_is_online_only_when_logged_in_to_the_host_wandb_uses(tmp_path):
+    """Logged in means a key for the host W&B is configured for: a self-hosted server set by
+    `wandb login --host` (W&B's settings file), not one hard-coded host."""
+    home = tmp_path / "home"
+    (home / ".config" / "wandb").mkdir(parents=True)
+    assert _mode_under(home) == "offline"
+    (home / ".config" / "wandb" / "settings").write_text(
+        "[default]\nbase_url = https://wandb.example.org\n"
+    )
+    _netrc(home, "api.wandb.ai")  # a key for another host: not logged in to this one
+    assert _mode_under(home) == "offline"
+    _netrc(home, "wandb.example.org")
+    assert _mode_under(home) == "online"
+    assert _mode_under(home, WANDB_MODE="disabled") == "disabled"
+    assert _mode_under(tmp_path / "nobody", WANDB_API_KEY="k" * 40) == "online"
+
+
+def test_the_wandb_requirement_admits_no_version_without_what_the_tracker_calls():
+    """The tracker calls wandb.init(reinit="create_new"), which W&B has from WANDB_NEEDS on:
+    an older W&B would silently turn tracking off."""
+    from packaging.version import Version
+
+    for path in (REPO / "requirements.txt", REPO / "pyproject.toml"):
+        (line,) = [
+            l for l in path.read_text().splitlines() if '"wandb>=' in l or l.startswith("wandb>=")
+        ]
+        lowest = line.split(">=")[1].split(",")[0].split('"')[0].split()[0]
+        assert Version(lowest) >= Version(tracking.WANDB_NEEDS), path
 
 
 def test_run_folders_never_collide(tmp_path):

@@ -505,7 +505,7 @@ def test_the_study_page_and_its_wandb_run_follow_the_trials(tiny_cfg, tmp_path):
     assert "Parallel Coordinate" in text and "Hyperparameter Importances" in text
     for trial in study.trials:  # each trial's row links its run folder, relative to the page
         assert f'href="watched/{Path(trial.user_attrs["run_dir"]).name}"' in text
-    (folder,) = (Path(cfg.runs_dir) / "tune").glob("watched_study")
+    (folder,) = (Path(cfg.runs_dir) / "tune" / "watched_study").iterdir()  # this worker's
     (record,) = read_wandb_records(folder, "run")
     assert record.run.job_type == "study" and record.run.run_group == "watched"
     summary = {}
@@ -770,10 +770,53 @@ def test_a_trial_whose_worker_died_is_failed_by_the_next_worker_on_the_host(tmp_
     orphan.set_user_attr("worker", {"host": host, "pid": gone.pid})
     alive.set_user_attr("worker", {"host": host, "pid": os.getpid()})
     elsewhere.set_user_attr("worker", {"host": "another-host", "pid": gone.pid})
-    assert tuning.fail_orphans(study) == [orphan.number]
+    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    assert tuning.fail_orphans(study, storage) == [orphan.number]
     trials = study.get_trials(deepcopy=False)
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.RUNNING, TrialState.RUNNING]
     assert f"process {gone.pid} on {host}" in trials[0].user_attrs["failure"]
+    # a second worker that started at the same moment saw the orphan still running: it skips
+    # the trial the first one failed, instead of dying at start
+    twin = optuna.load_study(study_name="s", storage=storage)
+    twin.get_trials = lambda deepcopy=True, states=None: stale
+    assert tuning.fail_orphans(twin, storage) == []
+    assert [t.state for t in study.get_trials(deepcopy=False)][0] == TrialState.FAIL
+
+
+def test_each_worker_writes_a_study_run_of_its_own(tiny_cfg, monkeypatch):
+    """W&B takes one writer per run: two workers of one study never share a W&B run."""
+    cfg = tiny_cfg.replace(wandb_mode="offline", study="shared")
+    reports = []
+    for pid in (101, 102):
+        monkeypatch.setattr(tuning.os, "getpid", lambda pid=pid: pid)
+        reports.append(tuning.StudyReport(cfg, "shared"))
+    try:
+        ids = {r.tracker.wandb_id for r in reports}
+        folders = {r.tracker.run_dir for r in reports}
+        assert len(ids) == 2 and None not in ids and len(folders) == 2
+        assert {r.tracker.group for r in reports} == {"shared"}
+    finally:
+        for r in reports:
+            r.close()
+
+
+def test_the_private_parts_of_optuna_used_here_are_where_the_code_expects():
+    """TrialSeededTPESampler reseeds TPE's RandomStates and tune() filters one Optuna logger,
+    private parts that a new Optuna may move: this fails loudly, naming them, when they do."""
+    import logging
+
+    import numpy as np
+    from optuna.study import _optimize
+
+    sampler = tuning.TrialSeededTPESampler(0)
+    version = f"optuna {optuna.__version__}"
+    assert isinstance(sampler._rng.rng, np.random.RandomState), f"{version}: TPESampler._rng.rng"
+    assert isinstance(sampler._random_sampler._rng.rng, np.random.RandomState), (
+        f"{version}: TPESampler._random_sampler._rng.rng"
+    )
+    assert _optimize._logger is logging.getLogger("optuna.study._optimize"), (
+        f"{version}: the optuna.study._optimize logger"
+    )
 
 
 @pytest.mark.slow

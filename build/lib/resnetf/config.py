@@ -1,0 +1,729 @@
+"""Every knob of a run, its default and why: one dataclass shared by all experiments. An experiment
+file builds a `Config` with the values it changes; `parse()` lets the command line override any
+field (`--max_lr=0.3` or `--max_lr 0.3`), and `validate()` rejects bad values and combinations
+before any data is read. `--help` shows the fields in their groups. Each field declares, once,
+its group and whether it changes what a run computes (`= MODEL(default)`, `= RUN(default,
+result=False)`): `--help`, the config hash (the W&B group) and a study's identity read it from
+there.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import math
+import sys
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+# what a study can optimise, and which way
+OBJECTIVES = {"val_acc": "maximize", "train_seconds": "minimize", "pflop": "minimize"}
+
+
+class ConfigError(ValueError):
+    """A config value out of range; the message starts with the field's name."""
+
+
+class Group:
+    """A --help group, and the declaration of its fields: `name: int = MODEL(4)` puts `name` in
+    the group; `result=False` says the field changes where or how a run is kept, watched or
+    repeated, not what it computes (left out of the config hash and of a study's identity)."""
+
+    def __init__(self, name: str, description: str):
+        self.name, self.description = name, description
+
+    def __call__(self, default, *, result: bool = True):
+        return dataclasses.field(default=default, metadata={"group": self.name, "result": result})
+
+
+RUN = Group("run", "what the command does, and how the run is kept")
+DATA = Group("data", "CIFAR-10, the validation split and the loader")
+AUGMENTATION = Group(
+    "augmentation",
+    "training-set augmentation: crop and flip per image (albumentations backend) or batch-wise "
+    "(gpu backend); cutout and normalize batch-wise on the device",
+)
+MODEL = Group("model", "the network")
+OPTIMISATION = Group("optimisation", "the optimizer, the loss and weight averaging")
+SCHEDULE = Group("schedule", "the LR schedule (One Cycle: torch's OneCycleLR, stepped every batch)")
+EVALUATION = Group(
+    "evaluation", "what is measured, on which split, and the analysis after training"
+)
+TUNING = Group("tuning", "Optuna: --tune N trials on the validation split")
+TRACKING = Group("tracking", "Weights & Biases and the run folders")
+HARDWARE = Group("hardware", "device, precision and speed")
+
+
+@dataclass
+class Config:
+    # --- run: what the command does, and how the run is kept -----------------------------------
+    name: str = RUN("resnetf", result=False)
+    """Experiment name: the W&B group and the prefix of the run folder."""
+    seed: int = RUN(0, result=False)
+    """Seeds Python, NumPy, torch, the data order and the augmentations."""
+    seeds: int = RUN(1, result=False)
+    """Run the experiment N times (seeds seed..seed+N-1) and report mean +- std."""
+    lr_range_test: bool = RUN(False, result=False)
+    """Instead of training, run an LR range test: print a suggested max_lr, save the curve."""
+    resume: str | None = RUN(None, result=False)
+    """A run folder to continue from its last checkpoint, with the config it was started with
+    (only --progress, --workers and --device may differ)."""
+    checkpoint: bool = RUN(True, result=False)
+    """Write checkpoint.pt (model, optimizer, scheduler, EMA, metrics) after every epoch."""
+    save_model: bool = RUN(True, result=False)
+    """Save the final weights as model.pt in the run folder."""
+    progress: bool = RUN(True, result=False)
+    """Show a progress bar while an epoch runs."""
+    debug: Literal["fast", "overfit", "profile"] | None = RUN(None, result=False)
+    """A quick check instead of a run: fast (a few steps at a constant LR, one evaluation batch,
+    analysis and files; W&B off, under runs/debug/), overfit (one batch without augmentation
+    until it is learnt, or exit 1), profile (a few steps under torch.profiler: a trace and the
+    top operators)."""
+
+    # --- data --------------------------------------------------------------------------------
+    data_dir: str = DATA("data", result=False)
+    """Folder holding cifar-10-batches-py/ (downloaded there when absent)."""
+    download: bool = DATA(True, result=False)
+    """Download CIFAR-10 with torchvision when data_dir has no cifar-10-batches-py/."""
+    val_size: int = DATA(0)
+    """Images held out of the training set (stratified, seeded) as a validation split; 0: none
+    (when tuning, 0 means 10% of the training images, at most 5000)."""
+    workers: int | None = DATA(None, result=False)
+    """DataLoader worker processes; None: one per CPU core, 0: load in the main process."""
+    backend: Literal["albumentations", "gpu"] = DATA("albumentations")
+    """albumentations: per-image crop/flip in loader workers; gpu: data held on the device and
+    augmented batch-wise there."""
+
+    # --- augmentation ------------------------------------------------------------------------
+    pad: int = AUGMENTATION(4)
+    """Pixels of padding before the random 32x32 crop; 0 turns pad+crop off."""
+    pad_mode: Literal["reflect", "constant"] = AUGMENTATION("reflect")
+    """How the padding is filled: mirrored pixels (reflect) or black (constant)."""
+    flip: bool = AUGMENTATION(True)
+    """Random horizontal flip with p=0.5."""
+    alternating_flip: bool = AUGMENTATION(False)
+    """With flip, the alternating flip (gpu backend): each image gets a random flip in epoch 0,
+    then all images flip together every odd epoch, so every image is seen both ways in turn."""
+    cutout: int = AUGMENTATION(8)
+    """Side of the one square hole cut out of each image (Cutout); 0 turns it off."""
+    normalize: bool = AUGMENTATION(True)
+    """Normalize with the CIFAR-10 per-channel mean and std (train and test)."""
+
+    # --- model -------------------------------------------------------------------------------
+    model: Literal["resnetf", "resnet9", "whitened_convnet"] = MODEL("resnetf")
+    """resnetf: the course project's net as published; resnet9: the corrected DAWNBench-style
+    net; whitened_convnet: airbench94's net (frozen 2x2 whitening stem, 64-256-256), for speed."""
+    width: float = MODEL(1.0)
+    """Channel multiplier (1.0: 64-128-256-512); small values make CPU runs cheap."""
+    dropout: float = MODEL(0.1)
+    """Dropout after the third layer (the course project used 0.1)."""
+    softmax_head: bool = MODEL(False)
+    """End the net with softmax, as the course project did (a defect: the loss expects logits)."""
+    bn_momentum: float | None = MODEL(None)
+    """BatchNorm's running-statistics momentum in torch's sense (the weight of the new batch);
+    None: the net's own (whitened_convnet 0.4, which airbench writes as 0.6; the others 0.1)."""
+    head_init_std: float | None = MODEL(None)
+    """whitened_convnet: start the head's weights at this std (airbench94_muon: 1); None: torch's
+    default init."""
+    logit_scale: float | None = MODEL(None)
+    """whitened_convnet: multiply the logits by this (airbench94: 1/9; airbench94_muon: 1/256,
+    one over the feature width); None: 1/9."""
+    stem_bias_epochs: int = MODEL(3)
+    """whitened_convnet: epochs during which the whitening stem's bias trains (then it is frozen,
+    like the stem's weights)."""
+
+    # --- optimisation ------------------------------------------------------------------------
+    epochs: float = OPTIMISATION(24)
+    """Passes over the training set; a fraction trains the last one partly (9.9: 99% of 10)."""
+    batch_size: int = OPTIMISATION(512)
+    """Training batch size (the last incomplete batch of an epoch is dropped)."""
+    optimizer: Literal["sgd", "muon"] = OPTIMISATION("sgd")
+    """sgd: Nesterov SGD for every trained parameter; muon: Muon for the conv filters (4-D
+    weights), SGD for the rest (head at max_lr, biases at bn_bias_lr times it)."""
+    muon_lr: float = OPTIMISATION(0.24)
+    """Muon's peak lr (the step of an orthogonalised update; no units of a loss)."""
+    muon_momentum: float = OPTIMISATION(0.6)
+    """Muon's momentum (Nesterov when --nesterov)."""
+    muon_ns_steps: int = OPTIMISATION(3)
+    """Newton-Schulz iterations that orthogonalise Muon's update (airbench94_muon: 3; torch: 5)."""
+    muon_rescale: bool = OPTIMISATION(True)
+    """Before every Muon step, rescale each filter bank to Frobenius norm sqrt(out channels)."""
+    momentum: float = OPTIMISATION(0.9)
+    """SGD momentum, used as is when cycle_momentum is off."""
+    nesterov: bool = OPTIMISATION(True)
+    """Nesterov momentum."""
+    weight_decay: float = OPTIMISATION(5e-4)
+    """L2 weight decay on every trained parameter (the course project had none)."""
+    decoupled: bool = OPTIMISATION(False)
+    """max_lr and weight_decay in airbench's decoupled form, per 1024 examples of a summed loss:
+    SGD's lr = max_lr * batch_size / (1024 * (1 + 1/(1 - momentum))), and a decay step of
+    weight_decay * batch_size / (1024 * (1 + 1/(1 - momentum))) whatever the lr."""
+    bn_bias_lr: float = OPTIMISATION(1.0)
+    """LR multiplier of the BatchNorm biases (airbench94: 64); with decoupled, their absolute
+    decay step stays that of the other weights."""
+    label_smoothing: float = OPTIMISATION(0.0)
+    """Label smoothing of the training loss."""
+    ema: float = OPTIMISATION(0.0)
+    """Decay of an exponential moving average of the weights, updated every step and used for
+    evaluation; 0 turns it off."""
+    lookahead: float = OPTIMISATION(0.0)
+    """Lookahead weight averaging (airbench94: 0.95): every lookahead_every steps the weights are
+    pulled to a running average with decay lookahead**every * (step/total)**3 and copied back;
+    at the end the weights become the average. 0 turns it off."""
+    lookahead_every: int = OPTIMISATION(5)
+    """Steps between two lookahead updates."""
+
+    # --- schedule (stepped every batch) ----------------------------------------------------------
+    schedule: Literal["one_cycle", "linear_decay"] = SCHEDULE("one_cycle")
+    """one_cycle: torch's OneCycleLR with the fields below; linear_decay: every lr from its peak
+    straight down to 0 from the first step (airbench94_muon), and the parameters a net trains
+    for its first epochs only (the whitening bias) down to 0 over those epochs."""
+    max_lr: float = SCHEDULE(0.1552)
+    """Peak learning rate (the course project's LR-finder pick)."""
+    pct_start: float = SCHEDULE(0.2)
+    """Fraction of the steps spent raising the LR."""
+    div_factor: float = SCHEDULE(10.0)
+    """Initial LR = max_lr / div_factor."""
+    final_div_factor: float = SCHEDULE(100.0)
+    """Final LR = initial LR / final_div_factor."""
+    anneal_strategy: Literal["linear", "cos"] = SCHEDULE("linear")
+    """Shape of the LR ramps."""
+    three_phase: bool = SCHEDULE(False)
+    """Add a third phase that anneals to the final LR (OneCycleLR's three_phase)."""
+    cycle_momentum: bool = SCHEDULE(False)
+    """Cycle momentum inversely to the LR between 0.85 and 0.95 (OneCycleLR's default)."""
+
+    # --- evaluation --------------------------------------------------------------------------
+    tta: Literal["none", "flip", "flip_translate"] = EVALUATION("none")
+    """Test-time augmentation: none; flip (mean logits of each image and its mirror);
+    flip_translate (half that, half the same for the image shifted by 1 px up-left and
+    down-right, reflect-padded: 6 forward passes)."""
+    tta_fraction: float = EVALUATION(1.0)
+    """With --tta: the plain pass over every image, then the TTA views only for this fraction of
+    each evaluation batch, the images the net is least sure of (lowest top probability)."""
+    eval_every: int = EVALUATION(1)
+    """Evaluate every N epochs (the last epoch always); 0: only after the last epoch."""
+    use_test: bool = EVALUATION(True)
+    """Evaluate on the test split and analyse its errors; tuning trials turn it off and see
+    only the validation split."""
+    analysis: bool = EVALUATION(True, result=False)
+    """After training: misclassified grid, confusion matrix, per-class accuracy and Grad-CAM
+    overlays, as PNG/CSV in the run folder and in W&B."""
+    gradcam_images: int = EVALUATION(4, result=False)
+    """Misclassified images shown with Grad-CAM maps; 0: no Grad-CAM."""
+
+    # --- tuning (Optuna) -----------------------------------------------------------------------
+    tune: int = TUNING(0, result=False)
+    """Run an Optuna study until it has N finished trials, searching the sweep file's parameters
+    on the validation split; 0: train once."""
+    sweep: str = TUNING("sweeps/lr.yaml", result=False)
+    """The experiment's W&B sweep file: its `parameters` are the search space of --tune and of
+    `wandb sweep` alike (relative paths: from the working directory, else from the repo)."""
+    study: str | None = TUNING(None, result=False)
+    """Optuna study name; None: the experiment's name."""
+    storage: str | None = TUNING(None, result=False)
+    """Optuna storage: a journal file (PATH.log or journal:PATH; the processes of one machine
+    share it, no server) or a database URL (postgresql://user:pw@host/db across machines,
+    sqlite:///path.db); None: a SQLite file runs/tune/<study>.db. Workers pointed at one
+    storage share the study."""
+    pruner: Literal["median", "hyperband", "none"] = TUNING("median", result=False)
+    """Stop unpromising trials early on their per-epoch validation accuracy."""
+    trial_analysis: bool = TUNING(False, result=False)
+    """Tuning trials draw the analysis figures too (of their validation split); off: a trial does
+    only the work its objective needs. --retrain_best analyses as --analysis says."""
+    heartbeat: int = TUNING(60, result=False)
+    """Seconds between a running trial's heartbeats; a trial silent for 2x this (a killed
+    worker) is marked failed and the study goes on."""
+    retrain_best: bool = TUNING(False, result=False)
+    """After the study, train once with the best parameters on the whole training set and
+    report test accuracy (with several objectives: the front trial --target_acc picks)."""
+    trial_seeds: int = TUNING(1, result=False)
+    """Seeds per trial (seed..seed+K-1): the trial's value is their mean, so the search does not
+    chase one seed's luck; each seed is a run. K > 1 needs --pruner=none."""
+    objectives: str = TUNING("val_acc", result=False)
+    """What a study optimises, comma-separated: val_acc (maximised; always one of them),
+    train_seconds and pflop (minimised; pflop: the run's counted compute, as bench --flops
+    counts it, the same on every machine). Two or more: a multi-objective study (Pareto front,
+    no pruning)."""
+    target_acc: float | None = TUNING(None, result=False)
+    """The accuracy aimed at (a fraction: 0.9). With --seeds N: the one-sided t-test that the
+    mean test accuracy reaches it (p, and the seeds the spread needs to show it); with several
+    objectives, --retrain_best retrains the cheapest front trial whose validation accuracy
+    reaches it (None: the most accurate front trial)."""
+
+    # --- tracking ----------------------------------------------------------------------------
+    wandb_mode: Literal["online", "offline", "disabled"] | None = TRACKING(None, result=False)
+    """W&B mode; None: online when logged in to W&B, else offline (sync later with `wandb sync`)."""
+    wandb_project: str = TRACKING("resnetf", result=False)
+    """W&B project."""
+    wandb_entity: str | None = TRACKING(None, result=False)
+    """W&B entity (user or team); None: your default."""
+    wandb_group: str | None = TRACKING(None, result=False)
+    """W&B group; None: the experiment's name (a study groups its trials under its own name)."""
+    runs_dir: str = TRACKING("runs", result=False)
+    """Where run folders (config, metrics, summary, model, W&B files) are written."""
+
+    # --- hardware ----------------------------------------------------------------------------
+    device: str = HARDWARE("auto", result=False)
+    """auto (cuda when available, else cpu), cpu, cuda or cuda:N."""
+    amp: bool = HARDWARE(True)
+    """Mixed precision (autocast) on CUDA, in amp_dtype."""
+    amp_dtype: Literal["auto", "bf16", "fp16", "half"] = HARDWARE("auto")
+    """auto: bf16 autocast where the GPU computes it natively (compute capability >= 8.0), else
+    fp16 autocast with a GradScaler (T4, V100); none on the CPU. bf16/fp16 force that autocast
+    type (on the CPU too, where torch supports it). half: airbench94's way, the net itself in
+    fp16 (BatchNorm fp32), the batch's losses summed instead of a GradScaler."""
+    channels_last: bool = HARDWARE(True)
+    """channels_last memory format on CUDA (faster convolutions on tensor cores)."""
+    deterministic: bool = HARDWARE(False, result=False)
+    """PyTorch's deterministic algorithms and no cudnn autotuning: identical runs on CUDA too,
+    at some cost in speed."""
+    compile: bool = HARDWARE(False, result=False)
+    """torch.compile the model; compile time is reported apart from training time."""
+
+    def validate(self) -> Config:
+        """Raise ConfigError naming the first field with a bad value; return self."""
+        for name, choices in _choice_fields().items():
+            if getattr(self, name) not in choices:
+                raise ConfigError(
+                    f"{name}: must be one of {', '.join(map(str, choices))} "
+                    f"(got {getattr(self, name)!r})"
+                )
+        for field, ok, rule in self._range_checks():
+            value = getattr(self, field)
+            # NaN compares false everywhere, so `ok` is already False for it
+            if not ok or (isinstance(value, float) and not math.isfinite(value)):
+                raise ConfigError(f"{field}: {rule} (got {value!r})")
+        for field, bad, why in self._combination_checks():
+            if bad:
+                raise ConfigError(f"{field}: {why}")
+        return self
+
+    def _range_checks(self):
+        return [
+            ("max_lr", self.max_lr > 0, "must be > 0"),
+            ("pct_start", 0 < self.pct_start < 1, "must be in (0, 1)"),
+            ("dropout", 0 <= self.dropout < 1, "must be in [0, 1)"),
+            ("epochs", self.epochs > 0, "must be > 0"),
+            ("batch_size", self.batch_size >= 1, "must be >= 1"),
+            ("div_factor", self.div_factor > 0, "must be > 0"),
+            ("final_div_factor", self.final_div_factor > 0, "must be > 0"),
+            ("momentum", 0 <= self.momentum < 1, "must be in [0, 1)"),
+            ("weight_decay", self.weight_decay >= 0, "must be >= 0"),
+            ("label_smoothing", 0 <= self.label_smoothing < 1, "must be in [0, 1)"),
+            ("width", self.width > 0, "must be > 0"),
+            ("pad", 0 <= self.pad <= 16, "must be in [0, 16]"),
+            ("cutout", 0 <= self.cutout <= 32, "must be in [0, 32]"),
+            ("val_size", 0 <= self.val_size < 50_000, "must be in [0, 50000)"),
+            ("ema", 0 <= self.ema < 1, "must be in [0, 1)"),
+            (
+                "ema",
+                self.ema == 0 or self.amp_dtype != "half",
+                "with --amp_dtype=half the average would be an fp16 net, and an update of "
+                "(1 - ema) x (w - average) is below fp16's spacing for most weights: use "
+                "--amp_dtype=bf16 or fp16 (autocast over fp32 weights), or no --ema",
+            ),
+            ("lookahead", 0 <= self.lookahead < 1, "must be in [0, 1)"),
+            ("lookahead_every", self.lookahead_every >= 1, "must be >= 1"),
+            ("bn_bias_lr", self.bn_bias_lr > 0, "must be > 0"),
+            ("muon_lr", self.muon_lr > 0, "must be > 0"),
+            ("muon_momentum", 0 <= self.muon_momentum < 1, "must be in [0, 1)"),
+            ("muon_ns_steps", 1 <= self.muon_ns_steps <= 20, "must be in [1, 20]"),
+            ("tta_fraction", 0 < self.tta_fraction <= 1, "must be in (0, 1]"),
+            (
+                "tta_fraction",
+                self.tta_fraction == 1.0 or self.tta != "none",
+                "picks the images that get the TTA views: it needs --tta flip or flip_translate",
+            ),
+            (
+                "bn_momentum",
+                self.bn_momentum is None or 0 <= self.bn_momentum <= 1,
+                "must be in [0, 1]",
+            ),
+            ("head_init_std", self.head_init_std is None or self.head_init_std > 0, "must be > 0"),
+            ("logit_scale", self.logit_scale is None or self.logit_scale > 0, "must be > 0"),
+            ("stem_bias_epochs", self.stem_bias_epochs >= 0, "must be >= 0"),
+            ("tune", self.tune >= 0, "must be >= 0"),
+            ("seeds", self.seeds >= 1, "must be >= 1"),
+            ("gradcam_images", 0 <= self.gradcam_images <= 16, "must be in [0, 16]"),
+            ("heartbeat", self.heartbeat >= 1, "must be >= 1 second"),
+            ("trial_seeds", self.trial_seeds >= 1, "must be >= 1"),
+            *self._objective_checks(),
+            ("eval_every", self.eval_every >= 0, "must be >= 0"),
+            ("workers", self.workers is None or self.workers >= 0, "must be >= 0"),
+            (
+                "device",
+                self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+                "must be auto, cpu, cuda or cuda:N",
+            ),
+        ]
+
+    def _objective_checks(self):
+        return [
+            (
+                "target_acc",
+                self.target_acc is None or 0 < self.target_acc <= 1,
+                "must be in (0, 1] (a fraction: 0.9 for 90%)",
+            ),
+            (
+                "objectives",
+                len(set(self.objective_list)) == len(self.objective_list),
+                "names "
+                + ", ".join(
+                    sorted({o for o in self.objective_list if self.objective_list.count(o) > 1})
+                )
+                + " twice",
+            ),
+            (
+                "objectives",
+                set(self.objective_list) <= set(OBJECTIVES) and "val_acc" in self.objective_list,
+                f"must be a comma-separated list of {', '.join(OBJECTIVES)} that includes val_acc",
+            ),
+        ]
+
+    def _combination_checks(self):
+        """(field, bad, why): settings that are each fine alone but mean nothing together."""
+        return [
+            (
+                "softmax_head",
+                self.softmax_head and self.model != "resnetf",
+                f"only the resnetf model has one (model={self.model})",
+            ),
+            (
+                "nesterov",
+                self.nesterov and self.momentum == 0 and not self.cycle_momentum,
+                "needs momentum > 0 (got momentum=0)",
+            ),
+            (
+                "decoupled",
+                self.decoupled and self.cycle_momentum,
+                "the decoupled form is defined for a fixed momentum (turn cycle_momentum off)",
+            ),
+            (
+                "optimizer",
+                self.optimizer == "muon" and self.cycle_momentum,
+                "Muon's momentum is fixed: turn cycle_momentum off",
+            ),
+            (
+                "head_init_std",
+                (self.head_init_std is not None or self.logit_scale is not None)
+                and self.model != "whitened_convnet",
+                f"head_init_std and logit_scale set the whitened_convnet's head (model="
+                f"{self.model})",
+            ),
+            (
+                "alternating_flip",
+                self.alternating_flip and (self.backend != "gpu" or not self.flip),
+                "needs --backend=gpu and --flip (each image's flip is kept on the device)",
+            ),
+            (
+                "seeds",
+                self.tune > 0 and self.seeds > 1,
+                "--tune runs a study; it cannot be repeated over seeds (use one of them)",
+            ),
+            (
+                "lr_range_test",
+                self.lr_range_test and (self.tune > 0 or self.seeds > 1),
+                "the LR range test trains nothing; it cannot be combined with --tune or --seeds",
+            ),
+            (
+                "debug",
+                self.debug is not None
+                and (
+                    self.tune > 0 or self.seeds > 1 or self.lr_range_test or self.resume is not None
+                ),
+                "a debug mode is a quick check of one run: not with --tune, --seeds, "
+                "--lr_range_test or --resume",
+            ),
+            *self._tuning_checks(),
+        ]
+
+    def _tuning_checks(self):
+        return [
+            (
+                "retrain_best",
+                self.retrain_best and self.tune == 0,
+                "retrains the best trial of a study: it needs --tune N",
+            ),
+            (
+                "trial_analysis",
+                self.trial_analysis and self.tune == 0,
+                "draws the figures of tuning trials: it needs --tune N",
+            ),
+            (
+                "target_acc",
+                self.target_acc is not None and not self.retrain_best and self.seeds < 2,
+                "the accuracy aimed at is tested over --seeds N (N >= 2) or picks the front "
+                "trial --retrain_best retrains: it needs one of them",
+            ),
+            (
+                "trial_seeds",
+                self.trial_seeds > 1 and self.tune == 0,
+                "seeds per tuning trial: it needs --tune N (for seeds of one run: --seeds N)",
+            ),
+            (
+                "objectives",
+                self.objectives != "val_acc" and self.tune == 0,
+                "what a study optimises: it needs --tune N",
+            ),
+            (
+                "pruner",
+                self.tune > 0 and self.pruner != "none" and len(self.objective_list) > 1,
+                "Optuna cannot prune a study with several objectives: use --pruner=none",
+            ),
+            (
+                "pruner",
+                self.tune > 0 and self.pruner != "none" and self.trial_seeds > 1,
+                "a trial's seeds run one after another, so no mean over them exists at each "
+                "epoch for the pruner: use --pruner=none with --trial_seeds > 1",
+            ),
+            (
+                "eval_every",
+                self.tune > 0 and self.pruner != "none" and self.eval_every == 0,
+                "the pruner needs per-epoch validation accuracy: use eval_every >= 1 or "
+                "--pruner=none when tuning",
+            ),
+        ]
+
+    @property
+    def objective_list(self) -> list[str]:
+        return [o.strip() for o in self.objectives.split(",") if o.strip()]
+
+    def replace(self, **changes) -> Config:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# --- what each field is, read from its declaration ----------------------------------------------
+
+
+def declarations() -> dict:
+    """Field -> (group, changes a result), from each field's declaration; a field declared
+    without a group is an error here (and in the test that calls this)."""
+    out = {}
+    for f in dataclasses.fields(Config):
+        if "group" not in f.metadata:
+            raise TypeError(f"Config.{f.name} has no group: declare it as `= GROUP(default)`")
+        out[f.name] = (f.metadata["group"], f.metadata["result"])
+    return out
+
+
+def groups() -> dict:
+    """--help's groups: name -> (description, fields in declaration order)."""
+    grouped = {g.name: (g.description, []) for g in _GROUPS}
+    for name, (group, _) in declarations().items():
+        grouped[group][1].append(name)
+    return grouped
+
+
+def result_fields() -> list[str]:
+    """The fields that change what a run computes."""
+    return [name for name, (_, result) in declarations().items() if result]
+
+
+_GROUPS = (
+    RUN,
+    DATA,
+    AUGMENTATION,
+    MODEL,
+    OPTIMISATION,
+    SCHEDULE,
+    EVALUATION,
+    TUNING,
+    TRACKING,
+    HARDWARE,
+)
+
+
+def config_hash(cfg: Config) -> str:
+    """A short hash of the fields that change what a run computes (result_fields()): equal
+    for the seeds of one config, different for an ablation."""
+    import hashlib
+    import json
+
+    values = cfg.to_dict()
+    fields = {k: values[k] for k in result_fields()}
+    return hashlib.blake2b(
+        json.dumps(fields, sort_keys=True, default=str).encode(), digest_size=4
+    ).hexdigest()
+
+
+def _hints() -> dict:
+    return typing.get_type_hints(Config)
+
+
+def _options(hint) -> tuple:
+    """The types a hint allows: X for X, (X, None) for X | None and Optional[X]."""
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    return typing.get_args(hint) if union else (hint,)
+
+
+def _choice_fields() -> dict:
+    """Field -> allowed values, for every field typed Literal[...] or Optional[Literal[...]]."""
+    choices = {}
+    for name, hint in _hints().items():
+        args = _options(hint)
+        literals = [a for a in args if typing.get_origin(a) is Literal]
+        if literals:
+            choices[name] = (*typing.get_args(literals[0]), *([None] if type(None) in args else []))
+    return choices
+
+
+def coerce(name: str, text: str):
+    """A field's value from its text, as its type reads it (`none` for an optional field,
+    true/false for a flag, a Literal's choices); a ConfigError naming the field otherwise."""
+    hint = _hints().get(name)
+    if hint is None:
+        raise ConfigError(f"{name}: no such Config field")
+    options = _options(hint)
+    if text.lower() == "none" and type(None) in options:
+        return None
+    for option in options:
+        if typing.get_origin(option) is Literal and text in typing.get_args(option):
+            return text
+        if option is bool and text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        if option in (int, float) and option is not bool:
+            try:
+                value = float(text)
+            except ValueError:
+                continue
+            if option is float:
+                return value
+            if value.is_integer():
+                return int(value)
+        if option is str:
+            return text
+    raise ConfigError(f"{name}: {text!r} is not {_type_name(hint)}")
+
+
+def check_value(name: str, value) -> None:
+    """A ConfigError naming the field unless `value` (from a sweep file, say) fits its type and
+    choices: 7.5 for an integer field, a string for a number, a value outside a Literal's."""
+    hint = _hints().get(name)
+    if hint is None:
+        raise ConfigError(f"{name}: no such Config field")
+    for option in _options(hint):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if (
+            (option is type(None) and value is None)
+            or (typing.get_origin(option) is Literal and value in typing.get_args(option))
+            or (option is bool and isinstance(value, bool))
+            or (option is int and number and float(value).is_integer())
+            or (option is float and number)
+            or (option is str and isinstance(value, str))
+        ):
+            return
+    raise ConfigError(f"{name}: {value!r} is not {_type_name(hint)}")
+
+
+def _type_name(hint) -> str:
+    if typing.get_origin(hint) is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(hint)))
+    if len(_options(hint)) > 1:
+        return " or ".join(_type_name(a) for a in _options(hint))
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    return "none" if hint is type(None) else names.get(hint, str(hint))
+
+
+def field_docs() -> dict:
+    """Field -> the docstring under it in Config's source, for --help."""
+    tree = ast.parse(inspect.getsource(Config))
+    body, docs = tree.body[0].body, {}
+    for node, after in zip(body, body[1:]):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+        ):
+            docs[node.target.id] = inspect.cleandoc(after.value.value).replace("\n", " ")
+    return docs
+
+
+def _cli_class(defaults: Config):
+    """A dataclass of one dataclass per group, for tyro: nested for --help's boxes, with
+    OmitArgPrefixes so that every flag keeps its flat name (--max_lr, not --schedule.max_lr)."""
+    import tyro
+
+    hints, docs, values = _hints(), field_docs(), defaults.to_dict()
+    outer = []
+    for group, (description, fields) in groups().items():
+        cls = dataclasses.make_dataclass(
+            group,
+            [
+                (
+                    f,
+                    typing.Annotated[hints[f], tyro.conf.arg(help=docs.get(f, ""))],
+                    dataclasses.field(default=values[f]),
+                )
+                for f in fields
+            ],
+        )
+        cls.__doc__ = description
+        outer.append(
+            (
+                group,
+                typing.Annotated[cls, tyro.conf.OmitArgPrefixes],
+                dataclasses.field(default_factory=cls),
+            )
+        )
+    return dataclasses.make_dataclass("Config", outer)
+
+
+def agent_style(args: Sequence[str]) -> list[str]:
+    """W&B's agent writes `--flag=True/False` for booleans and may send `--batch_size=512.0`
+    for integers; turn them into the flags tyro knows (`--flag` / `--no_flag`, `512`)."""
+    hints, out = _hints(), []
+    for arg in args:
+        name, sep, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+        key = name.replace("-", "_")
+        if sep and hints.get(key) is bool and value.lower() in ("true", "false"):
+            arg = f"--{key}" if value.lower() == "true" else f"--no_{key}"
+        elif sep and hints.get(key) in (int, int | None) and _integral(value):
+            arg = f"--{name}={int(float(value))}"
+        out.append(arg)
+    return out
+
+
+def _integral(text: str) -> bool:
+    try:
+        return float(text).is_integer()
+    except ValueError:
+        return False
+
+
+def parse(defaults: Config, args: Sequence[str] | None = None, description: str = "") -> Config:
+    """Command line -> validated Config. Any field can be overridden as --field=value or
+    --field value; a bad value exits with status 2 and a message naming the field."""
+    import tyro  # imported here: the package must import without the CLI stack
+
+    args = agent_style(sys.argv[1:] if args is None else args)
+    nested = tyro.cli(
+        _cli_class(defaults), args=args, description=description or None, use_underscores=True
+    )
+    cfg = Config(**{k: v for group in groups() for k, v in vars(getattr(nested, group)).items()})
+    try:
+        return cfg.validate()
+    except ConfigError as e:
+        print(f"error: --{e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def load_experiment(path) -> Config:
+    """The CONFIG of an experiment file (experiments/NAME.py), without running it."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no experiment file {path}")
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.CONFIG
