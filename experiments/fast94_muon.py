@@ -35,6 +35,7 @@ CONFIG = Config(
     weight_decay=2e-6 * KILOSTEP,  # 2e-6 x batch size per step, whatever the lr
     schedule="linear_decay",
     stem_bias_epochs=3,
+    stem_bias_init="torch",  # airbench94_muon keeps nn.Conv2d's U(+-1/sqrt(12)); fast94: zero
     head_init_std=1.0,
     logit_scale=1 / 256,
     label_smoothing=0.2,
@@ -46,6 +47,7 @@ CONFIG = Config(
     eval_every=0,
     pruner="none",  # --tune: it evaluates once, after its last epoch, so nothing to prune on
     sweep="sweeps/fast94_muon.yaml",
+    amp_dtype="auto_half",  # the net in fp16, BatchNorm fp32, on CUDA (--amp_dtype=bf16: autocast)
 )
 
 if __name__ == "__main__":

@@ -132,6 +132,9 @@ class Config:
     logit_scale: float | None = MODEL(None)
     """whitened_convnet: multiply the logits by this (airbench94: 1/9; airbench94_muon: 1/256,
     one over the feature width); None: 1/9."""
+    stem_bias_init: Literal["zero", "torch"] = MODEL("zero")
+    """whitened_convnet: the whitening stem's bias at the start: zero (airbench94: the whitened
+    patches as they are) or torch (nn.Conv2d's default U(+-1/sqrt(12)), as airbench94_muon)."""
     stem_bias_epochs: int = MODEL(3)
     """whitened_convnet: epochs during which the whitening stem's bias trains (then it is frozen,
     like the stem's weights)."""
@@ -272,11 +275,12 @@ class Config:
     """auto (cuda when available, else cpu), cpu, cuda or cuda:N."""
     amp: bool = HARDWARE(True)
     """Mixed precision (autocast) on CUDA, in amp_dtype."""
-    amp_dtype: Literal["auto", "bf16", "fp16", "half"] = HARDWARE("auto")
+    amp_dtype: Literal["auto", "bf16", "fp16", "half", "auto_half"] = HARDWARE("auto")
     """auto: bf16 autocast where the GPU computes it natively (compute capability >= 8.0), else
     fp16 autocast with a GradScaler (T4, V100); none on the CPU. bf16/fp16 force that autocast
     type (on the CPU too, where torch supports it). half: airbench94's way, the net itself in
-    fp16 (BatchNorm fp32), the batch's losses summed instead of a GradScaler."""
+    fp16 (BatchNorm fp32), the batch's losses summed instead of a GradScaler; auto_half: half
+    on CUDA (airbench94_muon's precision), none on the CPU, where fp16 convolutions are slow."""
     channels_last: bool = HARDWARE(True)
     """channels_last memory format on CUDA (faster convolutions on tensor cores)."""
     deterministic: bool = HARDWARE(False, result=False)
@@ -322,7 +326,7 @@ class Config:
             ("ema", 0 <= self.ema < 1, "must be in [0, 1)"),
             (
                 "ema",
-                self.ema == 0 or self.amp_dtype != "half",
+                self.ema == 0 or self.amp_dtype not in ("half", "auto_half"),
                 "with --amp_dtype=half the average would be an fp16 net, and an update of "
                 "(1 - ema) x (w - average) is below fp16's spacing for most weights: use "
                 "--amp_dtype=bf16 or fp16 (autocast over fp32 weights), or no --ema",

@@ -184,13 +184,16 @@ class WhitenedConvNet(Net):
         eps: float = 5e-4,
         stem_bias_epochs: int = 3,
         head_init_std: float | None = None,
+        stem_bias_init: str = "zero",
     ):
         super().__init__()
         self.stem_bias_epochs = stem_bias_epochs
         widths = [_ch(c, width) for c in (64, 256, 256)]
         self.stem = nn.Conv2d(3, 24, 2, padding=0, bias=True)
         self.stem.weight.requires_grad_(False)
-        nn.init.zeros_(self.stem.bias)  # airbench94's start: the whitened patches as they are
+        if stem_bias_init == "zero":  # airbench94's start: the whitened patches as they are
+            nn.init.zeros_(self.stem.bias)
+        # else nn.Conv2d's own U(+-1/sqrt(12)), which airbench94_muon keeps
         self.groups = nn.Sequential(
             *[_group(cin, cout) for cin, cout in zip([24] + widths[:-1], widths)]
         )
@@ -203,18 +206,18 @@ class WhitenedConvNet(Net):
 
     @torch.no_grad()
     def init_from_data(self, images: torch.Tensor) -> None:
-        """Set the stem to whiten 2x2 patches of `images` (N, 3, H, W, as the net sees them):
-        the eigenvectors of the patch covariance scaled by 1/sqrt(eigenvalue + eps), each with
-        both signs (24 filters for 12-dim patches)."""
+        """Set the stem to whiten 2x2 patches of `images` (N, 3, H, W, as the net sees them), as
+        airbench computes it: the patches' uncentred second moment X^T X / N, its eigenvectors
+        scaled by 1/sqrt(eigenvalue + eps), largest eigenvalue first, each with both signs (24
+        filters for 12-dim patches)."""
         patches = images.float().unfold(2, 2, 1).unfold(3, 2, 1)  # N, C, H-1, W-1, 2, 2
         patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, 12)
-        # the 12 x 12 covariance in float32 (millions of patches: a float64 copy cost seconds
-        # on a CPU), its eigendecomposition in float64
-        cov = torch.cov(patches.T).double()
-        eigenvalues, eigenvectors = torch.linalg.eigh(cov)
-        filters = (eigenvectors.T / torch.sqrt(eigenvalues + self.eps)[:, None]).reshape(
-            12, 3, 2, 2
-        )
+        # the 12 x 12 moment in float32 (millions of patches: a float64 copy cost seconds on a
+        # CPU), its eigendecomposition in float64
+        moment = (patches.T @ patches / len(patches)).double()
+        eigenvalues, eigenvectors = torch.linalg.eigh(moment)
+        filters = eigenvectors.T.flip(0) / torch.sqrt(eigenvalues.flip(0) + self.eps)[:, None]
+        filters = filters.reshape(12, 3, 2, 2)
         self.stem.weight.copy_(torch.cat([filters, -filters]).to(self.stem.weight))
 
     def set_epoch(self, epoch: int) -> None:
@@ -254,6 +257,7 @@ def build(cfg) -> nn.Module:
             stem_bias_epochs=cfg.stem_bias_epochs,
             logit_scale=1 / 9 if cfg.logit_scale is None else cfg.logit_scale,
             head_init_std=cfg.head_init_std,
+            stem_bias_init=cfg.stem_bias_init,
         )
     else:
         net = NETS[cfg.model](width=cfg.width, dropout=cfg.dropout)

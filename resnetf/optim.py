@@ -286,7 +286,9 @@ class Precision:
 
 def precision(cfg: Config, device: torch.device, batch_size: int) -> Precision:
     """The precision of Config.amp_dtype on `device`."""
-    if cfg.amp and cfg.amp_dtype == "half":
+    if cfg.amp and (
+        cfg.amp_dtype == "half" or (cfg.amp_dtype == "auto_half" and device.type == "cuda")
+    ):
         return Precision(half=True, loss_scale=float(batch_size))
     capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
     dtype = amp_dtype(cfg.amp, cfg.amp_dtype, device.type, capability)
@@ -300,7 +302,7 @@ def amp_dtype(amp: bool, choice: str, device_type: str, capability=None) -> torc
     """The autocast type. auto: bf16 from compute capability 8.0 (Ampere) on, where tensor cores
     run it natively, fp16 below (T4, V100), nothing on the CPU; bf16/fp16: as asked; half: no
     autocast (the weights are fp16 themselves)."""
-    if not amp or choice == "half" or (choice == "auto" and device_type != "cuda"):
+    if not amp or choice in ("half", "auto_half") or (choice == "auto" and device_type != "cuda"):
         return None
     if choice == "auto":
         return torch.bfloat16 if tuple(capability) >= (8, 0) else torch.float16

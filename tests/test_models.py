@@ -101,3 +101,52 @@ def test_the_muon_recipes_head_and_batchnorm_fields_reach_the_net():
     default = build(Config(model="whitened_convnet"))
     assert default.logit_scale == WhitenedConvNet().logit_scale == 1 / 9
     assert {m.momentum for m in default.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {0.4}
+
+
+def _airbench_whitening(images: torch.Tensor, eps: float = 5e-4) -> torch.Tensor:
+    """airbench's formula, written out: 2x2 patches (C, h, w flattened), their uncentred second
+    moment X^T X / N, eigenvectors over sqrt(eigenvalue + eps), largest first, both signs."""
+    n, c, h, w = images.shape
+    patches = images.unfold(2, 2, 1).unfold(3, 2, 1).transpose(1, 3).reshape(-1, c, 2, 2)
+    flat = patches.reshape(len(patches), -1).double()
+    eigenvalues, eigenvectors = torch.linalg.eigh(flat.T @ flat / len(flat))
+    scaled = eigenvectors.T.flip(0).reshape(-1, c, 2, 2) / torch.sqrt(
+        eigenvalues.flip(0) + eps
+    ).view(-1, 1, 1, 1)
+    return torch.cat([scaled, -scaled])
+
+
+def test_the_whitening_filters_are_airbenchs():
+    images = torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.2
+    net = models.WhitenedConvNet()
+    net.init_from_data(images)
+    expected = _airbench_whitening(images).float()
+    # each filter is an eigenvector: equal up to its sign, which eigh may choose either way
+    signs = torch.sign((net.stem.weight * expected).sum((1, 2, 3)))
+    # (float32 sums over 61,504 patches here against float64 there: 1e-3 apart at most)
+    torch.testing.assert_close(
+        net.stem.weight, expected * signs.view(-1, 1, 1, 1), rtol=1e-3, atol=1e-3
+    )
+    assert (signs != 0).all()
+
+
+def test_the_stem_bias_starts_at_zero_or_at_torchs_default():
+    zero = models.build(Config(model="whitened_convnet", stem_bias_init="zero"))
+    assert torch.count_nonzero(zero.stem.bias) == 0
+    torch.manual_seed(0)
+    default = models.build(Config(model="whitened_convnet", stem_bias_init="torch"))
+    bound = 1 / 12**0.5  # nn.Conv2d's U(+-1/sqrt(fan_in)), fan_in = 3 x 2 x 2
+    assert default.stem.bias.abs().max() <= bound and default.stem.bias.std() > bound / 4
+
+
+def test_the_muon_recipe_runs_in_half_where_cuda_runs_it():
+    from resnetf.config import load_experiment
+    from resnetf.optim import precision
+
+    cfg = load_experiment("experiments/fast94_muon.py")
+    assert cfg.stem_bias_init == "torch" and cfg.amp_dtype == "auto_half"
+    on_gpu = precision(cfg, torch.device("cuda"), cfg.batch_size)
+    assert on_gpu.half and on_gpu.loss_scale == cfg.batch_size and on_gpu.scaler is None
+    on_cpu = precision(cfg, torch.device("cpu"), cfg.batch_size)
+    assert not on_cpu.half and on_cpu.loss_scale == 1
+    assert precision(cfg.replace(amp_dtype="bf16"), torch.device("cpu"), 10).autocast is not None
