@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import stats
+from . import launch, stats
 from .config import Config, ConfigError, coerce, config_hash, load_experiment, parse
 from .data import DataError, load_cifar10
 from .plots import draw_differences, subplots
@@ -104,8 +104,14 @@ def run_one(cfg: Config, context: Context, cifar, label: str) -> dict:
 
 
 def run_all(configs, seeds: list[int], cifar) -> pd.DataFrame:
-    """One row per run: the variant, the seed, its accuracies and train seconds."""
-    done, rows = finished_runs(configs[0][1].runs_dir), []
+    """One row per run: the variant, the seed, its accuracies and train seconds; here, one run
+    after another, or on --launcher's tasks (resnetf.launch), in the same interleaved order."""
+    base = configs[0][1]
+    if base.launcher != "inline":
+        runs = [launch.Run(label, cfg.replace(seed=s)) for s in seeds for label, cfg in configs]
+        summaries = launch.run_many(runs, base, f"ablate_{base.name}", cifar.fingerprint())
+        return pd.DataFrame([{"variant": x.pop("label"), **x} for x in summaries])
+    done, rows = finished_runs(base.runs_dir), []
     fingerprint = cifar.fingerprint()
     for seed in seeds:
         for label, cfg in configs:
@@ -218,6 +224,7 @@ def prepare(argv: list[str]):
         base = base.replace(use_test=False)
     configs = variants(base, args.vary)
     check_runs_dir(base.runs_dir)
+    launch.check(base)
     cifar = load_cifar10(base.data_dir, download=base.download)
     return base, configs, list(range(base.seed, base.seed + args.seeds)), cifar
 
@@ -239,6 +246,11 @@ def main(argv=None) -> pd.DataFrame:
     except RunStopped as e:
         print(f"stopped: {e}; the same command goes on where it stopped", file=sys.stderr)
         raise SystemExit(130 if e.failed else 0) from None
+    except launch.LaunchFailed as e:
+        for line in e.problems:
+            print(f"error: {line}", file=sys.stderr)
+        print("finished runs are kept: the same command runs only the rest", file=sys.stderr)
+        raise SystemExit(1) from None
     except (DataError, ValueError, OSError) as e:
         print(f"error: {e}; finished runs are kept and skipped on a rerun", file=sys.stderr)
         raise SystemExit(1) from None

@@ -43,8 +43,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from . import launch
 from .batch_augment import BatchAugment
 from .config import Config, load_experiment, parse
+from .config import groups as config_groups
 from .data import load_cifar10
 from .optim import n_epochs, sync, total_steps
 from .repeat import fmt, reach_line, run_each, spread
@@ -340,12 +342,18 @@ def arguments(argv) -> tuple[argparse.Namespace, list]:
         "runs' mean reaches it, and the seeds their spread needs to show it",
     )
     ap.add_argument("--out", default=None, help="folder for the CSV files and run folders")
-    args = ap.parse_args(argv[:cut])
+    args, rest = ap.parse_known_args(argv[:cut])
+    launch_flags = {f"--{name}" for name in config_groups()["launch"][1]}
+    stray = [a for a in rest if a.startswith("--") and a.split("=")[0] not in launch_flags]
+    if stray:
+        ap.error(f"unrecognized arguments: {' '.join(stray)}")
     if args.target_acc is not None and not 0 < args.target_acc <= 1:
         ap.error(f"--target_acc must be in (0, 1] (a fraction: 0.94; got {args.target_acc})")
     if args.target_acc is not None and args.seeds < 2:
         ap.error("--target_acc is tested over the timed runs: it needs --seeds N >= 2")
-    return args, argv[cut + 1 :]
+    # the launch flags (--launcher local --jobs 8 ...) may come before `--`: they say where the
+    # timed runs go, not what the recipe is
+    return args, rest + argv[cut + 1 :]
 
 
 def print_flops(name: str, cfg: Config) -> None:
@@ -380,51 +388,73 @@ def pipeline(cfg: Config, device: torch.device, env: dict, out: Path) -> None:
 def timed_seeds(
     cfg: Config, seeds: int, name: str, env: dict, out: Path, target_acc: float | None = None
 ) -> pd.DataFrame:
-    """One uncounted one-epoch warm-up run (cudnn autotuning, allocator and compile caches),
-    then one run per seed."""
+    """One uncounted one-epoch warm-up run (cudnn autotuning, allocator and compile caches), then
+    one run per seed; with --launcher, a warm-up per task and the seeds dealt over the tasks."""
     runs_dir = str(out / "runs")
-    run(
-        cfg.replace(
-            epochs=1,
-            seed=10_000,
-            runs_dir=runs_dir,
-            wandb_mode="disabled",
-            progress=False,
-            save_model=False,
-            pct_start=min(cfg.pct_start, 0.25),
-        ),
-        Context(job_type="warmup"),  # resnetf.compare leaves it out
+    cfg = cfg.replace(runs_dir=runs_dir)
+    warmup = cfg.replace(
+        epochs=1,
+        seed=10_000,
+        wandb_mode="disabled",
+        progress=False,
+        save_model=False,
+        pct_start=min(cfg.pct_start, 0.25),
     )
-    table = pd.DataFrame(
-        [
-            {
-                "experiment": name,
-                "backend": cfg.backend,
-                "seed": s["seed"],
-                "test_acc": s["final_test_acc"],
-                "train_seconds": s["train_seconds"],
-                "eval_seconds": s["eval_seconds"],
-                "compile_seconds": s["compile_seconds"],
-                "epoch_seconds": s["train_seconds"] / s["epochs_done"],
-                "train_images_per_s": s["train_images"] * s["epochs_done"] / s["train_seconds"],
-                **env,
-            }
-            for s in run_each(cfg.replace(runs_dir=runs_dir), range(seeds))
-        ]
-    )
+    if cfg.launcher == "inline":
+        run(warmup, Context(job_type="warmup"))  # resnetf.compare leaves it out
+        summaries = run_each(cfg, range(seeds))
+    else:
+        from .data import load_cifar10
+        from .launch import Run, run_many
+
+        fingerprint = load_cifar10(cfg.data_dir, download=cfg.download).fingerprint()
+        runs = [Run(f"seed {s}", cfg.replace(seed=s)) for s in range(seeds)]
+        summaries = run_many(runs, cfg, f"bench_{name}", fingerprint, warmup=warmup)
+    table = pd.DataFrame([seed_row(s, name, cfg, env) for s in summaries])
     table["timed_seconds"] = table["train_seconds"] + table["eval_seconds"]
     table.to_csv(out / "seeds.csv", index=False)
     cols = ["seed", "test_acc", "train_seconds", "epoch_seconds", "train_images_per_s"]
-    print(table[cols].to_string(index=False, float_format="%.4f"))
     print(
-        f"{name} ({cfg.backend}) on {env['gpu'] if env['gpu'] != 'none' else 'cpu'}: "
-        f"test accuracy {fmt(*spread(table['test_acc']), 100)} % (n={len(table)}), "
-        f"train seconds {fmt(*spread(table['train_seconds']))}, "
-        f"{table['train_images_per_s'].mean():,.0f} train images/s"
+        table[cols + (["task_index"] if "task_index" in table else [])].to_string(
+            index=False, float_format="%.4f"
+        )
     )
+    if "task_index" in table and table["task_index"].nunique() > 1:
+        for task, rows in table.groupby("task_index"):
+            print(f"task {task}: {describe(rows)}")
+    where = env["gpu"] if env["gpu"] != "none" else "cpu"
+    print(f"{name} ({cfg.backend}) on {where}, pooled: {describe(table)}")
     if target_acc is not None:
         print(reach_line(table["test_acc"].dropna(), target_acc))
     return table
+
+
+def seed_row(s: dict, name: str, cfg: Config, env: dict) -> dict:
+    """One timed run as a row of seeds.csv, with where it ran when a launcher placed it."""
+    placed = {k: s[k] for k in ("task_index", "host", "cuda_visible_devices") if k in s}
+    return {
+        "experiment": name,
+        "backend": cfg.backend,
+        "seed": s["seed"],
+        "test_acc": s["final_test_acc"],
+        "train_seconds": s["train_seconds"],
+        "eval_seconds": s["eval_seconds"],
+        "compile_seconds": s["compile_seconds"],
+        "epoch_seconds": s["train_seconds"] / s["epochs_done"],
+        "train_images_per_s": s["train_images"] * s["epochs_done"] / s["train_seconds"],
+        **placed,
+        **env,
+    }
+
+
+def describe(rows: pd.DataFrame) -> str:
+    acc = rows["test_acc"].dropna()
+    return (
+        f"test accuracy {fmt(*spread(acc), 100)} % (median {100 * acc.median():.2f}, "
+        f"n={len(acc)}), train seconds {fmt(*spread(rows['train_seconds']))} "
+        f"(median {rows['train_seconds'].median():.2f}), "
+        f"{rows['train_images_per_s'].mean():,.0f} train images/s"
+    )
 
 
 def main(argv=None) -> None:
@@ -436,6 +466,10 @@ def main(argv=None) -> None:
     cfg, name = parse(experiment, flags), Path(args.experiment).stem
     if args.flops:
         return print_flops(name, cfg)
+    try:
+        launch.check(cfg)
+    except ValueError as e:
+        raise SystemExit(f"error: --{e}") from None
     out = Path(args.out or f"runs/bench_{name}_{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.device)
@@ -448,7 +482,10 @@ def main(argv=None) -> None:
         race.assign(**env).to_csv(out / "race.csv", index=False)
         print_race(name, race)
     elif args.seeds > 0:
-        timed_seeds(cfg, args.seeds, name, env, out, args.target_acc)
+        try:
+            timed_seeds(cfg, args.seeds, name, env, out, args.target_acc)
+        except launch.LaunchFailed as e:
+            raise SystemExit("error: " + "\nerror: ".join(e.problems)) from None
     if args.trials:
         overheads = trial_overheads(cfg, args.trials, out)
         overheads.to_csv(out / "trials.csv", index=False)

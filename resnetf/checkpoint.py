@@ -106,13 +106,16 @@ def read_data(path: Path, prefix: str = ""):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights only load failed" in str(e).lower():
+        # an object the data-only unpickler refuses (a function, a class): the file would run
+        # code; anything else it cannot parse is not a torch file at all (refused either way)
+        if "GLOBAL" in str(e) or "Unsupported global" in str(e):
             raise UnsafeFile(
                 f"{prefix}{path} refused: it holds objects that would run code when loaded "
                 f"(not a file resnetf writes, which holds only tensors and plain values); "
                 f"nothing in it was run"
             ) from None
-        raise ValueError(f"{prefix}{path} cannot be read as a torch file ({e})") from None
+        detail = str(e).strip().splitlines()[-1][:200]
+        raise ValueError(f"{prefix}{path} cannot be read as a torch file ({detail})") from None
     except Exception as e:  # truncated (EOFError, RuntimeError), not a torch file
         raise ValueError(
             f"{prefix}{path} cannot be read ({type(e).__name__}: {e}); it may be truncated or "

@@ -29,6 +29,10 @@ def dispatch(cfg: Config):
         from .repeat import run_seeds
 
         return run_seeds(cfg)
+    if cfg.launcher != "inline":  # one run, in a task of its own (a SLURM job, say)
+        from .repeat import launched
+
+        return launched(cfg, [cfg.seed])[0]
     from .train import run
 
     return run(cfg)
@@ -67,9 +71,15 @@ def main(defaults: Config, args: Sequence[str] | None = None, description: str =
     cfg = parse(defaults, args, description)
     from .checkpoint import resume_config
     from .data import DataError
+    from .launch import LaunchFailed, check
     from .train import RunStopped, StudyFailed, TrainingDiverged
 
     cfg = as_sweep_run(cfg, args)
+    try:  # where the runs go is checked before anything is written or submitted
+        check(cfg)
+    except ValueError as e:
+        print(f"error: --{e}", file=sys.stderr)
+        raise SystemExit(2) from None
     try:
         if cfg.resume:  # the run continues with the config it was started with
             cfg = resume_config(cfg, defaults)
@@ -87,6 +97,11 @@ def main(defaults: Config, args: Sequence[str] | None = None, description: str =
                     f"on with its own config"
                 )
         return dispatch(cfg)
+    except LaunchFailed as e:
+        for line in e.problems:
+            print(f"error: {line}", file=sys.stderr)
+        print("finished runs are kept: the same command runs only the rest", file=sys.stderr)
+        raise SystemExit(1) from None
     except RunStopped as e:
         print(f"stopped: {e}", file=sys.stderr)
         # a sweep's early termination is a verdict, not a failure: W&B's agent shuts itself

@@ -55,6 +55,11 @@ EVALUATION = Group(
 )
 TUNING = Group("tuning", "Optuna: --tune N trials on the validation split")
 TRACKING = Group("tracking", "Weights & Biases and the run folders")
+LAUNCH = Group(
+    "launch",
+    "where the runs of an ablation, --seeds N, a benchmark or a study's workers execute "
+    "(submitit: one process per shard, local or a SLURM job array)",
+)
 HARDWARE = Group("hardware", "device, precision and speed")
 
 
@@ -270,6 +275,29 @@ class Config:
     runs_dir: str = TRACKING("runs", result=False)
     """Where run folders (config, metrics, summary, model, W&B files) are written."""
 
+    # --- launch (submitit) ---------------------------------------------------------------------
+    launcher: Literal["inline", "local", "slurm"] = LAUNCH("inline", result=False)
+    """inline: every run in this process, one after another; local: --jobs processes on this
+    machine, each pinned to its own GPU(s); slurm: a SLURM job array of --jobs tasks."""
+    jobs: int = LAUNCH(1, result=False)
+    """Tasks the runs are dealt into (round-robin); each loads the data once and runs its runs
+    one after another. More than the runs: fewer tasks. With --tune: study workers."""
+    gpus_per_job: int | None = LAUNCH(None, result=False)
+    """GPUs per task; None: 1 where CUDA exists, 0 on a CPU."""
+    slurm_partition: str | None = LAUNCH(None, result=False)
+    """SLURM partition; None: the cluster's default."""
+    slurm_time_min: int = LAUNCH(60, result=False)
+    """Time limit of each task in minutes (local tasks too); a task near it is requeued and
+    resumes where it stopped."""
+    slurm_array_parallelism: int | None = LAUNCH(None, result=False)
+    """At most this many array tasks at once; None: all of them."""
+    slurm_param: tuple[str, ...] = LAUNCH((), result=False)
+    """Other SLURM parameters as KEY=VALUE (submitit's slurm_additional_parameters:
+    --slurm_param mem=16G account=mine)."""
+    launch_dir: str | None = LAUNCH(None, result=False)
+    """submitit's folder (pickles, logs, launch.json); None: runs/launch/<name>_<time>, or the
+    folder of an earlier launch of the same runs, so that a rerun finds its jobs."""
+
     # --- hardware ----------------------------------------------------------------------------
     device: str = HARDWARE("auto", result=False)
     """auto (cuda when available, else cpu), cpu, cuda or cuda:N."""
@@ -444,6 +472,34 @@ class Config:
                 "--lr_range_test or --resume",
             ),
             *self._tuning_checks(),
+            *self._launch_checks(),
+        ]
+
+    def _launch_checks(self):
+        return [
+            ("jobs", self.jobs < 1, f"must be >= 1 (got {self.jobs})"),
+            (
+                "gpus_per_job",
+                self.gpus_per_job is not None and self.gpus_per_job < 0,
+                f"must be >= 0 (got {self.gpus_per_job})",
+            ),
+            ("slurm_time_min", self.slurm_time_min < 1, "must be >= 1 minute"),
+            (
+                "slurm_array_parallelism",
+                self.slurm_array_parallelism is not None and self.slurm_array_parallelism < 1,
+                "must be >= 1",
+            ),
+            (
+                "launcher",
+                self.launcher != "inline" and (self.debug is not None or self.lr_range_test),
+                "a debug mode or an LR range test is one quick run in this process: "
+                "not with --launcher",
+            ),
+            (
+                "launcher",
+                self.launcher != "inline" and self.resume is not None,
+                "--resume continues one run here; a launch resumes its own runs on a rerun",
+            ),
         ]
 
     def _tuning_checks(self):
@@ -541,6 +597,7 @@ _GROUPS = (
     EVALUATION,
     TUNING,
     TRACKING,
+    LAUNCH,
     HARDWARE,
 )
 

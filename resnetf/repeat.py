@@ -36,6 +36,16 @@ def run_each(cfg: Config, seeds: Iterable[int]) -> list[dict]:
     return summaries
 
 
+def launched(cfg: Config, seeds: list[int]) -> list[dict]:
+    """The seeds' runs on --launcher's tasks (resnetf.launch), in seed order."""
+    from .data import load_cifar10
+    from .launch import Run, run_many
+
+    fingerprint = load_cifar10(cfg.data_dir, download=cfg.download).fingerprint()
+    runs = [Run(f"seed {s}", cfg.replace(seed=s, seeds=1, target_acc=None)) for s in seeds]
+    return run_many(runs, cfg, f"{cfg.name}_seeds", fingerprint)
+
+
 def reach_line(accuracies, target: float) -> str:
     """The one-sided t-test that the mean reaches `target`, in one line (resnetf.stats)."""
     r = stats.reaches(accuracies, target)
@@ -85,7 +95,7 @@ def aggregate(summaries: list[dict], target_acc: float | None = None) -> dict:
 
 def run_seeds(cfg: Config) -> dict:
     seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
-    summaries = run_each(cfg, seeds)
+    summaries = run_each(cfg, seeds) if cfg.launcher == "inline" else launched(cfg, seeds)
     result = aggregate(summaries, cfg.target_acc)
     out = new_run_dir(cfg.runs_dir, f"{cfg.name}_seeds", cfg.seed)
     pd.DataFrame(summaries).to_csv(out / "seeds.csv", index=False)

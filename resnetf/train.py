@@ -623,13 +623,14 @@ def finish(
 
 def close_early(setup: Setup, tracker: Tracker, progress: Progress, error: BaseException) -> None:
     """A run that ends with an exception still gets its summary, curves and a closed W&B run."""
-    status = (
-        error.status
-        if isinstance(error, RunStopped)
-        else "diverged"
-        if isinstance(error, TrainingDiverged)
-        else "failed"
-    )
+    if isinstance(error, RunStopped):
+        status = error.status
+    elif isinstance(error, TrainingDiverged):
+        status = "diverged"
+    elif isinstance(error, (SystemExit, KeyboardInterrupt)):  # the process was stopped
+        status = "interrupted"
+    else:
+        status = "failed"
     ok = isinstance(error, RunStopped) and not error.failed
     saved = tracker.run_dir / checkpoint.NAME
     # the weights of the last completed epoch, as its checkpoint holds them, leave as a model

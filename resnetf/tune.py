@@ -336,6 +336,10 @@ def objective(cfg: Config, study_name: str, cifar: Cifar10, space: dict):
     def evaluate_trial(trial: optuna.Trial):
         # who runs it: a journal study's next worker fails it if this process dies (fail_orphans)
         trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
+        if surplus(trial, cfg.tune):
+            trial.set_user_attr("failure", f"surplus: the study already holds {cfg.tune} trials")
+            trial.study.stop()
+            raise TrialFailed("surplus")
         tcfg = trial_config(cfg, trial, study_name, space)
         run_dirs, summaries = [], []
 
@@ -387,6 +391,18 @@ def objective(cfg: Config, study_name: str, cifar: Cifar10, space: dict):
     return evaluate_trial
 
 
+def surplus(trial: optuna.Trial, wanted: int) -> bool:
+    """Workers each start a trial while the study has fewer than `wanted` finished: the trials
+    asked for before this one, finished or still running, already make `wanted`. (A running one
+    that fails is replaced by its worker: the study still ends with exactly `wanted`.)"""
+    earlier = [
+        t
+        for t in trial.study.get_trials(deepcopy=False, states=(*COUNTED, TrialState.RUNNING))
+        if t.number < trial.number
+    ]
+    return len(earlier) >= wanted
+
+
 def trial_values(tcfg: Config, summaries: list[dict], cifar: Cifar10, objectives) -> dict:
     """What the trial is worth on each of the study's objectives: mean validation accuracy and
     train seconds over its seeds, the counted compute of one run (the same for each seed; only
@@ -403,16 +419,23 @@ def trial_values(tcfg: Config, summaries: list[dict], cifar: Cifar10, objectives
     return values
 
 
-def tune(cfg: Config, cifar: Cifar10 | None = None) -> optuna.Study:
+def open_study(cfg: Config, cifar: Cifar10 | None = None):
+    """(cfg with its validation split, the data, the space, the study, its storage): the space
+    and split checked, the study created or joined (claim) and a dead worker's trials failed."""
     space = search_space.read_space(cfg.sweep)
     cifar = cifar if cifar is not None else load_cifar10(cfg.data_dir, download=cfg.download)
     cfg = choose_val_size(cfg, len(cifar.train_labels))
     check_space(cfg, space, len(cifar.train_labels))
     split_val(cifar.train_labels, cfg.val_size, cfg.seed)  # fails here, not in every trial
-    study_name = cfg.study or cfg.name
-    study, storage = make_study(cfg, study_name)
+    study, storage = make_study(cfg, cfg.study or cfg.name)
     claim(study, study_settings(cfg, cifar, space))
     fail_orphans(study, storage)
+    return cfg, cifar, space, study
+
+
+def tune(cfg: Config, cifar: Cifar10 | None = None) -> optuna.Study:
+    cfg, cifar, space, study = open_study(cfg, cifar)
+    study_name = study.study_name
     report = StudyReport(cfg, study_name)
     done = len(study.get_trials(deepcopy=False, states=COUNTED))
     print(
@@ -420,30 +443,63 @@ def tune(cfg: Config, cifar: Cifar10 | None = None) -> optuna.Study:
         f"trials finished; validation split of {cfg.val_size} images; searching "
         f"{', '.join(space)} ({search_space.sweep_path(cfg.sweep)}); study page {report.html}"
     )
-    quiet, logger = _QuietFailures(), logging.getLogger("optuna.study._optimize")
-    logger.addFilter(quiet)
     try:
-        if done < cfg.tune:
-            study.optimize(
-                objective(cfg, study_name, cifar, space),
-                # until the study, not this worker, holds N finished trials: workers share the
-                # count, and a failed trial is replaced
-                callbacks=[
-                    optuna.study.MaxTrialsCallback(cfg.tune, states=COUNTED),
-                    report,
-                    StopAfterFailures(),
-                ],
-                catch=(TrialFailed,),
-                gc_after_trial=True,
-            )
+        if done < cfg.tune and cfg.launcher == "inline":
+            optimize(cfg, study, cifar, space, report)
+        elif done < cfg.tune:  # --jobs workers as tasks; this process only watches and reports
+            from .launch import run_workers
+
+            def progress() -> str:
+                return f"{len(study.get_trials(deepcopy=False, states=COUNTED))}/{cfg.tune} trials"
+
+            workers = [StudyWorker(cfg) for _ in range(cfg.jobs)]
+            run_workers(cfg, workers, f"tune_{study_name}", progress)
         report(study)
     finally:
         report.close()
-        logger.removeFilter(quiet)
     best = chosen_trial(cfg, study, report)
     if best is not None and cfg.retrain_best:
         retrain_best(cfg, study_name, best, cifar, space)
     return study
+
+
+def optimize(cfg: Config, study: optuna.Study, cifar: Cifar10, space: dict, report=None) -> None:
+    """Trials in this process until the study, not this worker, holds --tune finished trials:
+    workers share the count, and a failed trial is replaced."""
+    quiet, logger = _QuietFailures(), logging.getLogger("optuna.study._optimize")
+    logger.addFilter(quiet)
+    try:
+        study.optimize(
+            objective(cfg, study.study_name, cifar, space),
+            callbacks=[
+                optuna.study.MaxTrialsCallback(cfg.tune, states=COUNTED),
+                *([report] if report is not None else []),
+                StopAfterFailures(),
+            ],
+            catch=(TrialFailed,),
+            gc_after_trial=True,
+        )
+    finally:
+        logger.removeFilter(quiet)
+
+
+class StudyWorker:
+    """One of a study's --jobs workers, as a task (resnetf.launch): it joins the study and runs
+    trials until the study holds --tune finished ones. Requeued on preemption, it joins again;
+    its unfinished trial is failed (heartbeat, or fail_orphans) and replaced."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg.replace(launcher="inline", progress=False)
+
+    def __call__(self) -> int:
+        cfg, cifar, space, study = open_study(self.cfg)
+        optimize(cfg, study, cifar, space)
+        return len(study.get_trials(deepcopy=False, states=COUNTED))
+
+    def checkpoint(self, *args, **kwargs):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self)
 
 
 def chosen_trial(cfg: Config, study: optuna.Study, report: StudyReport):
