@@ -336,10 +336,7 @@ def objective(cfg: Config, study_name: str, cifar: Cifar10, space: dict):
     def evaluate_trial(trial: optuna.Trial):
         # who runs it: a journal study's next worker fails it if this process dies (fail_orphans)
         trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
-        if surplus(trial, cfg.tune):
-            trial.set_user_attr("failure", f"surplus: the study already holds {cfg.tune} trials")
-            trial.study.stop()
-            raise TrialFailed("surplus")
+        refuse_surplus(trial, cfg.tune)
         tcfg = trial_config(cfg, trial, study_name, space)
         run_dirs, summaries = [], []
 
@@ -391,16 +388,20 @@ def objective(cfg: Config, study_name: str, cifar: Cifar10, space: dict):
     return evaluate_trial
 
 
-def surplus(trial: optuna.Trial, wanted: int) -> bool:
-    """Workers each start a trial while the study has fewer than `wanted` finished: the trials
-    asked for before this one, finished or still running, already make `wanted`. (A running one
-    that fails is replaced by its worker: the study still ends with exactly `wanted`.)"""
+def refuse_surplus(trial: optuna.Trial, wanted: int) -> None:
+    """Workers each start a trial while the study has fewer than `wanted` finished; a trial whose
+    earlier ones, finished or still running, already make `wanted` is surplus: failed (not
+    counted) and its worker stops. (A running one that fails is replaced by its worker: the study
+    still ends with exactly `wanted`.)"""
     earlier = [
         t
         for t in trial.study.get_trials(deepcopy=False, states=(*COUNTED, TrialState.RUNNING))
         if t.number < trial.number
     ]
-    return len(earlier) >= wanted
+    if len(earlier) >= wanted:
+        trial.set_user_attr("failure", f"surplus: the study already holds {wanted} trials")
+        trial.study.stop()
+        raise TrialFailed("surplus")
 
 
 def trial_values(tcfg: Config, summaries: list[dict], cifar: Cifar10, objectives) -> dict:
