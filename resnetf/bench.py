@@ -408,7 +408,7 @@ def timed_seeds(
         from .launch import Run, run_many
 
         fingerprint = load_cifar10(cfg.data_dir, download=cfg.download).fingerprint()
-        runs = [Run(f"seed {s}", cfg.replace(seed=s)) for s in range(seeds)]
+        runs = [Run(name, cfg.replace(seed=s)) for s in range(seeds)]
         summaries = run_many(runs, cfg, f"bench_{name}", fingerprint, warmup=warmup)
     table = pd.DataFrame([seed_row(s, name, cfg, env) for s in summaries])
     table["timed_seconds"] = table["train_seconds"] + table["eval_seconds"]

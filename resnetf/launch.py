@@ -42,34 +42,36 @@ def check(cfg: Config) -> None:
     """Bad launch settings, one ConfigError each, before anything is submitted or written."""
     if cfg.launcher == "inline":
         return
-    if cfg.launcher == "slurm" and shutil.which("sbatch") is None:
-        raise ConfigError("launcher: slurm needs SLURM's sbatch on PATH (none on this machine)")
-    gpus = visible_gpus()
-    if cfg.launcher == "local" and gpus_per_job(cfg) > 0 and cfg.jobs * gpus_per_job(cfg) > gpus:
-        raise ConfigError(
-            f"jobs: --launcher local pins each job to its own GPUs: {cfg.jobs} jobs x "
-            f"{gpus_per_job(cfg)} GPU(s) but this machine has {gpus} (fewer --jobs, or "
-            f"--gpus_per_job 0 to run on the CPU)"
-        )
     if cfg.tune and cfg.launcher == "slurm" and (cfg.storage or "sqlite").startswith("sqlite"):
         raise ConfigError(
             "storage: a study's workers on SLURM run on several nodes, and SQLite is not for "
             "parallel writers across machines (Optuna's FAQ): give --storage a PostgreSQL URL, "
             "or a journal file (PATH.log) on storage every node shares"
         )
-    if cfg.tune and cfg.launcher == "slurm" and not cfg.storage.startswith("postgres"):
-        print(
-            f"warning: --storage {cfg.storage}: a journal file needs a file system with working "
-            f"locks shared by every node; not NFS (Optuna's journal file is unsafe there)",
-            file=sys.stderr,
-        )
     for item in cfg.slurm_param:
         if "=" not in item:
             raise ConfigError(f"slurm_param: {item!r} is not KEY=VALUE")
-    folder = Path(cfg.launch_dir or cfg.runs_dir)
-    probe = folder if folder.exists() else next(p for p in folder.parents if p.exists())
-    if not os.access(probe, os.W_OK):
-        raise ConfigError(f"launch_dir: {probe} is not writable")
+    if cfg.launcher == "slurm" and shutil.which("sbatch") is None:
+        raise ConfigError("launcher: slurm needs SLURM's sbatch on PATH (none on this machine)")
+    gpus = visible_gpus()
+    if cfg.launcher == "local" and gpus_per_job(cfg) > 0 and cfg.jobs * gpus_per_job(cfg) > gpus:
+        raise ConfigError(
+            f"jobs: --launcher local pins each job to its own GPU(s): {cfg.jobs} jobs x "
+            f"{gpus_per_job(cfg)} GPU(s) but this machine has {gpus} (fewer --jobs, or "
+            f"--gpus_per_job 0 to run on the CPU)"
+        )
+    folder = Path(cfg.launch_dir or cfg.runs_dir).absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"launch_dir: {existing} is not a folder")
+    if not os.access(existing, os.W_OK):
+        raise ConfigError(f"launch_dir: {existing} is not writable")
+    if cfg.tune and cfg.launcher == "slurm" and not cfg.storage.startswith("postgres"):
+        print(
+            f"warning: --storage {cfg.storage}: a journal file needs a file system with working "
+            f"locks that every node shares; not NFS (Optuna's journal file is unsafe there)",
+            file=sys.stderr,
+        )
 
 
 def visible_gpus() -> int:
@@ -104,7 +106,8 @@ def executors(cfg: Config, folder: Path, tasks: int) -> list:
             ex.update_parameters(timeout_min=timeout, gpus_per_node=g, **pinned)
             out.append(ex)
         return out
-    ex = submitit.AutoExecutor(folder, cluster="slurm")
+    # a task near its time limit or preempted is requeued this many times at most
+    ex = submitit.AutoExecutor(folder, cluster="slurm", slurm_max_num_timeout=10)
     extra = dict(item.split("=", 1) for item in cfg.slurm_param)
     ex.update_parameters(
         timeout_min=timeout,
@@ -113,7 +116,6 @@ def executors(cfg: Config, folder: Path, tasks: int) -> list:
         tasks_per_node=1,
         slurm_additional_parameters={k: _number(v) for k, v in extra.items()},
         slurm_signal_delay_s=min(120, 60 * timeout // 4),
-        slurm_max_num_timeout=10,
         **({"slurm_partition": cfg.slurm_partition} if cfg.slurm_partition else {}),
     )
     return [ex]
@@ -199,7 +201,7 @@ class Shard:
             if cfg is None:
                 results.append({"label": r.label, **why})
                 continue
-            print(f"task {self.index}: {why} {r.label} seed {r.cfg.seed}", flush=True)
+            print(f"task {self.index}: {why} {r.label} (seed {r.cfg.seed})", flush=True)
             context = Context(
                 job_type=r.job_type, tags=("launch",), extra_config={"launch": placed}
             )
@@ -360,6 +362,10 @@ def _submit(base: Config, folder: Path, shards: list[list[Run]], work: str, warm
 
 def submit(cfg: Config, folder: Path, callables: list) -> list:
     """One task per callable: local processes, or one SLURM job array."""
+    import logging
+
+    # without accounting every status query warns that sacct failed: this driver asks squeue
+    logging.getLogger("submitit").setLevel(logging.ERROR)
     pool = executors(cfg, folder, len(callables))
     if cfg.launcher == "local":
         return [ex.submit(c) for ex, c in zip(pool, callables)]
@@ -433,17 +439,20 @@ def _is_ended(found) -> bool:
 
 
 def _job_ended(job: dict, handle) -> str:
-    """running, done or failed: a job this driver submitted by its handle; an adopted one
+    """running, done or failed: a job this driver submitted by its result pickle (SLURM without
+    accounting has no other record of an ended job) and whether it still runs; an adopted one
     (submitted by an earlier driver) by whether it still runs."""
     if handle is None:
         return "running" if alive(job) else "done"
-    if not handle.done():
-        if job["launcher"] == "slurm" and not alive(job):
-            return "failed"  # SLURM killed it and it left no result (no accounting to ask)
+    if job["launcher"] == "local" and not handle.done():
         return "running"
+    if not handle.paths.result_pickle.exists():
+        if job["launcher"] == "slurm" and alive(job):
+            return "running"
+        return "failed"  # killed: it left no result
     try:
         return "failed" if handle.exception() is not None else "done"
-    except Exception:  # no result pickle: the task was killed
+    except Exception:  # an unreadable result
         return "failed"
 
 

@@ -42,7 +42,7 @@ def launched(cfg: Config, seeds: list[int]) -> list[dict]:
     from .launch import Run, run_many
 
     fingerprint = load_cifar10(cfg.data_dir, download=cfg.download).fingerprint()
-    runs = [Run(f"seed {s}", cfg.replace(seed=s, seeds=1, target_acc=None)) for s in seeds]
+    runs = [Run(cfg.name, cfg.replace(seed=s, seeds=1, target_acc=None)) for s in seeds]
     return run_many(runs, cfg, f"{cfg.name}_seeds", fingerprint)
 
 

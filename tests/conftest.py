@@ -167,3 +167,28 @@ def _records(raw: bytes) -> list:
             record.ParseFromString(pending)
             rows.append(record)
     return rows
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    """A real one-node SLURM (munge, slurmctld, slurmd; two fake GPUs) for this session, started
+    when its binaries exist (.ci/run installs them), else the test is skipped with the reason;
+    stopped at the end. Clients find it through SLURM_CONF."""
+    import os
+
+    import slurm_cluster
+
+    cluster = slurm_cluster.Cluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        env = cluster.start()
+    except slurm_cluster.Unavailable as e:
+        pytest.skip(str(e))
+    before = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield cluster
+    cluster.stop()
+    for k, v in before.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

@@ -19,7 +19,18 @@ class Unavailable(RuntimeError):
     """SLURM cannot run here (binaries missing, not root, a daemon that does not come up)."""
 
 
-def config(folder: Path, host: str) -> str:
+def free_ports(n: int) -> list[int]:
+    """Ports nothing listens on now: two suites at once each get a cluster of their own."""
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def config(folder: Path, host: str, ports: list[int]) -> str:
     return "\n".join(
         [
             "ClusterName=resnetf-test",
@@ -39,8 +50,8 @@ def config(folder: Path, host: str) -> str:
             "MpiDefault=none",
             "ReturnToService=2",
             "SlurmctldParameters=preempt_send_user_signal",
-            "SlurmctldPort=16817",
-            "SlurmdPort=16818",
+            f"SlurmctldPort={ports[0]}",
+            f"SlurmdPort={ports[1]}",
             f"StateSaveLocation={folder}/state",
             f"SlurmdSpoolDir={folder}/spool",
             f"SlurmctldPidFile={folder}/slurmctld.pid",
@@ -66,7 +77,7 @@ class Cluster:
         host = socket.gethostname()
         for sub in ("state", "spool"):
             (self.folder / sub).mkdir(parents=True, exist_ok=True)
-        (self.folder / "slurm.conf").write_text(config(self.folder, host))
+        (self.folder / "slurm.conf").write_text(config(self.folder, host, free_ports(2)))
         (self.folder / "gres.conf").write_text(f"NodeName={host} Name=gpu File=/dev/tty[0-1]\n")
         self._munge()
         env = {**os.environ, **self.env}

@@ -1,0 +1,271 @@
+"""resnetf.launch: the same runs in more places. An ablation on local processes and on a real
+one-node SLURM gives the inline table; a preempted task is requeued and its run ends as an
+uninterrupted one; a failed run is one line and the others finish; a killed driver rerun submits
+nothing twice; a study's workers end with exactly N trials; bad launch settings are one line."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+
+from conftest import REPO
+from resnetf import ablate
+from resnetf.launch import deal
+
+EXPERIMENT = str(REPO / "experiments" / "oc_24ep.py")
+
+
+def _tiny(data, runs, *extra) -> list[str]:
+    return [
+        f"--data_dir={data}",
+        f"--runs_dir={runs}",
+        "--model=resnet9",
+        "--width=0.0625",
+        "--epochs=2",
+        "--batch_size=20",
+        "--workers=0",
+        "--device=cpu",
+        "--wandb_mode=disabled",
+        "--no_progress",
+        "--no_analysis",
+        "--tta=none",
+        *extra,
+    ]
+
+
+ABLATION = [EXPERIMENT, "--seeds", "2", "--vary", "cutout=0"]
+
+
+def _per_run(runs_dir: Path) -> dict:
+    """(config hash, seed) -> (its final test accuracy, its per-epoch training losses)."""
+    out = {}
+    for config in Path(runs_dir).glob("oc_24ep_s*/config.json"):
+        c = json.loads(config.read_text())
+        summary = json.loads((config.parent / "summary.json").read_text())
+        losses = pd.read_csv(config.parent / "metrics.csv")["train_loss"].tolist()
+        out[(c["config_hash"], c["seed"])] = (summary["final_test_acc"], losses)
+    return out
+
+
+@pytest.fixture(scope="module")
+def inline_ablation(tiny_data, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("inline") / "runs"
+    table = ablate.main([*ABLATION, "--", *_tiny(tiny_data, runs)])
+    return table, _per_run(runs)
+
+
+def _same_table(table, inline):
+    cols = ["variant", "config_hash", "n", "mean", "std", "diff", "paired_ci_low"]
+    pd.testing.assert_frame_equal(table[cols], inline[cols])
+
+
+def test_runs_are_dealt_round_robin():
+    assert deal(list(range(7)), 3) == [[0, 3, 6], [1, 4], [2, 5]]
+    assert deal(list(range(2)), 8) == [[0], [1]]  # more jobs than runs: fewer tasks
+
+
+@pytest.mark.slow
+def test_an_ablation_on_two_local_tasks_gives_the_inline_table(
+    inline_ablation, tiny_data, tmp_path, capsys
+):
+    runs = tmp_path / "runs"
+    flags = _tiny(tiny_data, runs, "--launcher=local", "--jobs=2")
+    table = ablate.main([*ABLATION, "--", *flags])
+    inline_table, inline_runs = inline_ablation
+    _same_table(table, inline_table)
+    assert _per_run(runs) == inline_runs  # metric for metric, epoch by epoch
+    placed = [json.loads(p.read_text())["launch"] for p in runs.glob("oc_24ep_s*/config.json")]
+    assert sorted(p["task_index"] for p in placed) == [0, 0, 1, 1]
+    assert len({p["pid"] for p in placed}) == 2  # two processes, each ran its shard
+    # the same command again finds every run done and submits nothing
+    capsys.readouterr()
+    again = ablate.main([*ABLATION, "--", *flags])
+    assert "4 already done, 0 submitted" in capsys.readouterr().out
+    _same_table(again, inline_table)
+
+
+@pytest.mark.slow
+def test_a_killed_driver_rerun_submits_nothing_twice(tiny_data, tmp_path):
+    runs = tmp_path / "runs"
+    command = [sys.executable, "-m", "resnetf.ablate", *ABLATION, "--"]
+    flags = _tiny(tiny_data, runs, "--launcher=local", "--jobs=2", "--epochs=6")
+    driver = subprocess.Popen(
+        [*command, *flags],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list(runs.glob("launch/*/launch.json")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.kill(driver.pid, signal.SIGKILL)  # the driver only: its tasks go on
+    driver.wait()
+    (record,) = runs.glob("launch/*/launch.json")
+    submitted = {j["job_id"] for j in json.loads(record.read_text())["jobs"]}
+    again = subprocess.run(
+        [*command, *flags], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    after = {j["job_id"] for j in json.loads(record.read_text())["jobs"]}
+    # it waited for the first driver's tasks, or found their runs done: no new task, no run twice
+    assert after <= submitted
+    assert len(list(runs.glob("oc_24ep_s*/config.json"))) == 4
+
+
+@pytest.mark.slow
+def test_a_run_that_raises_is_one_line_and_the_other_tasks_runs_finish(tiny_data, tmp_path, capsys):
+    # a One Cycle warm-up of 0.05 x 10 steps has no step: that run raises when it builds
+    runs = tmp_path / "runs"
+    argv = [EXPERIMENT, "--seeds", "2", "--vary", "pct_start=0.05", "--"]
+    with pytest.raises(SystemExit) as e:
+        ablate.main([*argv, *_tiny(tiny_data, runs, "--launcher=local", "--jobs=2")])
+    assert e.value.code == 1
+    err = capsys.readouterr().err
+    failed = [l for l in err.splitlines() if l.startswith("error: pct_start=0.05")]
+    assert len(failed) == 2 and all("_log.out" in l for l in failed), err
+    assert len(list(runs.glob("oc_24ep_s*/summary.json"))) == 2  # the base's two finished
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--jobs=0"], "jobs: must be >= 1"),
+        (["--launcher=local", "--gpus_per_job=1", "--jobs=2"], "pins each job to its own GPU"),
+        (["--launcher=local", "--debug=fast"], "launcher: a debug mode"),
+        (["--launcher=local", "--launch_dir={tmp}/a_file/launch"], "is not a folder"),
+        (["--launcher=slurm", "--tune=2"], "SQLite is not for parallel writers"),
+        (["--launcher=slurm", "--tune=2", "--storage=sqlite:///{tmp}/s.db"], "SQLite"),
+        (["--launcher=slurm"], "needs SLURM's sbatch"),
+        (["--launcher=slurm", "--slurm_param=mem"], "slurm_param: 'mem' is not KEY=VALUE"),
+    ],
+)
+def test_bad_launch_settings_are_one_line_and_submit_nothing(
+    flags, message, tiny_data, tmp_path, monkeypatch, capsys
+):
+    from resnetf import main
+    from resnetf.config import load_experiment
+
+    if "sbatch" in message:
+        monkeypatch.setenv("PATH", str(tmp_path / "no_slurm_here"))
+    (tmp_path / "a_file").write_text("")
+    runs = tmp_path / "runs"
+    flags = [f.format(tmp=tmp_path) for f in flags]
+    with pytest.raises(SystemExit) as e:
+        main(load_experiment(EXPERIMENT), _tiny(tiny_data, runs, *flags))
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not runs.exists()
+
+
+# --- on a real one-node SLURM ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_an_ablation_on_a_slurm_array_gives_the_inline_table(
+    slurm, inline_ablation, tiny_data, tmp_path
+):
+    runs = tmp_path / "runs"
+    flags = _tiny(tiny_data, runs, "--launcher=slurm", "--jobs=2", "--gpus_per_job=1")
+    table = ablate.main([*ABLATION, "--", *flags])
+    inline_table, inline_runs = inline_ablation
+    _same_table(table, inline_table)
+    assert _per_run(runs) == inline_runs
+    placed = [json.loads(p.read_text())["launch"] for p in runs.glob("oc_24ep_s*/config.json")]
+    by_task = {(p["slurm_array_task_id"], p["cuda_visible_devices"]) for p in placed}
+    assert {t for t, _ in by_task} == {"0", "1"} and len(by_task) == 2
+    assert {d for _, d in by_task} == {"0", "1"}  # one fake GPU each, as SLURM's gres gave them
+
+
+def _squeue(job: str) -> str:
+    out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+@pytest.mark.slow
+def test_a_preempted_task_is_requeued_and_its_run_ends_as_an_uninterrupted_one(
+    slurm, tiny_data, tmp_path
+):
+    flags = _tiny(tiny_data, tmp_path / "runs", "--epochs=6", "--batch_size=10")
+    driver = subprocess.Popen(
+        [sys.executable, EXPERIMENT, *flags, "--launcher=slurm"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 180
+    while not list((tmp_path / "runs").glob("oc_24ep_s0_*/checkpoint.pt")):
+        assert time.monotonic() < deadline and driver.poll() is None, "no epoch checkpointed"
+        time.sleep(0.2)
+    (record,) = (tmp_path / "runs").glob("launch/*/launch.json")
+    (job,) = [j["job_id"] for j in json.loads(record.read_text())["jobs"]]
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)  # SLURM's pre-timeout signal
+    while _squeue(job) != "PENDING":  # submitit requeued it; SLURM holds it ~2 min: not here
+        assert time.monotonic() < deadline and driver.poll() is None, "not requeued"
+        time.sleep(0.2)
+    subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True)
+    out, _ = driver.communicate(timeout=300)
+    assert driver.returncode == 0, out[-3000:]
+    (log,) = record.parent.glob("*_log.out")
+    assert "resuming" in log.read_text()
+    plain = tmp_path / "plain"
+    subprocess.run(
+        [sys.executable, EXPERIMENT, *_tiny(tiny_data, plain, "--epochs=6", "--batch_size=10")],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+
+    def metrics(folder):
+        (path,) = folder.glob("oc_24ep_s0_*/metrics.csv")
+        return pd.read_csv(path).drop(columns="epoch_seconds")
+
+    pd.testing.assert_frame_equal(metrics(tmp_path / "runs"), metrics(plain))
+
+
+@pytest.mark.slow
+def test_a_failed_run_on_slurm_is_one_line_and_the_others_finish(slurm, tiny_data, tmp_path):
+    runs = tmp_path / "runs"
+    argv = [EXPERIMENT, "--seeds", "2", "--vary", "pct_start=0.05", "--"]
+    flags = _tiny(tiny_data, runs, "--launcher=slurm", "--jobs=2")
+    out = subprocess.run(
+        [sys.executable, "-m", "resnetf.ablate", *argv, *flags],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 1
+    failed = [l for l in out.stderr.splitlines() if l.startswith("error: pct_start=0.05")]
+    assert len(failed) == 2, out.stderr[-3000:]
+    assert len(list(runs.glob("oc_24ep_s*/summary.json"))) == 2
+
+
+@pytest.mark.slow
+def test_a_study_on_two_slurm_workers_ends_with_exactly_n_trials(slurm, tiny_data, tmp_path):
+    from resnetf import main
+    from resnetf.config import load_experiment
+
+    storage = tmp_path / "study.log"
+    flags = _tiny(tiny_data, tmp_path / "runs", "--epochs=3", "--batch_size=10")
+    flags += ["--tune=5", "--val_size=20", "--pruner=none", f"--storage={storage}"]
+    main(load_experiment(EXPERIMENT), [*flags, "--launcher=slurm", "--jobs=2"])
+    study = optuna.load_study(
+        study_name="oc_24ep",
+        storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(storage))
+        ),
+    )
+    finished = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(finished) == 5
+    workers = {t.user_attrs["worker"]["pid"] for t in finished}
+    assert len(workers) == 2  # both workers ran trials
