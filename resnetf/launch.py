@@ -323,13 +323,13 @@ def run_many(
     held = {key for job in record.get("jobs", []) if alive(job) for key in job["runs"]}
     if held:
         print(f"launch: {len(held)} runs held by jobs of {record_path} still running: waiting")
-    submit = [r for r in todo if json.dumps(r.key(fingerprint)) not in held]
+    to_submit = [r for r in todo if json.dumps(r.key(fingerprint)) not in held]
     jobs = [j for j in record.get("jobs", []) if alive(j)]
     handles = []
-    if submit:
-        shards = deal(submit, base.jobs)
+    if to_submit:
+        shards = deal(to_submit, base.jobs)
         if len(shards) < base.jobs:
-            print(f"launch: {len(submit)} runs to do: {len(shards)} tasks, not {base.jobs}")
+            print(f"launch: {len(to_submit)} runs to do: {len(shards)} tasks, not {base.jobs}")
         handles = _submit(base, folder, shards, work, warmup)
         for shard, job in zip(shards, handles):
             jobs.append(
@@ -345,7 +345,7 @@ def run_many(
     _write_json(record_path, record)
     print(
         f"launch: {len(runs)} runs, {len(runs) - len(todo)} already done, "
-        f"{len(submit)} submitted as {len(handles)} {base.launcher} tasks; record {record_path}"
+        f"{len(to_submit)} submitted as {len(handles)} {base.launcher} tasks; record {record_path}"
     )
     _wait(runs, base, fingerprint, jobs, handles)
     return _collect(runs, base, fingerprint, jobs, handles)
