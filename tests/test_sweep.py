@@ -207,10 +207,13 @@ def test_a_non_editable_install_tunes_an_experiment_copied_elsewhere(tiny_data, 
     """After `pip install .` (not editable) the package lives in site-packages, far from the
     repo's sweeps/: an experiment copied with its sweep file into a folder of the user's finds
     the sweep beside it (experiments/../sweeps/) and tunes."""
-    target, work = tmp_path / "site", tmp_path / "mine"
+    target, work, source = tmp_path / "site", tmp_path / "mine", tmp_path / "source"
+    # built from a copy: a build writes build/ and egg-info beside the sources, not in the repo
+    shutil.copytree(REPO / "resnetf", source / "resnetf", ignore=shutil.ignore_patterns("__py*"))
+    shutil.copy(REPO / "pyproject.toml", source)
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation"]
-        + ["--target", str(target), str(REPO)],
+        + ["--target", str(target), str(source)],
         check=True,
         capture_output=True,
         timeout=600,
