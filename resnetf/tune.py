@@ -414,7 +414,7 @@ def trial_values(tcfg: Config, summaries: list[dict], cifar: Cifar10, objectives
         "train_seconds": sum(s["train_seconds"] for s in summaries) / n,
     }
     if "pflop" in objectives:
-        from .bench import flops
+        from .flops import flops
 
         values["pflop"] = flops(tcfg, n_train=len(cifar.train_labels), n_test=0)["total_pflop"]
     return values

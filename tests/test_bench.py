@@ -190,8 +190,8 @@ def test_the_race_warms_both_up_then_interleaves_the_seeds(tiny_data, tmp_path, 
 
 
 def test_the_fast_recipes_count_their_compute_as_the_readme_says():
-    from resnetf.bench import flops
     from resnetf.config import load_experiment
+    from resnetf.flops import flops
 
     fast94, muon = (
         flops(load_experiment(REPO / "experiments" / f"{name}.py"))

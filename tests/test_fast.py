@@ -234,7 +234,7 @@ def test_flops_of_the_fast_recipe_are_within_airbench94s_budget():
     assert proc.returncode == 0, proc.stderr
     total = float(proc.stdout.split("total ")[1].split(" PFLOP")[0])
     assert 0.30 <= total <= 0.37  # airbench94: 0.365
-    from resnetf.bench import flops
+    from resnetf.flops import flops
 
     resnet9 = flops(load_experiment(REPO / "experiments" / "oc_24ep.py"))
     assert resnet9["train_gflop_per_image"] == pytest.approx(2.27, abs=0.01)
