@@ -82,6 +82,25 @@ def tiny_cfg(tiny_data, tmp_path) -> Config:
     )
 
 
+def tiny_run_flags(data, runs, *extra) -> list[str]:
+    """The command-line flags of a run that takes seconds on a CPU (for ablate, the launcher)."""
+    return [
+        f"--data_dir={data}",
+        f"--runs_dir={runs}",
+        "--model=resnet9",
+        "--width=0.0625",
+        "--epochs=2",
+        "--batch_size=20",
+        "--workers=0",
+        "--device=cpu",
+        "--wandb_mode=disabled",
+        "--no_progress",
+        "--no_analysis",
+        "--tta=none",
+        *extra,
+    ]
+
+
 def scheduler_lrs(cfg: Config, steps_per_epoch: int) -> list:
     """The LR of every step of a run, from the scheduler the training loop builds."""
     import torch

@@ -4,28 +4,14 @@ and each variant's difference with its interval; bad input refused before anythi
 import pandas as pd
 import pytest
 
-from conftest import REPO
+from conftest import REPO, tiny_run_flags
 from resnetf import ablate
 
 EXPERIMENT = str(REPO / "experiments" / "oc_24ep.py")
 
 
 def _tiny(data, runs) -> list[str]:
-    return [
-        "--",
-        f"--data_dir={data}",
-        f"--runs_dir={runs}",
-        "--model=resnet9",
-        "--width=0.0625",
-        "--epochs=1",
-        "--batch_size=20",
-        "--workers=0",
-        "--device=cpu",
-        "--wandb_mode=disabled",
-        "--no_progress",
-        "--no_analysis",
-        "--tta=none",
-    ]
+    return ["--", *tiny_run_flags(data, runs, "--epochs=1")]
 
 
 @pytest.mark.parametrize(

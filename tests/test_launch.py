@@ -15,30 +15,14 @@ import optuna
 import pandas as pd
 import pytest
 
-from conftest import REPO
+from conftest import REPO, tiny_run_flags
 from resnetf import ablate
 from resnetf.launch import deal
 
 EXPERIMENT = str(REPO / "experiments" / "oc_24ep.py")
 
 
-def _tiny(data, runs, *extra) -> list[str]:
-    return [
-        f"--data_dir={data}",
-        f"--runs_dir={runs}",
-        "--model=resnet9",
-        "--width=0.0625",
-        "--epochs=2",
-        "--batch_size=20",
-        "--workers=0",
-        "--device=cpu",
-        "--wandb_mode=disabled",
-        "--no_progress",
-        "--no_analysis",
-        "--tta=none",
-        *extra,
-    ]
-
+_tiny = tiny_run_flags
 
 ABLATION = [EXPERIMENT, "--seeds", "2", "--vary", "cutout=0"]
 
