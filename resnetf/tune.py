@@ -318,6 +318,8 @@ def trial_config(cfg: Config, trial: optuna.Trial, study_name: str, space: dict)
         tune=0,
         retrain_best=False,
         target_acc=None,
+        trial_seeds=1,  # the study's settings, not a run's: its seeds are set per run
+        objectives="val_acc",
         trial_analysis=False,
         use_test=False,
         save_model=False,
@@ -386,6 +388,21 @@ def objective(cfg: Config, study_name: str, cifar: Cifar10, space: dict):
         return picked if len(picked) > 1 else picked[0]
 
     return evaluate_trial
+
+
+class StopAtTotal:
+    """After each trial: this worker stops once the study's finished trials and the ones other
+    workers are running make `wanted` (Optuna's MaxTrialsCallback counts the finished only, so
+    workers finishing together would each start one more)."""
+
+    def __init__(self, wanted: int):
+        self.wanted = wanted
+
+    def __call__(self, study: optuna.Study, trial) -> None:
+        if len(study.get_trials(deepcopy=False, states=(*COUNTED, TrialState.RUNNING))) >= (
+            self.wanted
+        ):
+            study.stop()
 
 
 def refuse_surplus(trial: optuna.Trial, wanted: int) -> None:
@@ -473,7 +490,7 @@ def optimize(cfg: Config, study: optuna.Study, cifar: Cifar10, space: dict, repo
         study.optimize(
             objective(cfg, study.study_name, cifar, space),
             callbacks=[
-                optuna.study.MaxTrialsCallback(cfg.tune, states=COUNTED),
+                StopAtTotal(cfg.tune),
                 *([report] if report is not None else []),
                 StopAfterFailures(),
             ],
@@ -586,6 +603,8 @@ def retrain_best(cfg: Config, study_name: str, best, cifar: Cifar10, space: dict
             tune=0,
             retrain_best=False,
             target_acc=None,
+            trial_seeds=1,
+            objectives="val_acc",
             trial_analysis=False,
             wandb_group=study_name,
         ),
@@ -608,6 +627,11 @@ def retrain_best(cfg: Config, study_name: str, best, cifar: Cifar10, space: dict
 # --- watching a study: its page and its W&B run ---------------------------------------------------
 
 
+def worker_tag() -> str:
+    """This worker process, as a folder name: host_pid."""
+    return f"{socket.gethostname()}_{os.getpid()}"
+
+
 class StudyReport:
     """After every trial (an Optuna callback): runs/tune/<study>_trials.csv, the study page
     runs/tune/<study>.html (self-contained: optimisation history, parameter importances,
@@ -620,7 +644,7 @@ class StudyReport:
     def __init__(self, cfg: Config, study_name: str):
         self.csv = trials_csv_path(cfg, study_name)
         self.html = self.csv.parent / f"{study_name}.html"
-        folder = self.csv.parent / f"{study_name}_study" / f"{socket.gethostname()}_{os.getpid()}"
+        folder = self.csv.parent / f"{study_name}_study" / worker_tag()
         folder.mkdir(parents=True, exist_ok=True)
         self.tracker = Tracker(
             cfg.replace(name=study_name, wandb_group=study_name),

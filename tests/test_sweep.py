@@ -159,8 +159,9 @@ def test_a_run_stopped_by_the_sweep_ends_as_stopped_not_failed(tiny_data, tmp_pa
         "WANDB_SILENT": "true",
     }.items():
         monkeypatch.setenv(var, value)
-    for var in ("WANDB_RUN_ID", "WANDB_SWEEP_PARAM_PATH"):  # the agent sets them in-process
-        monkeypatch.delenv(var, raising=False)
+    for var in ("WANDB_RUN_ID", "WANDB_SWEEP_PARAM_PATH"):  # the agent sets them in-process:
+        monkeypatch.setenv(var, "")  # recorded, so that they are gone again after the test
+        monkeypatch.delenv(var)
     (tmp_path / "agent").mkdir()
     agent = wandb_agent.Agent(api=None, queue=queue.Queue(), sweep_id="testsweep")
     agent._sweep_command = list(SWEEP["command"]) + [
