@@ -20,7 +20,6 @@ printed, and one W&B run (job_type=ablation) holding both.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -72,23 +71,14 @@ def variants(base: Config, items: list[str]) -> list[tuple[str, Config]]:
 # --- the runs: interleaved over seeds, finished ones found again ----------------------------------
 
 
-DONE = ("finished", "diverged")  # a diverged run is a result too: a rerun does not repeat it
-
-
 def finished_runs(runs_dir: str) -> dict:
     """(config hash, seed, data fingerprint) -> summary of every training run there that ended
-    as a result (finished or diverged)."""
-    found = {}
-    for path in Path(runs_dir).glob("*/config.json"):
-        try:
-            config = json.loads(path.read_text())
-            summary = json.loads((path.parent / "summary.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if config.get("job_type", "train") == "train" and summary.get("status") in DONE:
-            key = (config.get("config_hash"), config.get("seed"), config.get("data_fingerprint"))
-            found[key] = summary
-    return found
+    as a result: finished, or diverged (a rerun does not repeat it)."""
+    return {
+        key: summary
+        for key, (_, summary) in launch.run_folders(runs_dir).items()
+        if summary and summary.get("status") in ("finished", "diverged")
+    }
 
 
 def run_one(cfg: Config, context: Context, cifar, label: str) -> dict:
