@@ -1,6 +1,7 @@
 """Batch-wise augmentation in torch, on whatever device the batch is on.
 
-Both backends finish a batch here, on the GPU: uint8 -> float, normalize, cutout. The `gpu`
+Both backends finish a batch here, on the GPU: uint8 -> float, normalize, brightness and
+contrast jitter, cutout. The `gpu`
 backend also does the pad + random crop and the flip here, so its images never leave the device;
 the `albumentations` backend has done those per image in the loader's workers. Cutout and
 normalization run batch-wise for both because they are the slow part of a per-image pipeline
@@ -62,6 +63,18 @@ def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None)
     return x.masked_fill(hole[:, None], 0.0)
 
 
+def color_jitter(
+    x: torch.Tensor, brightness: float, contrast: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """(x + b) * c per image, b ~ U(-brightness, brightness), c ~ U(1 - contrast, 1 + contrast):
+    one draw of each per image, for all its channels and pixels (on normalised images, so b is
+    in units of the data's std)."""
+    n = x.shape[0]
+    b = (torch.rand(n, 1, 1, 1, device=x.device, generator=generator) * 2 - 1) * brightness
+    c = 1 + (torch.rand(n, 1, 1, 1, device=x.device, generator=generator) * 2 - 1) * contrast
+    return (x + b) * c
+
+
 class BatchAugment:
     """uint8 batch on the device -> the network's input, in `dtype` and `memory_format`.
     `geometric` adds crop and flip (the gpu backend); `train=False` gives the test-time path:
@@ -101,6 +114,8 @@ class BatchAugment:
                 x = random_flip(x, g)
         if cfg.normalize:
             x = normalize(x, self.mean, self.std)
+        if self.train and (cfg.brightness > 0 or cfg.contrast > 0):  # no draws when off
+            x = color_jitter(x, cfg.brightness, cfg.contrast, g)
         if self.train and cfg.cutout > 0:
             x = cutout(x, cfg.cutout, g)
         return x.to(self.dtype).contiguous(memory_format=self.memory_format)

@@ -117,6 +117,12 @@ class Config:
     """Side of the one square hole cut out of each image (Cutout); 0 turns it off."""
     normalize: bool = AUGMENTATION(True)
     """Normalize with the CIFAR-10 per-channel mean and std (train and test)."""
+    brightness: float = AUGMENTATION(0.0)
+    """Brightness jitter of training images: b ~ U(-brightness, +brightness) added to every
+    normalised pixel and channel of an image, one draw per image (the speedrun: 0.1399); 0: off."""
+    contrast: float = AUGMENTATION(0.0)
+    """Contrast jitter of training images: each normalised image (brightness added) times c ~
+    U(1 - contrast, 1 + contrast), one draw per image (the speedrun: 0.1308); 0: off."""
 
     # --- model -------------------------------------------------------------------------------
     model: Literal["resnetf", "resnet9", "whitened_convnet"] = MODEL("resnetf")
@@ -140,9 +146,16 @@ class Config:
     stem_bias_init: Literal["zero", "torch"] = MODEL("zero")
     """whitened_convnet: the whitening stem's bias at the start: zero (airbench94: the whitened
     patches as they are) or torch (nn.Conv2d's default U(+-1/sqrt(12)), as airbench94_muon)."""
-    stem_bias_epochs: int = MODEL(3)
-    """whitened_convnet: epochs during which the whitening stem's bias trains (then it is frozen,
-    like the stem's weights)."""
+    stem_bias_epochs: float = MODEL(3)
+    """whitened_convnet: epochs during which the whitening stem's bias trains, then it is frozen
+    like the stem's weights; a fraction counts ceil(stem_bias_epochs x steps per epoch) steps
+    (the speedrun's 0.2 of 32: 7 steps), after which its lr is 0 until the epoch ends."""
+    whiten_images: int = MODEL(5000)
+    """whitened_convnet: the first N training images whose 2x2 patches set the whitening stem
+    (airbench: 5000; the speedrun: 960)."""
+    activation: Literal["gelu", "silu", "relu"] | None = MODEL(None)
+    """whitened_convnet: the activation of its conv groups (the stem keeps GELU); None: GELU, as
+    airbench (the speedrun: silu)."""
 
     # --- optimisation ------------------------------------------------------------------------
     epochs: float = OPTIMISATION(24)
@@ -159,7 +172,23 @@ class Config:
     muon_ns_steps: int = OPTIMISATION(3)
     """Newton-Schulz iterations that orthogonalise Muon's update (airbench94_muon: 3; torch: 5)."""
     muon_rescale: bool = OPTIMISATION(True)
-    """Before every Muon step, rescale each filter bank to Frobenius norm sqrt(out channels)."""
+    """Before a Muon step, rescale each filter bank to Frobenius norm sqrt(out channels): every
+    step, or as muon_rescale_interval and muon_rescale_growth space them."""
+    muon_rescale_interval: int = OPTIMISATION(1)
+    """With muon_rescale: rescale on Muon step s (1-based) when s - (the last rescaled step, 0 at
+    first) >= muon_rescale_interval + floor(muon_rescale_growth x s / total steps); 1 (with
+    growth 0): every step (airbench94_muon); the speedrun: 2 and 15, 37 of its 245 steps."""
+    muon_rescale_growth: float = OPTIMISATION(0.0)
+    """How much the gap between two rescaled Muon steps grows over the run (see
+    muon_rescale_interval); 0: a fixed gap."""
+    muon_weight_decay: float = OPTIMISATION(0.0)
+    """After every Muon step, each filter bank times (1 - lr_t x muon_weight_decay), lr_t Muon's
+    lr at that step (the speedrun: 1.6002e-3); 0: none (airbench94_muon)."""
+    muon_ns_coefficients: Literal["muon", "speedrun"] = OPTIMISATION("muon")
+    """The quintic Newton-Schulz coefficients (a, b, c): muon (3.4445, -4.7750, 2.0315), Muon's
+    and torch's; speedrun (3.4576, -4.7391, 2.0843), the later CIFAR-10 speedrun's."""
+    muon_ns_dtype: Literal["bf16", "fp16", "fp32"] = OPTIMISATION("bf16")
+    """The precision of the Newton-Schulz iterations (Muon's: bf16; the speedrun: fp16)."""
     momentum: float = OPTIMISATION(0.9)
     """SGD momentum, used as is when cycle_momentum is off."""
     nesterov: bool = OPTIMISATION(True)
@@ -212,7 +241,13 @@ class Config:
     down-right, reflect-padded: 6 forward passes)."""
     tta_fraction: float = EVALUATION(1.0)
     """With --tta: the plain pass over every image, then the TTA views only for this fraction of
-    each evaluation batch, the images the net is least sure of (lowest top probability)."""
+    the images the net is least sure of (lowest top probability), per tta_scope."""
+    tta_scope: Literal["batch", "split"] = EVALUATION("batch")
+    """Where --tta_fraction picks its least sure images: in each evaluation batch, or over the
+    whole split (the speedrun: the 2,500 least sure of the 10,000 test images)."""
+    tta_weights: Literal["airbench", "uniform"] = EVALUATION("airbench")
+    """How flip_translate weighs its 6 views: airbench (1/4 the image and its mirror, 1/8 each
+    translated view) or uniform (1/6 each, the speedrun)."""
     eval_every: int = EVALUATION(1)
     """Evaluate every N epochs (the last epoch always); 0: only after the last epoch."""
     use_test: bool = EVALUATION(True)
@@ -309,6 +344,9 @@ class Config:
     type (on the CPU too, where torch supports it). half: airbench94's way, the net itself in
     fp16 (BatchNorm fp32), the batch's losses summed instead of a GradScaler; auto_half: half
     on CUDA (airbench94_muon's precision), none on the CPU, where fp16 convolutions are slow."""
+    half_batchnorm: bool = HARDWARE(False)
+    """With --amp_dtype=half (or auto_half on CUDA): BatchNorm in fp16 too, its statistics and
+    affine parameters included (the speedrun's whole-net .half()); off: BatchNorm fp32."""
     channels_last: bool = HARDWARE(True)
     """channels_last memory format on CUDA (faster convolutions on tensor cores)."""
     deterministic: bool = HARDWARE(False, result=False)
@@ -362,9 +400,7 @@ class Config:
             ("lookahead", 0 <= self.lookahead < 1, "must be in [0, 1)"),
             ("lookahead_every", self.lookahead_every >= 1, "must be >= 1"),
             ("bn_bias_lr", self.bn_bias_lr > 0, "must be > 0"),
-            ("muon_lr", self.muon_lr > 0, "must be > 0"),
-            ("muon_momentum", 0 <= self.muon_momentum < 1, "must be in [0, 1)"),
-            ("muon_ns_steps", 1 <= self.muon_ns_steps <= 20, "must be in [1, 20]"),
+            *self._recipe_checks(),
             ("tta_fraction", 0 < self.tta_fraction <= 1, "must be in (0, 1]"),
             (
                 "tta_fraction",
@@ -392,6 +428,20 @@ class Config:
                 self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
                 "must be auto, cpu, cuda or cuda:N",
             ),
+        ]
+
+    def _recipe_checks(self):
+        """Ranges of the fast recipes' own fields: Muon's, the whitening, the colour jitter."""
+        return [
+            ("muon_lr", self.muon_lr > 0, "must be > 0"),
+            ("muon_momentum", 0 <= self.muon_momentum < 1, "must be in [0, 1)"),
+            ("muon_ns_steps", 1 <= self.muon_ns_steps <= 20, "must be in [1, 20]"),
+            ("muon_rescale_interval", self.muon_rescale_interval >= 1, "must be >= 1"),
+            ("muon_rescale_growth", self.muon_rescale_growth >= 0, "must be >= 0"),
+            ("muon_weight_decay", self.muon_weight_decay >= 0, "must be >= 0"),
+            ("whiten_images", self.whiten_images >= 1, "must be >= 1"),
+            ("brightness", 0 <= self.brightness <= 1, "must be in [0, 1]"),
+            ("contrast", 0 <= self.contrast < 1, "must be in [0, 1)"),
         ]
 
     def _objective_checks(self):
@@ -447,6 +497,7 @@ class Config:
                 f"head_init_std and logit_scale set the whitened_convnet's head (model="
                 f"{self.model})",
             ),
+            *self._recipe_combination_checks(),
             (
                 "alternating_flip",
                 self.alternating_flip and (self.backend != "gpu" or not self.flip),
@@ -473,6 +524,31 @@ class Config:
             ),
             *self._tuning_checks(),
             *self._launch_checks(),
+        ]
+
+    def _recipe_combination_checks(self):
+        return [
+            (
+                "activation",
+                self.activation is not None and self.model != "whitened_convnet",
+                f"sets the whitened_convnet's conv groups (model={self.model})",
+            ),
+            (
+                "tta_weights",
+                self.tta_weights != "airbench" and self.tta != "flip_translate",
+                "weighs flip_translate's 6 views: it needs --tta flip_translate",
+            ),
+            (
+                "tta_scope",
+                self.tta_scope != "batch" and self.tta_fraction == 1.0,
+                "says where --tta_fraction picks its images: it needs --tta_fraction < 1",
+            ),
+            (
+                "half_batchnorm",
+                self.half_batchnorm and self.amp_dtype not in ("half", "auto_half"),
+                "puts BatchNorm in fp16 beside a half-precision net: it needs --amp_dtype=half "
+                "or auto_half",
+            ),
         ]
 
     def _launch_checks(self):

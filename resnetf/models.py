@@ -155,25 +155,26 @@ class _Conv(nn.Conv2d):
             nn.init.dirac_(self.weight[: min(cin, cout)])
 
 
-def _group(cin: int, cout: int) -> nn.Sequential:
+ACTIVATIONS = {"gelu": nn.GELU, "silu": nn.SiLU, "relu": nn.ReLU}
+
+
+def _group(cin: int, cout: int, activation: str = "gelu") -> nn.Sequential:
     return nn.Sequential(
         _Conv(cin, cout),
         nn.MaxPool2d(2),
         _BatchNorm(cout),
-        nn.GELU(),
+        ACTIVATIONS[activation](),
         _Conv(cout, cout),
         _BatchNorm(cout),
-        nn.GELU(),
+        ACTIVATIONS[activation](),
     )
 
 
 class WhitenedConvNet(Net):
-    """2x2 whitening stem (24 channels, weights frozen, set by `init_whitening`) -> GELU ->
-    three groups of conv -> maxpool -> BN -> GELU -> conv -> BN -> GELU (64-256-256 channels
-    times `width`) -> max pool 3 -> [dropout] -> linear without bias -> logits x logit_scale
-    (airbench94: 1/9)."""
-
-    init_images = 5000  # airbench94 whitens from the first 5000 training images
+    """2x2 whitening stem (24 channels, weights frozen, set by `init_from_data`) -> GELU ->
+    three groups of conv -> maxpool -> BN -> act -> conv -> BN -> act (64-256-256 channels
+    times `width`; act GELU, or `activation`) -> max pool 3 -> [dropout] -> linear without bias
+    -> logits x logit_scale (airbench94: 1/9)."""
 
     def __init__(
         self,
@@ -185,9 +186,12 @@ class WhitenedConvNet(Net):
         stem_bias_epochs: int = 3,
         head_init_std: float | None = None,
         stem_bias_init: str = "zero",
+        activation: str = "gelu",
+        init_images: int = 5000,
     ):
         super().__init__()
         self.stem_bias_epochs = stem_bias_epochs
+        self.init_images = init_images  # airbench whitens from the first 5000 training images
         widths = [_ch(c, width) for c in (64, 256, 256)]
         self.stem = nn.Conv2d(3, 24, 2, padding=0, bias=True)
         self.stem.weight.requires_grad_(False)
@@ -195,7 +199,7 @@ class WhitenedConvNet(Net):
             nn.init.zeros_(self.stem.bias)
         # else nn.Conv2d's own U(+-1/sqrt(12)), which airbench94_muon keeps
         self.groups = nn.Sequential(
-            *[_group(cin, cout) for cin, cout in zip([24] + widths[:-1], widths)]
+            *[_group(cin, cout, activation) for cin, cout in zip([24] + widths[:-1], widths)]
         )
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(widths[-1], num_classes, bias=False)
@@ -222,6 +226,7 @@ class WhitenedConvNet(Net):
 
     def set_epoch(self, epoch: int) -> None:
         # the stem's bias trains for the first few epochs only, then it is frozen like its weights
+        # (a fractional count: its schedule takes its lr to 0 within the last of them)
         self.stem.bias.requires_grad_(epoch < self.stem_bias_epochs)
 
     def frozen_parameters(self) -> list[nn.Parameter]:
@@ -258,6 +263,8 @@ def build(cfg) -> nn.Module:
             logit_scale=1 / 9 if cfg.logit_scale is None else cfg.logit_scale,
             head_init_std=cfg.head_init_std,
             stem_bias_init=cfg.stem_bias_init,
+            activation=cfg.activation or "gelu",
+            init_images=cfg.whiten_images,
         )
     else:
         net = NETS[cfg.model](width=cfg.width, dropout=cfg.dropout)
@@ -269,18 +276,23 @@ def build(cfg) -> nn.Module:
 
 
 def logits(
-    model: nn.Module, inputs: torch.Tensor, tta: str = "none", fraction: float = 1.0
+    model: nn.Module,
+    inputs: torch.Tensor,
+    tta: str = "none",
+    fraction: float = 1.0,
+    weights: str = "airbench",
 ) -> torch.Tensor:
     """The net's logits under a test-time augmentation level: none; flip (the mean with the
-    mirrored images); flip_translate (half that, half the same for the images shifted by one
-    pixel up-left and down-right, reflect-padded). With `fraction` < 1: the plain pass over every
-    image, then the TTA level only for that fraction of them, those whose top probability is
-    lowest (the views change the answer where the net is unsure)."""
+    mirrored images); flip_translate (the image, its mirror, both shifted by one pixel up-left
+    and down-right, reflect-padded: 6 views, weighed 1/4, 1/4 and 1/8 each for the four shifted
+    as airbench does, or 1/6 each with `weights="uniform"`). With `fraction` < 1: the plain pass
+    over every image, then the TTA level only for that fraction of them, those whose top
+    probability is lowest (the views change the answer where the net is unsure)."""
     if tta != "none" and fraction < 1:
         plain = model(inputs)
-        k = math.ceil(fraction * len(inputs))
-        unsure = plain.float().softmax(1).amax(1).topk(k, largest=False).indices
-        return plain.index_copy(0, unsure, logits(model, inputs[unsure], tta).to(plain.dtype))
+        unsure = least_sure(plain, fraction)
+        views = logits(model, inputs[unsure], tta, weights=weights)
+        return plain.index_copy(0, unsure, views.to(plain.dtype))
     if tta == "none":
         return model(inputs)
     mirrored = (model(inputs) + model(inputs.flip(3))) / 2
@@ -290,7 +302,15 @@ def logits(
     padded = nn.functional.pad(inputs, (1, 1, 1, 1), mode="reflect")
     shifted = [padded[:, :, :h, :w], padded[:, :, 2 : h + 2, 2 : w + 2]]
     translated = sum(logits(model, x, "flip") for x in shifted) / 2
+    if weights == "uniform":  # six views at 1/6: the plain pair counts 2 of 6, the shifted 4
+        return (mirrored + 2 * translated) / 3
     return (mirrored + translated) / 2
+
+
+def least_sure(plain: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Indices of the ceil(fraction x N) rows of `plain` logits with the lowest top probability."""
+    k = math.ceil(fraction * len(plain))
+    return plain.float().softmax(1).amax(1).topk(k, largest=False).indices
 
 
 def summary(model: nn.Module, device=None) -> str:

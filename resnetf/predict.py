@@ -55,7 +55,7 @@ def load(source, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, C
     if any(v.dtype == torch.float16 for v in state.values()):
         from .optim import Precision
 
-        Precision(half=True).prepare(net)
+        Precision(half=True, half_batchnorm=cfg.half_batchnorm).prepare(net)
     try:
         net.load_state_dict(state)
     except RuntimeError as e:
@@ -163,7 +163,9 @@ def probabilities(
     for i in range(0, len(images), batch_size):
         x = torch.from_numpy(images[i : i + batch_size]).to(device).permute(0, 3, 1, 2)
         level, fraction = (tta, 1.0) if tta else (cfg.tta, cfg.tta_fraction)  # the run's own
-        out.append(models.logits(net, prep(x), level, fraction).float().softmax(1).cpu())
+        out.append(
+            models.logits(net, prep(x), level, fraction, cfg.tta_weights).float().softmax(1).cpu()
+        )
     return torch.cat(out) if out else torch.zeros(0, len(net.classes))
 
 

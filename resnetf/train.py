@@ -450,28 +450,79 @@ def train_epoch(
     return lrs, losses, correct.item() / seen
 
 
+@dataclass
+class TTA:
+    """How an evaluation runs the net on its images: the level, the fraction of least sure images
+    that get its views, where that fraction is picked (each batch or the whole split), and the
+    views' weights (Config's tta, tta_fraction, tta_scope, tta_weights)."""
+
+    level: str = "none"
+    fraction: float = 1.0
+    scope: str = "batch"
+    weights: str = "airbench"
+
+    @classmethod
+    def of(cls, cfg: Config) -> TTA:
+        return cls(cfg.tta, cfg.tta_fraction, cfg.tta_scope, cfg.tta_weights)
+
+    @property
+    def split_wide(self) -> bool:
+        return self.level != "none" and self.fraction < 1 and self.scope == "split"
+
+
+def scored_batches(model, loader, prep, autocast, tta: TTA):
+    """(logits in fp32, labels) per batch of the loader under `tta`. Split-wide: the plain pass
+    over every batch first, then the views for the least sure images of the whole split (in
+    batches of the loader's size), replacing their plain logits."""
+    device = prep.device
+    kept = []  # split-wide: (inputs, plain logits, labels) of every batch, for the second pass
+    for x, y in loader:
+        x = prep(x.to(device, non_blocking=True))
+        y = y.to(device, non_blocking=True)
+        with autocast:
+            if tta.split_wide:
+                kept.append((x, model(x), y))
+                continue
+            out = models.logits(model, x, tta.level, tta.fraction, tta.weights)
+        yield out.float(), y
+    if not kept:
+        return
+    inputs, plain, labels = (torch.cat(part) for part in zip(*kept))
+    unsure = models.least_sure(plain, tta.fraction)
+    size = len(kept[0][0])
+    with autocast:
+        views = torch.cat(
+            [
+                models.logits(model, inputs[unsure[i : i + size]], tta.level, 1.0, tta.weights)
+                for i in range(0, len(unsure), size)
+            ]
+        )
+    out = plain.index_copy(0, unsure, views.to(plain.dtype)).float()
+    yield from zip(
+        out.split([len(x) for x, _, _ in kept]), labels.split([len(y) for *_, y in kept])
+    )
+
+
 @torch.no_grad()
 def evaluate(
     model,
     loader,
     prep,
     autocast,
-    tta: str = "none",
+    tta: str | TTA = "none",
     predictions: list | None = None,
     tta_fraction: float = 1.0,
 ):
     """(mean cross-entropy, accuracy) over every image of the loader; `predictions`, when given,
-    receives each image's class probabilities (one tensor per batch, on the device)."""
+    receives each image's class probabilities (one tensor per batch, on the device). `tta`: a
+    level with `tta_fraction` picked per batch, or a TTA."""
     model.eval()
+    tta = tta if isinstance(tta, TTA) else TTA(tta, tta_fraction)
     device = prep.device
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     n = 0
-    for x, y in loader:
-        x = prep(x.to(device, non_blocking=True))
-        y = y.to(device, non_blocking=True)
-        with autocast:
-            out = models.logits(model, x, tta, tta_fraction).float()
+    for out, y in scored_batches(model, loader, prep, autocast, tta):
         loss_sum += nn.functional.cross_entropy(out, y, reduction="sum")
         correct += (out.argmax(1) == y).sum()
         if predictions is not None:
@@ -536,9 +587,8 @@ def fit(setup: Setup, tracker: Tracker, progress: Progress, on_epoch=None, stop=
                     loader,
                     setup.eval_prep,
                     setup.autocast,
-                    cfg.tta,
+                    TTA.of(cfg),
                     keep,
-                    cfg.tta_fraction,
                 )
                 progress.best[split] = max(progress.best.get(split, 0.0), metrics[f"{split}_acc"])
             progress.eval_seconds += time.perf_counter() - t0  # evaluate() ends on a host sync
