@@ -4,6 +4,7 @@ nothing.
 
     python -m resnetf.bench experiments/oc_24ep.py --seeds 3 [--out runs/bench] [-- --data_dir=...]
     python -m resnetf.bench experiments/fast94.py --flops          (compute only, on the CPU)
+    python -m resnetf.bench experiments/fast94.py --ops -- --data_dir=...  (ops per step)
     python -m resnetf.bench experiments/fast94.py --seeds 5 --against airbench94 -- --data_dir=...
     python -m resnetf.bench experiments/oc_24ep.py --seeds 0 --trials 4 -- --data_dir=...
 
@@ -281,6 +282,13 @@ def arguments(argv) -> tuple[argparse.Namespace, list]:
         help="print the recipe's training PFLOPs and stop (no data, no device)",
     )
     ap.add_argument(
+        "--ops",
+        action="store_true",
+        help="print aten ops, host syncs and CUDA kernel launches per training step (through "
+        "the run's own train_epoch; eager, Muon per parameter where the recipe has Muon, and "
+        "compiled where torch compiles here) and stop; needs the data",
+    )
+    ap.add_argument(
         "--against",
         choices=["airbench94"],
         default=None,
@@ -326,6 +334,34 @@ def print_flops(name: str, cfg: Config) -> None:
         f"(tta={cfg.tta}, tta_fraction={cfg.tta_fraction:g}) = {f['eval_pflop']:.4f} PFLOP; "
         f"total {f['total_pflop']:.3f} PFLOP"
     )
+
+
+def print_ops(name: str, cfg: Config, out: Path | None) -> pd.DataFrame:
+    """Ops per training step of the recipe, eager and compiled (and, with Muon, its step one
+    parameter at a time: the cost the batched step saves). A compile that fails here (no C++
+    compiler, an unsupported op) is a row saying so, not an error."""
+    from .debug import count_ops
+
+    variants = [("eager", cfg, True)]
+    if cfg.optimizer == "muon":
+        variants.append(("eager, Muon per parameter", cfg, False))
+    variants.append(("compiled", cfg.replace(compile=True), True))
+    rows = []
+    for label, variant, batched in variants:
+        try:
+            counts = count_ops(variant, muon_batched=batched)
+        except Exception as e:  # compiling can fail on a machine without a toolchain
+            counts = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
+        rows.append({"experiment": name, "variant": label, **counts})
+    table = pd.DataFrame(rows)
+    print(
+        f"{name}: per training step (train_epoch, after 2 warm-up steps), torch {torch.__version__}"
+    )
+    print(table.drop(columns=["experiment"]).to_string(index=False, float_format="%.1f"))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out / "ops.csv", index=False)
+    return table
 
 
 def pipeline(cfg: Config, device: torch.device, env: dict, out: Path) -> None:
@@ -427,6 +463,8 @@ def main(argv=None) -> None:
     cfg, name = parse(experiment, flags), Path(args.experiment).stem
     if args.flops:
         return print_flops(name, cfg)
+    if args.ops:
+        return print_ops(name, cfg, Path(args.out) if args.out else None)
     try:
         launch.check(cfg)
     except ValueError as e:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -104,6 +105,8 @@ def overfit(cfg: Config, steps: int = OVERFIT_STEPS) -> dict:
         flip=False,
         alternating_flip=False,
         cutout=0,
+        brightness=0.0,
+        contrast=0.0,
         label_smoothing=0.0,
         dropout=0.0,
         lookahead=0.0,
@@ -175,6 +178,84 @@ def profile(cfg: Config, steps: int = PROFILE_STEPS) -> dict:
         f"in chrome://tracing or Perfetto, or TensorBoard's profiler): {trace}"
     )
     return {"trace": str(trace), "run_dir": str(run_dir)}
+
+
+# ops that make the host wait for the device: a value read back (.item(), bool(), float()), or
+# an output whose size depends on the data; and the CUDA runtime's own waits
+SYNC_OPS = {"aten::_local_scalar_dense", "aten::nonzero", "aten::masked_select", "aten::_unique2"}
+SYNC_CALLS = {"cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize"}
+LAUNCH_CALLS = {"cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernelEx"}
+
+
+def count_ops(
+    cfg: Config, steps: int = PROFILE_STEPS, warmup: int = 2, muon_batched: bool = True
+) -> dict:
+    """aten ops and host syncs per training step, through the run's own `train_epoch` (loader,
+    augmentation, forward, loss, backward, every optimizer, the schedules), compiled when
+    cfg.compile. aten ops: every one the profiler records, inner calls included; top level: those
+    no aten op called (what Python and autograd ask the dispatcher for); kernel launches: CUDA's
+    (0 on a CPU). The end of an epoch (one read-back of its losses) is not a step's.
+    `muon_batched=False`: Muon one parameter at a time (the step before the batched one)."""
+    from torch.profiler import ProfilerActivity, schedule
+
+    from .train import compile_setup
+
+    cfg = debug_config(cfg).replace(epochs=1)
+    setup = build(cfg)
+    setup.train_loader = Limited(setup.train_loader, warmup + steps)
+    if len(setup.train_loader) < warmup + steps:
+        raise ValueError(f"{warmup + steps} training batches needed; the data has fewer")
+    constant_lr(setup)
+    for group in setup.stepper.param_groups:
+        if "batched" in group:  # Muon's
+            group["batched"] = muon_batched
+    if cfg.compile:
+        compile_setup(setup)
+    activities = [ProfilerActivity.CPU] + (
+        [ProfilerActivity.CUDA] if setup.device.type == "cuda" else []
+    )
+    counted = []
+
+    def ready(prof) -> None:  # at the end of the active steps, before the profiler clears them
+        events = prof.events()
+        aten = [e for e in events if e.name.startswith("aten::")]
+        counted.append(
+            {
+                "aten_ops": len(aten),
+                "top_level_aten_ops": sum(not under(e, "aten::") for e in aten),
+                # a DataLoader's reads are of its own CPU tensors: no wait for the device
+                "host_syncs": sum(
+                    e.name in SYNC_OPS | SYNC_CALLS and not under(e, "enumerate(DataLoader)")
+                    for e in events
+                ),
+                "kernel_launches": sum(e.name in LAUNCH_CALLS for e in events),
+            }
+        )
+
+    def under(e, prefix: str) -> bool:
+        parent = e.cpu_parent
+        while parent is not None:
+            if parent.name.startswith(prefix):
+                return True
+            parent = parent.cpu_parent
+        return False
+
+    begin_epoch(setup, 0)
+    with warnings.catch_warnings(), torch.profiler.profile(
+        activities=activities,
+        schedule=schedule(wait=0, warmup=warmup, active=steps),
+        on_trace_ready=ready,
+    ) as prof:
+        warnings.filterwarnings("ignore", "Profiler clears events")  # one cycle is all we read
+        setup.on_step = prof.step
+        train_epoch(setup, 0)
+        sync(setup.device)
+    return {
+        **{f"{k}_per_step": v / steps for k, v in counted[0].items()},
+        "steps": steps,
+        "device": str(setup.device),
+        "compiled": cfg.compile,
+    }
 
 
 MODES = {"fast": fast, "overfit": overfit, "profile": profile}

@@ -206,3 +206,38 @@ def test_the_fast_recipes_count_their_compute_as_the_readme_says():
     # a plain pass over every image, then the 6 views for a quarter of them
     expected = plain["eval_gflop_per_image"] * (1 + 0.25 * 6)
     assert quarter["eval_gflop_per_image"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_bench_flops_prints_the_speedruns_0_272_pflop(capsys):
+    from resnetf.bench import main
+
+    main([str(REPO / "experiments" / "fast94_speedrun.py"), "--flops"])
+    out = capsys.readouterr().out
+    assert "376,320 images" in out and "total 0.272 PFLOP" in out
+
+
+@pytest.mark.slow
+def test_bench_ops_counts_each_variant_through_the_runs_own_steps(tiny_data, tmp_path, capsys):
+    # counts are printed, never asserted: the test holds the path (eager, Muon one parameter at
+    # a time, compiled or the reason it could not compile) and the CSV
+    from resnetf.bench import main
+
+    flags = [f"--data_dir={tiny_data}", "--width=0.0625", "--batch_size=10", "--device=cpu"]
+    main(
+        [
+            str(REPO / "experiments" / "fast94_speedrun.py"),
+            "--ops",
+            "--out",
+            str(tmp_path),
+            "--",
+            *flags,
+        ]
+    )
+    table = pd.read_csv(tmp_path / "ops.csv")
+    assert table["variant"].tolist() == ["eager", "eager, Muon per parameter", "compiled"]
+    eager = table.iloc[0]
+    assert eager["aten_ops_per_step"] > eager["top_level_aten_ops_per_step"] > 0
+    assert eager["steps"] == 6 and eager["host_syncs_per_step"] >= 0
+    compiled = table.iloc[2]
+    assert compiled["compiled"] == True or isinstance(compiled.get("error"), str)  # noqa: E712
+    assert "per training step" in capsys.readouterr().out

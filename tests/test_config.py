@@ -60,6 +60,12 @@ def test_help_lists_every_field_with_its_default(capsys, monkeypatch):
         ("epochs", "0"),
         ("batch_size", "0"),
         ("cutout", "40"),
+        ("contrast", "1.0"),
+        ("brightness", "-0.1"),
+        ("muon_rescale_interval", "0"),
+        ("muon_weight_decay", "-1e-3"),
+        ("whiten_images", "0"),
+        ("stem_bias_epochs", "-0.2"),
     ],
 )
 def test_bad_values_exit_with_a_message_naming_the_field(flag, value, capsys):
@@ -212,6 +218,10 @@ def test_a_config_built_in_python_gets_its_choices_checked(field, value):
         ({"tune": 5, "objectives": "val_acc,val_acc", "pruner": "none"}, "objectives"),
         ({"tune": 5, "objectives": "val_acc,pflop"}, "pruner"),
         ({"tune": 5, "trial_seeds": 3}, "pruner"),
+        ({"activation": "silu"}, "activation"),
+        ({"tta": "flip", "tta_weights": "uniform"}, "tta_weights"),
+        ({"tta": "flip_translate", "tta_scope": "split"}, "tta_scope"),
+        ({"half_batchnorm": True, "amp_dtype": "bf16"}, "half_batchnorm"),
     ],
 )
 def test_combinations_that_mean_nothing_are_refused(changes, field):

@@ -15,7 +15,9 @@ TINY = ["--workers=0", "--no_progress", "--batch_size=10"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("experiment", ["oc_24ep", "fast94", "fast94_muon", "seed_resnetf"])
+@pytest.mark.parametrize(
+    "experiment", ["oc_24ep", "fast94", "fast94_muon", "fast94_speedrun", "seed_resnetf"]
+)
 def test_debug_fast_runs_the_whole_path_of_each_experiment(experiment, tiny_data, tmp_path):
     cfg = load_experiment(REPO / "experiments" / f"{experiment}.py")
     summary = main(

@@ -38,7 +38,7 @@ def wandb_sweep_engine():
     return module
 
 
-EXPERIMENTS = ("oc_24ep", "fast94", "fast94_muon")
+EXPERIMENTS = ("oc_24ep", "fast94", "fast94_muon", "fast94_speedrun")
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
