@@ -241,11 +241,14 @@ def count_ops(
         return False
 
     begin_epoch(setup, 0)
-    with warnings.catch_warnings(), torch.profiler.profile(
-        activities=activities,
-        schedule=schedule(wait=0, warmup=warmup, active=steps),
-        on_trace_ready=ready,
-    ) as prof:
+    with (
+        warnings.catch_warnings(),
+        torch.profiler.profile(
+            activities=activities,
+            schedule=schedule(wait=0, warmup=warmup, active=steps),
+            on_trace_ready=ready,
+        ) as prof,
+    ):
         warnings.filterwarnings("ignore", "Profiler clears events")  # one cycle is all we read
         setup.on_step = prof.step
         train_epoch(setup, 0)
