@@ -21,7 +21,7 @@ GRID = 5  # the misclassified grid is GRID x GRID images
 
 
 @torch.no_grad()
-def predict(model, loader, prep, autocast, tta: str = "none", probs=None):
+def predict(model, loader, prep, autocast, tta: str = "none", probs=None, weights="airbench"):
     """(class probabilities N x classes, labels, uint8 HWC images) for every image of the
     loader, on the host. `probs` given (the run's final evaluation already made them): the net
     is not run again."""
@@ -31,7 +31,8 @@ def predict(model, loader, prep, autocast, tta: str = "none", probs=None):
         if probs is None:
             inputs = prep(x.to(prep.device, non_blocking=True))
             with autocast:
-                predicted.append(logits(model, inputs, tta).float().softmax(1).cpu())
+                out = logits(model, inputs, tta, weights=weights)
+                predicted.append(out.float().softmax(1).cpu())
         labels.append(y.cpu())
         images.append(x.permute(0, 2, 3, 1).cpu())
     probs = torch.cat(predicted).numpy() if probs is None else probs
@@ -161,7 +162,7 @@ def analyze(
     probs=None,
 ) -> dict:
     """The analysis files of `split` (`probs`: the final evaluation's, when the run has them)."""
-    probs, labels, images = predict(model, loader, prep, autocast, cfg.tta, probs)
+    probs, labels, images = predict(model, loader, prep, autocast, cfg.tta, probs, cfg.tta_weights)
     preds = probs.argmax(1)
     cm = confusion_matrix(labels, preds, len(classes))
     per_class = pd.DataFrame(

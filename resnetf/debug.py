@@ -192,10 +192,9 @@ def count_ops(
 ) -> dict:
     """aten ops and host syncs per training step, through the run's own `train_epoch` (loader,
     augmentation, forward, loss, backward, every optimizer, the schedules), compiled when
-    cfg.compile. aten ops: every one the profiler records, inner calls included; top level: those
-    no aten op called (what Python and autograd ask the dispatcher for); kernel launches: CUDA's
-    (0 on a CPU). The end of an epoch (one read-back of its losses) is not a step's.
-    `muon_batched=False`: Muon one parameter at a time (the step before the batched one)."""
+    cfg.compile (`event_counts` says what is counted). The end of an epoch (one read-back of its
+    losses) is not a step's. `muon_batched=False`: Muon one parameter at a time (the step before
+    the batched one)."""
     from torch.profiler import ProfilerActivity, schedule
 
     from .train import compile_setup
@@ -214,42 +213,17 @@ def count_ops(
     activities = [ProfilerActivity.CPU] + (
         [ProfilerActivity.CUDA] if setup.device.type == "cuda" else []
     )
-    counted = []
-
-    def ready(prof) -> None:  # at the end of the active steps, before the profiler clears them
-        events = prof.events()
-        aten = [e for e in events if e.name.startswith("aten::")]
-        counted.append(
-            {
-                "aten_ops": len(aten),
-                "top_level_aten_ops": sum(not under(e, "aten::") for e in aten),
-                # a DataLoader's reads are of its own CPU tensors: no wait for the device
-                "host_syncs": sum(
-                    e.name in SYNC_OPS | SYNC_CALLS and not under(e, "enumerate(DataLoader)")
-                    for e in events
-                ),
-                "kernel_launches": sum(e.name in LAUNCH_CALLS for e in events),
-            }
-        )
-
-    def under(e, prefix: str) -> bool:
-        parent = e.cpu_parent
-        while parent is not None:
-            if parent.name.startswith(prefix):
-                return True
-            parent = parent.cpu_parent
-        return False
-
+    counted = []  # filled at the end of the active steps, before the profiler clears them
     begin_epoch(setup, 0)
     with (
         warnings.catch_warnings(),
         torch.profiler.profile(
             activities=activities,
             schedule=schedule(wait=0, warmup=warmup, active=steps),
-            on_trace_ready=ready,
+            on_trace_ready=lambda prof: counted.append(event_counts(prof.events())),
         ) as prof,
     ):
-        warnings.filterwarnings("ignore", "Profiler clears events")  # one cycle is all we read
+        warnings.filterwarnings("ignore", ".*Profiler clears events")  # one cycle is all we read
         setup.on_step = prof.step
         train_epoch(setup, 0)
         sync(setup.device)
@@ -259,6 +233,31 @@ def count_ops(
         "device": str(setup.device),
         "compiled": cfg.compile,
     }
+
+
+def event_counts(events) -> dict:
+    """aten ops: every one the profiler recorded, inner calls included; top level: those no aten
+    op called (what Python and autograd ask the dispatcher for); host syncs (a DataLoader's reads
+    are of its own CPU tensors: not waits for the device); CUDA kernel launches (0 on a CPU)."""
+    aten = [e for e in events if e.name.startswith("aten::")]
+    return {
+        "aten_ops": len(aten),
+        "top_level_aten_ops": sum(not _under(e, "aten::") for e in aten),
+        "host_syncs": sum(
+            e.name in SYNC_OPS | SYNC_CALLS and not _under(e, "enumerate(DataLoader)")
+            for e in events
+        ),
+        "kernel_launches": sum(e.name in LAUNCH_CALLS for e in events),
+    }
+
+
+def _under(event, prefix: str) -> bool:
+    parent = event.cpu_parent
+    while parent is not None:
+        if parent.name.startswith(prefix):
+            return True
+        parent = parent.cpu_parent
+    return False
 
 
 MODES = {"fast": fast, "overfit": overfit, "profile": profile}
