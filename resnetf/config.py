@@ -679,16 +679,23 @@ _GROUPS = (
 
 
 def config_hash(cfg: Config) -> str:
-    """A short hash of the fields that change what a run computes (result_fields()): equal
-    for the seeds of one config, different for an ablation."""
+    """A short hash of the fields that change what a run computes (result_fields()) and differ
+    from Config's defaults: equal for the seeds of one config, different for an ablation, and
+    unchanged when a later version adds a field whose default does what the code did before
+    (the runs an ablation finished are still found on its rerun)."""
     import hashlib
     import json
 
-    values = cfg.to_dict()
-    fields = {k: values[k] for k in result_fields()}
+    values, defaults = cfg.to_dict(), field_defaults()
+    fields = {k: values[k] for k in result_fields() if values[k] != defaults[k]}
     return hashlib.blake2b(
         json.dumps(fields, sort_keys=True, default=str).encode(), digest_size=4
     ).hexdigest()
+
+
+def field_defaults() -> dict:
+    """Field -> Config's default for it."""
+    return {f.name: f.default for f in dataclasses.fields(Config)}
 
 
 def _hints() -> dict:

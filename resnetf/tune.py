@@ -34,7 +34,7 @@ import sqlalchemy.exc
 from optuna.trial import TrialState
 
 from . import search_space
-from .config import OBJECTIVES, Config, ConfigError, result_fields
+from .config import OBJECTIVES, Config, ConfigError, field_defaults, result_fields
 from .data import Cifar10, load_cifar10, split_val
 from .optim import check_schedule, n_epochs, total_steps
 from .tracking import Tracker
@@ -286,10 +286,15 @@ def claim(study: optuna.Study, settings: dict) -> None:
     if recorded is None:
         study.set_user_attr("settings", settings)
         return
+    # a field added to Config since the study began is not in its record: at its default it
+    # computes what the study's code computed, so it is no difference
+    defaults = field_defaults()
     differ = [
         f"{k}: study {recorded.get(k)!r}, this worker {v!r}"
         for k, v in settings.items()
-        if k != "search_space" and recorded.get(k) != v
+        if k != "search_space"
+        and recorded.get(k) != v
+        and not (k not in recorded and k in defaults and v == defaults[k])
     ]
     theirs, ours = recorded.get("search_space") or {}, settings.get("search_space") or {}
     differ += [

@@ -119,6 +119,27 @@ def test_the_config_hash_reads_the_declarations():
     assert config_hash(Config(amp_dtype="half")) != base
 
 
+def test_a_field_added_at_its_default_keeps_every_earlier_hash(monkeypatch):
+    # the runs an ablation finished are found by their hash: a new field whose default does
+    # what the code did before must not change the hash of any config that leaves it there
+    import dataclasses
+
+    from resnetf import config
+    from resnetf.config import MODEL, config_hash
+
+    fast94 = config.load_experiment(REPO / "experiments" / "fast94.py")
+    before = [config_hash(c) for c in (Config(), fast94, fast94.replace(dropout=0.2))]
+
+    @dataclasses.dataclass
+    class Later(Config):
+        new_knob: float = MODEL(0.0)
+
+    monkeypatch.setattr(config, "Config", Later)
+    later = [Later(**c.to_dict()) for c in (Config(), fast94, fast94.replace(dropout=0.2))]
+    assert [config_hash(c) for c in later] == before
+    assert config_hash(later[1].replace(new_knob=0.5)) != before[1]
+
+
 @pytest.mark.parametrize(
     "name, text, value",
     [

@@ -652,6 +652,22 @@ def test_a_study_refuses_a_worker_that_computes_something_else(change, refused):
             tuning.claim(study, joining)
 
 
+def test_a_study_begun_before_a_field_existed_takes_a_worker_at_its_default():
+    # a study recorded by the code before brightness existed: a worker of today's code joins it
+    # while brightness is at its default (what that code computed), not when it jitters
+    from resnetf.config import load_experiment
+    from resnetf.search_space import read_space
+
+    cfg, space = load_experiment(REPO / "experiments" / "oc_24ep.py"), read_space("sweeps/lr.yaml")
+    study = optuna.create_study()
+    older = tuning.study_settings(cfg, _Data(), space)
+    del older["brightness"]
+    tuning.claim(study, older)
+    tuning.claim(study, tuning.study_settings(cfg, _Data(), space))
+    with pytest.raises(tuning.ConfigError, match="brightness: study None, this worker 0.1"):
+        tuning.claim(study, tuning.study_settings(cfg.replace(brightness=0.1), _Data(), space))
+
+
 def test_the_front_trial_retrained_is_the_cheapest_that_reaches_the_target():
     from types import SimpleNamespace as T
 
