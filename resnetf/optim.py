@@ -211,6 +211,14 @@ class Muon(torch.optim.Optimizer):
         defaults.update(ns_dtype=ns_dtype, steps_done=0, last_rescale=0)
         super().__init__(params, defaults)
 
+    def __setstate__(self, state):
+        # a checkpoint from before an option existed lacks it in its groups: the default (what
+        # that code did: rescale every step, no decay, Muon's coefficients in bf16, one by one)
+        super().__setstate__(state)
+        for group in self.param_groups:
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
+
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:

@@ -104,6 +104,24 @@ def test_muons_weight_decay_follows_the_update(batched):
     torch.testing.assert_close(bank.detach(), expected, rtol=0, atol=1e-6)
 
 
+def test_a_muon_checkpoint_from_before_its_new_options_still_loads_and_steps():
+    # commit c48e3f1's Muon kept lr, momentum, nesterov, ns_steps, rescale and weight_decay in
+    # its groups: a run checkpointed then resumes with what that code did
+    bank = nn.Parameter(torch.randn(6, 4, 3, 3))
+    opt = Muon([bank], lr=0.1, momentum=0.5, ns_steps=3, rescale=True)
+    bank.grad = torch.randn_like(bank)
+    opt.step()
+    state = opt.state_dict()
+    old = ("lr", "momentum", "nesterov", "ns_steps", "rescale", "weight_decay", "params")
+    state["param_groups"] = [{k: g[k] for k in old} for g in state["param_groups"]]
+    resumed = Muon([bank], lr=0.1, momentum=0.5, ns_steps=3, rescale=True)
+    resumed.load_state_dict(state)
+    resumed.step()
+    group = resumed.param_groups[0]
+    assert group["rescale_interval"] == 1 and group["steps_done"] == 1 and group["batched"]
+    assert bank.norm().item() == pytest.approx(6**0.5, rel=0.2)  # rescaled, then one step
+
+
 def test_the_speedruns_muon_settings_reach_its_optimizer():
     net = models.build(SPEEDRUN.replace(width=0.125))
     _, muon = make_optimizers(net, SPEEDRUN, total=245)
