@@ -194,9 +194,9 @@ def test_a_run_evaluates_with_partial_tta_as_its_config_says(tiny_cfg, monkeypat
 
     seen, real = [], models.logits
 
-    def recorded(model, inputs, tta="none", fraction=1.0):
+    def recorded(model, inputs, tta="none", fraction=1.0, weights="airbench"):
         seen.append((tta, fraction))
-        return real(model, inputs, tta, fraction)
+        return real(model, inputs, tta, fraction, weights)
 
     monkeypatch.setattr(models, "logits", recorded)
     cfg = tiny_cfg.replace(analysis=False, tta="flip_translate", tta_fraction=0.3, epochs=2)
