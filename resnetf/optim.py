@@ -133,20 +133,18 @@ def orthogonalize(
     a 3-D `update` is a stack of matrices, each orthogonalised alone in one batched pass."""
     a, b, c = coefficients
     x = update.to(dtype)
+    matrix = x.ndim == 2
+    if matrix:  # a stack of one
+        x = x[None]
     tall = x.size(-2) > x.size(-1)
     if tall:  # iterate on the wide side: the Gram matrix is the small one
         x = x.mT
-    if x.ndim == 2:
-        x = x / x.norm().clamp(min=eps)  # spectral norm <= Frobenius norm = 1
-        for _ in range(steps):
-            gram = x @ x.T
-            x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
-    else:
-        x = x / x.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)
-        for _ in range(steps):
-            gram = x @ x.mT
-            x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
-    return x.mT if tall else x
+    x = x / x.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)  # spectral <= Frobenius = 1
+    for _ in range(steps):
+        gram = x @ x.mT
+        x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    x = x.mT if tall else x
+    return x[0] if matrix else x
 
 
 def orthogonalize_stacked(updates: list, steps: int, **options) -> list:
@@ -393,7 +391,8 @@ class Precision:
         unless half_batchnorm."""
         if self.half:
             model.half()
-            for m in model.modules() if not self.half_batchnorm else ():
+        if self.half and not self.half_batchnorm:
+            for m in model.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.float()
         return model

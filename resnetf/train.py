@@ -509,15 +509,14 @@ def evaluate(
     loader,
     prep,
     autocast,
-    tta: str | TTA = "none",
+    tta: TTA | None = None,
     predictions: list | None = None,
-    tta_fraction: float = 1.0,
 ):
-    """(mean cross-entropy, accuracy) over every image of the loader; `predictions`, when given,
-    receives each image's class probabilities (one tensor per batch, on the device). `tta`: a
-    level with `tta_fraction` picked per batch, or a TTA."""
+    """(mean cross-entropy, accuracy) over every image of the loader under `tta` (None: no
+    TTA); `predictions`, when given, receives each image's class probabilities (one tensor per
+    batch, on the device)."""
     model.eval()
-    tta = tta if isinstance(tta, TTA) else TTA(tta, tta_fraction)
+    tta = tta or TTA()
     device = prep.device
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
