@@ -117,6 +117,19 @@ def scheduler_lrs(cfg: Config, steps_per_epoch: int) -> list:
     return lrs
 
 
+def stepped_lrs(stepper, steps: int) -> list[dict]:
+    """Every group's lr (`Stepper.lrs()`) before each of `steps` optimizer and schedule steps,
+    taken without gradients (the optimizers skip every parameter)."""
+    seen = []
+    for _ in range(steps):
+        seen.append(stepper.lrs())
+        for o in stepper.optimizers:
+            o.step()
+        for s in stepper.schedulers:
+            s.step()
+    return seen
+
+
 def run_dir_of(summary: dict) -> Path:
     return Path(summary["run_dir"])
 

@@ -241,3 +241,21 @@ def test_bench_ops_counts_each_variant_through_the_runs_own_steps(tiny_data, tmp
     compiled = table.iloc[2]
     assert compiled["compiled"] == True or isinstance(compiled.get("error"), str)  # noqa: E712
     assert "per training step" in capsys.readouterr().out
+
+
+def test_the_op_counter_on_a_sequence_whose_counts_are_known():
+    # bench --ops prints what event_counts says: on ops written out here the answer is known
+    from torch.profiler import profile, record_function
+
+    from resnetf.debug import event_counts
+
+    x = torch.ones(3)
+    with profile() as prof:
+        y = x + x  # top level: add
+        y.sum().item()  # sum, item (its _local_scalar_dense inside: a read-back, a sync)
+        with record_function("enumerate(DataLoader)#__next__"):
+            x.sum().item()  # sum, item: the loader's own CPU read, not a wait for a device
+    counts = event_counts(prof.events())
+    assert counts["top_level_aten_ops"] == 5
+    assert counts["aten_ops"] > 5  # the inner calls (_local_scalar_dense, fill_, ...) too
+    assert counts["host_syncs"] == 1 and counts["kernel_launches"] == 0

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, scheduler_lrs
+from conftest import REPO, scheduler_lrs, stepped_lrs
 from resnetf import models
 from resnetf.config import Config, load_experiment
 from resnetf.optim import Lookahead, amp_dtype, make_optimizer, make_scheduler, sgd_hyperparameters
@@ -183,13 +183,7 @@ def test_linear_decay_goes_to_zero_and_the_early_group_over_its_own_epochs():
     net = models.build(cfg)
     stepper = Stepper(net, cfg, steps_per_epoch=5, prec=Precision())
     peak = stepper.lrs()
-    seen = []
-    for _ in range(20):
-        seen.append(stepper.lrs())
-        for o in stepper.optimizers:
-            o.step()
-        for s in stepper.schedulers:
-            s.step()
+    seen = stepped_lrs(stepper, 20)
     for t, lrs in enumerate(seen):
         assert lrs["rest"] == pytest.approx(peak["rest"] * (1 - t / 20))
         assert lrs["muon"] == pytest.approx(peak["muon"] * (1 - t / 20))

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import REPO
+from conftest import REPO, stepped_lrs
 from resnetf import models
 from resnetf.config import Config, load_experiment
 from resnetf.optim import Muon, Precision, Stepper, make_optimizers, orthogonalize
@@ -138,13 +138,7 @@ def test_the_speedruns_muon_settings_reach_its_optimizer():
 def test_the_speedruns_steps_rates_and_decay_are_the_records():
     net = models.build(SPEEDRUN)
     stepper = Stepper(net, SPEEDRUN, steps_per_epoch=50_000 // 1536, prec=Precision())
-    lrs = []
-    for _ in range(245):
-        lrs.append(stepper.lrs())
-        for o in stepper.optimizers:
-            o.step()
-        for s in stepper.schedulers:
-            s.step()
+    lrs = stepped_lrs(stepper, 245)
     # in a summed loss's units (SGD's mean-loss lr / 1536): head 0.5415, biases 0.0573
     assert lrs[0]["rest"] / 1536 == pytest.approx(0.5415)
     assert lrs[0]["biases"] / 1536 == pytest.approx(0.0573)

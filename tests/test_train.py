@@ -189,19 +189,33 @@ def test_a_run_whose_analysis_fails_keeps_its_model_summary_and_wandb_run(
 
 
 @pytest.mark.slow
-def test_a_run_evaluates_with_partial_tta_as_its_config_says(tiny_cfg, monkeypatch):
+@pytest.mark.parametrize("scope, weights", [("batch", "airbench"), ("split", "uniform")])
+def test_a_run_evaluates_with_partial_tta_as_its_config_says(tiny_cfg, monkeypatch, scope, weights):
     import resnetf
 
     seen, real = [], models.logits
 
     def recorded(model, inputs, tta="none", fraction=1.0, weights="airbench"):
-        seen.append((tta, fraction))
+        seen.append((tta, fraction, weights))
         return real(model, inputs, tta, fraction, weights)
 
     monkeypatch.setattr(models, "logits", recorded)
-    cfg = tiny_cfg.replace(analysis=False, tta="flip_translate", tta_fraction=0.3, epochs=2)
+    cfg = tiny_cfg.replace(
+        analysis=False,
+        tta="flip_translate",
+        tta_fraction=0.3,
+        epochs=2,
+        tta_scope=scope,
+        tta_weights=weights,
+    )
     summary = run(cfg)
-    assert ("flip_translate", 0.3) in seen  # the run's evaluation took the partial level
+    # the run's evaluation took the partial level: per batch, the fraction picked inside
+    # logits(); over the split, the views of the least sure 30% asked for whole
+    expected = ("flip_translate", 0.3 if scope == "batch" else 1.0, weights)
+    assert expected in seen
+    assert all(w == weights for level, _, w in seen if level == "flip_translate")
+    if scope == "split":
+        assert ("flip_translate", 0.3, weights) not in seen
     # and the saved model, predicted the same way outside the run, gives its accuracy
     net, saved_cfg = resnetf.load(summary["run_dir"])
     assert saved_cfg.tta_fraction == 0.3
