@@ -27,12 +27,13 @@ from pathlib import Path
 import pandas as pd
 
 from . import launch, stats
+from .claims import run_claimed
 from .config import Config, ConfigError, coerce, config_hash, load_experiment, parse
 from .data import DataError, load_cifar10
 from .plots import draw_differences, subplots
 from .repeat import spread
 from .tracking import Tracker, check_runs_dir
-from .train import Context, RunStopped, TrainingDiverged, run
+from .train import Context, RunStopped, TrainingDiverged
 
 # --- the configs: the base and its variants, checked before anything runs ------------------------
 
@@ -71,26 +72,17 @@ def variants(base: Config, items: list[str]) -> list[tuple[str, Config]]:
 # --- the runs: interleaved over seeds, finished ones found again ----------------------------------
 
 
-def finished_runs(runs_dir: str) -> dict:
-    """(config hash, seed, data fingerprint) -> summary of every training run there that ended
-    as a result: finished, or diverged (a rerun does not repeat it)."""
-    return {
-        key: summary
-        for key, (_, summary) in launch.run_folders(runs_dir).items()
-        if summary and summary.get("status") in ("finished", "diverged")
-    }
-
-
-def run_one(cfg: Config, context: Context, cifar, label: str) -> dict:
-    """One run's summary; a run that diverges is recorded as diverged (its accuracy as it
-    ended) and the others go on."""
+def run_one(cfg: Config, context: Context, cifar, label: str) -> tuple[dict, str]:
+    """One run's summary and how it came (resnetf.claims: "done" already, "resumed", "ran"),
+    through its claim, so an ablation overlapping another command shares its runs; a run that
+    diverges is recorded as diverged (its accuracy as it ended) and the others go on."""
     try:
-        return run(cfg, context, cifar)
+        return run_claimed(cfg, cifar, context)
     except TrainingDiverged as e:
         print(f"{label} seed {cfg.seed} diverged ({e}); recorded, going on", file=sys.stderr)
         if e.summary is None:
             raise
-        return e.summary
+        return e.summary, "ran"
 
 
 def run_all(configs, seeds: list[int], cifar) -> pd.DataFrame:
@@ -101,18 +93,14 @@ def run_all(configs, seeds: list[int], cifar) -> pd.DataFrame:
         runs = [launch.Run(label, cfg.replace(seed=s)) for s in seeds for label, cfg in configs]
         summaries = launch.run_many(runs, base, f"ablate_{base.name}", cifar.fingerprint())
         return pd.DataFrame([{"variant": x.pop("label"), **x} for x in summaries])
-    done, rows = finished_runs(base.runs_dir), []
-    fingerprint = cifar.fingerprint()
+    rows = []
     for seed in seeds:
         for label, cfg in configs:
-            key = (config_hash(cfg), seed, fingerprint)
-            if key in done:
-                print(f"ablation: {label} seed {seed} already done ({done[key]['run_dir']})")
-                summary = done[key]
-            else:
-                print(f"ablation: {label} seed {seed}")
-                context = Context(tags=("ablation",))
-                summary = run_one(cfg.replace(seed=seed), context, cifar, f"ablation: {label}")
+            print(f"ablation: {label} seed {seed}")
+            context = Context(tags=("ablation",))
+            summary, how = run_one(cfg.replace(seed=seed), context, cifar, f"ablation: {label}")
+            if how == "done":
+                print(f"ablation: {label} seed {seed} already done ({summary.get('run_dir')})")
             rows.append({"variant": label, "seed": seed, **summary})
     return pd.DataFrame(rows)
 

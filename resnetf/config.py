@@ -311,27 +311,32 @@ class Config:
     """Where run folders (config, metrics, summary, model, W&B files) are written."""
 
     # --- launch (submitit) ---------------------------------------------------------------------
-    launcher: Literal["inline", "local", "slurm"] = LAUNCH("inline", result=False)
+    launcher: Literal["inline", "local", "slurm", "pool"] = LAUNCH("inline", result=False)
     """inline: every run in this process, one after another; local: --jobs processes on this
-    machine, each pinned to its own GPU(s); slurm: a SLURM job array of --jobs tasks."""
+    machine (submitit), each pinned to its own GPU(s); slurm: a SLURM job array of --jobs
+    tasks; pool: --jobs plain processes on this machine, no submitit (tests, laptops)."""
     jobs: int = LAUNCH(1, result=False)
-    """Tasks the runs are dealt into (round-robin); each loads the data once and runs its runs
-    one after another. More than the runs: fewer tasks. With --tune: study workers."""
+    """Tasks the runs are dealt into (each task gets every config the seeds allow); each loads
+    the data once and runs its runs one after another. More than the runs: fewer tasks. With
+    --tune: study workers."""
     gpus_per_job: int | None = LAUNCH(None, result=False)
-    """GPUs per task; None: 1 where CUDA exists, 0 on a CPU."""
+    """GPUs per task; None: on SLURM 1, on this machine 1 where it has a GPU, else 0."""
     slurm_partition: str | None = LAUNCH(None, result=False)
     """SLURM partition; None: the cluster's default."""
     slurm_time_min: int = LAUNCH(60, result=False)
-    """Time limit of each task in minutes (local tasks too); a task near it is requeued and
-    resumes where it stopped."""
+    """Time limit of each SLURM task in minutes; a task near it is requeued and resumes where
+    it stopped."""
+    task_time_min: int | None = LAUNCH(None, result=False)
+    """Time limit of each task in minutes, on any launcher; None: --slurm_time_min on SLURM, no
+    limit on this machine."""
     slurm_array_parallelism: int | None = LAUNCH(None, result=False)
     """At most this many array tasks at once; None: all of them."""
     slurm_param: tuple[str, ...] = LAUNCH((), result=False)
     """Other SLURM parameters as KEY=VALUE (submitit's slurm_additional_parameters:
     --slurm_param mem=16G account=mine)."""
     launch_dir: str | None = LAUNCH(None, result=False)
-    """submitit's folder (pickles, logs, launch.json); None: runs/launch/<name>_<time>, or the
-    folder of an earlier launch of the same runs, so that a rerun finds its jobs."""
+    """The launch's folder (submitit's pickles, logs, launch.json); None: the folder of an
+    earlier launch of the same runs, else runs/launch/<name>_<work id>."""
 
     # --- hardware ----------------------------------------------------------------------------
     device: str = HARDWARE("auto", result=False)
@@ -560,6 +565,11 @@ class Config:
                 f"must be >= 0 (got {self.gpus_per_job})",
             ),
             ("slurm_time_min", self.slurm_time_min < 1, "must be >= 1 minute"),
+            (
+                "task_time_min",
+                self.task_time_min is not None and self.task_time_min < 1,
+                "must be >= 1 minute",
+            ),
             (
                 "slurm_array_parallelism",
                 self.slurm_array_parallelism is not None and self.slurm_array_parallelism < 1,

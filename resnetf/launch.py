@@ -1,20 +1,26 @@
-"""Where runs execute: inline (this process, one after another), local (one process per shard,
-pinned to a GPU each where there are GPUs) or a SLURM job array, through submitit. The repo only
-says what to run; submitit and SLURM decide how.
+"""Where runs execute: inline (this process, one after another) or as tasks of a place to run
+(resnetf.places: local processes, a SLURM job array, a pool of plain processes). The repo only
+says what to run; the place decides how.
 
 An ablation, `--seeds N` and a benchmark are lists of ordinary runs. `run_many` deals the list
-round-robin into `--jobs` shards, one array task each. A task loads the data once and runs its
-runs one after another, each an ordinary run folder (and W&B run) recording where it ran. The run
-folders are the only results: the driver watches them (runs finished / total, tasks failed),
-then reads them back, and a rerun of the same command runs only what is missing.
+into `--jobs` shards, one task each. A task loads the data once and runs its runs one after
+another, each through its claim (resnetf.claims): an ordinary run folder (and W&B run), written
+by one process at a time. The claims' records are the results: the driver watches its own runs'
+records (runs done / total, tasks failed), then reads them back, and a rerun of the same command
+runs only what is missing.
 
-Exactly once: a run that finished, diverged or failed (it raised) is done. A task stopped
-mid-run (SIGTERM, SLURM's USR2 before its time limit or on preemption) is requeued by
-submitit's checkpoint hook (`Shard.checkpoint`): it skips its done runs and resumes the
-interrupted one from its last epoch's checkpoint (the repo's exact resume). The driver writes a
-launch record (launch.json in --launch_dir) before it waits; killed and rerun, it finds the
-record of the same work, waits for its jobs that still run, and submits only runs that no live
-job holds.
+Exactly once: each run (config, seed, data) trains in one folder, written by one process at a
+time, whatever commands overlap:
+- a task takes a run's claim before it trains or resumes it; a run another live process holds
+  is left for later in the task and then waited for (it ends done, or its holder died and this
+  task resumes it from its checkpoint);
+- a driver records its launch (launch.json, under a lock on its folder) before it submits, and
+  adds each job as it is submitted; a rerun of the same work (the same runs, whatever
+  --launch_dir) finds the record, waits for its live jobs and submits only the runs no live job
+  holds; a folder holding another work's record is refused;
+- SIGTERM, or SIGINT from a cancel, stops the task: its run is checkpointed as interrupted and
+  the task ends (a rerun resumes it). SLURM's USR2 before the time limit, or on preemption,
+  checkpoints the run and requeues the task through submitit (`Shard.checkpoint`).
 """
 
 from __future__ import annotations
@@ -26,16 +32,15 @@ import shutil
 import socket
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import claims, places
 from .config import Config, ConfigError, config_hash
 
 DONE = ("finished", "diverged", "failed")  # a result: never run again by the same launch
 POLL_SECONDS = 2.0
-
-
-# --- what runs where: the executor ---------------------------------------------------------------
 
 
 def check(cfg: Config) -> None:
@@ -53,13 +58,7 @@ def check(cfg: Config) -> None:
             raise ConfigError(f"slurm_param: {item!r} is not KEY=VALUE")
     if cfg.launcher == "slurm" and shutil.which("sbatch") is None:
         raise ConfigError("launcher: slurm needs SLURM's sbatch on PATH (none on this machine)")
-    gpus = visible_gpus()
-    if cfg.launcher == "local" and gpus_per_job(cfg) > 0 and cfg.jobs * gpus_per_job(cfg) > gpus:
-        raise ConfigError(
-            f"jobs: --launcher local pins each job to its own GPU(s): {cfg.jobs} jobs x "
-            f"{gpus_per_job(cfg)} GPU(s) but this machine has {gpus} (fewer --jobs, or "
-            f"--gpus_per_job 0 to run on the CPU)"
-        )
+    places.check_devices(cfg)
     folder = Path(cfg.launch_dir or cfg.runs_dir).absolute()
     existing = next(p for p in (folder, *folder.parents) if p.exists())
     if not existing.is_dir():
@@ -74,65 +73,11 @@ def check(cfg: Config) -> None:
         )
 
 
-def visible_gpus() -> int:
-    try:
-        import torch
-
-        return torch.cuda.device_count()
-    except Exception:
-        return 0
-
-
-def gpus_per_job(cfg: Config) -> int:
-    """--gpus_per_job, or 1 where CUDA exists and 0 on a CPU."""
-    if cfg.gpus_per_job is not None:
-        return cfg.gpus_per_job
-    return 1 if visible_gpus() > 0 else 0
-
-
-def executors(cfg: Config, folder: Path, tasks: int) -> list:
-    """One submitit executor per task slot: local, one LocalExecutor per task, pinned to its own
-    GPUs (submitit's own would give every job the same devices); slurm, one executor whose
-    array runs at most --slurm_array_parallelism tasks at once."""
-    import submitit
-
-    timeout = cfg.slurm_time_min
-    if cfg.launcher == "local":
-        g = gpus_per_job(cfg)
-        out = []
-        for i in range(tasks):
-            ex = submitit.LocalExecutor(folder)
-            pinned = {"visible_gpus": list(range(i * g, (i + 1) * g))} if g else {}
-            ex.update_parameters(timeout_min=timeout, gpus_per_node=g, **pinned)
-            out.append(ex)
-        return out
-    # a task near its time limit or preempted is requeued this many times at most
-    ex = submitit.AutoExecutor(folder, cluster="slurm", slurm_max_num_timeout=10)
-    extra = dict(item.split("=", 1) for item in cfg.slurm_param)
-    ex.update_parameters(
-        timeout_min=timeout,
-        slurm_array_parallelism=cfg.slurm_array_parallelism or tasks,
-        gpus_per_node=gpus_per_job(cfg),
-        tasks_per_node=1,
-        slurm_additional_parameters={k: _number(v) for k, v in extra.items()},
-        slurm_signal_delay_s=min(120, 60 * timeout // 4),
-        **({"slurm_partition": cfg.slurm_partition} if cfg.slurm_partition else {}),
-    )
-    return [ex]
-
-
-def _number(text: str):
-    try:
-        return int(text)
-    except ValueError:
-        return text
-
-
 # --- one shard: a task's runs, one after another ---------------------------------------------
 
 
 def where() -> dict:
-    """Where this process runs: host, SLURM job and array ids, devices, task index."""
+    """Where this process runs: host, SLURM job and array ids, devices."""
     env = os.environ
     return {
         "host": socket.gethostname(),
@@ -147,7 +92,7 @@ def where() -> dict:
 @dataclass
 class Run:
     """One run of a list: its label (variant or seed), its config, and the key that finds its
-    folder again (config hash, seed, data fingerprint)."""
+    claim again (config hash, seed, data fingerprint)."""
 
     label: str
     cfg: Config
@@ -159,92 +104,79 @@ class Run:
 
 def run_folders(runs_dir: str, job_type: str = "train") -> dict:
     """(config hash, seed, data fingerprint) -> (folder, summary or None) of every run folder of
-    that job type under runs_dir; the newest folder where several share a key."""
+    that job type under runs_dir; the newest folder where several share a key. A scan of
+    runs_dir: for folders no claim records (from before claims, or plain runs), never a poll."""
     found = {}
     for path in sorted(Path(runs_dir).glob("*/config.json"), key=lambda p: p.stat().st_mtime):
         try:
             config = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if config.get("job_type", "train") != job_type:
+        if not isinstance(config, dict) or config.get("job_type", "train") != job_type:
             continue
         try:
             summary = json.loads((path.parent / "summary.json").read_text())
         except (OSError, ValueError):
             summary = None
+        summary = summary if isinstance(summary, dict) else None
         key = (config.get("config_hash"), config.get("seed"), config.get("data_fingerprint"))
         if key not in found or (found[key][1] or {}).get("status") != "finished":
             found[key] = (path.parent, summary)
     return found
 
 
+class TaskStopped(RuntimeError):
+    """SIGTERM or SIGINT reached a task mid-run: the run is checkpointed, the task ends."""
+
+
 class Shard:
-    """A task's runs (submitit's callable). Requeued on preemption or timeout through
+    """A task's runs (the place's callable). Requeued on preemption or timeout through
     `checkpoint`: the same shard again, which skips what is done and resumes what was
-    interrupted; progress lives in the run folders, not in this object."""
+    interrupted; progress lives in the claims' records and run folders, not in this object."""
 
     def __init__(self, runs: list[Run], index: int, launch_id: str, warmup: Config | None = None):
         self.runs, self.index, self.launch_id, self.warmup = runs, index, launch_id, warmup
 
     def __call__(self) -> list[dict]:
         from .data import load_cifar10
-        from .train import Context, TrainingDiverged, run
+        from .train import Context, run
 
         first = self.runs[0].cfg
         cifar = load_cifar10(first.data_dir, download=first.download)
-        fingerprint, results = cifar.fingerprint(), []
         placed = {**where(), "task_index": self.index, "launch_id": self.launch_id}
         if self.warmup is not None:  # cudnn autotuning, allocator and compile caches: uncounted
             run(self.warmup.replace(launcher="inline"), Context(job_type="warmup"), cifar)
-        for r in self.runs:
-            cfg, why = self.next_config(r, fingerprint)
-            if cfg is None:
-                results.append({"label": r.label, **why})
-                continue
-            print(f"task {self.index}: {why} {r.label} (seed {r.cfg.seed})", flush=True)
-            context = Context(
-                job_type=r.job_type, tags=("launch",), extra_config={"launch": placed}
-            )
-            try:
-                summary = run(cfg, context, cifar)
-            except TrainingDiverged as e:  # a result among many
-                summary = e.summary or {"status": "diverged", "error": str(e)}
-            except Exception as e:  # recorded as failed (its folder says so); the task goes on
-                print(
-                    f"task {self.index}: {r.label} seed {r.cfg.seed} failed: {e}", file=sys.stderr
-                )
-                summary = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
-            results.append({"label": r.label, **summary})
-        return results
+        results = {}
+        for wait in (False, True):  # what another live process holds: after the rest
+            for i, r in enumerate(self.runs):
+                if i not in results:
+                    summary = self.one(r, cifar, placed, wait)
+                    if summary is not None:
+                        results[i] = {"label": r.label, **summary}
+        return [results[i] for i in range(len(self.runs))]
 
-    def next_config(self, r: Run, fingerprint: str):
-        """(None, its summary) for a run that is done: finished, diverged, or failed in this
-        launch; else (the config to run, "running" or "resuming"): a run stopped mid-way (its
-        process was, with a checkpoint) resumes from its checkpoint, anything else starts anew."""
-        from .checkpoint import saved_config
+    def one(self, r: Run, cifar, placed: dict, wait: bool) -> dict | None:
+        from .train import Context, RunStopped, TrainingDiverged
 
-        folder, summary = run_folders(r.cfg.runs_dir, r.job_type).get(r.key(fingerprint)) or (
-            None,
-            None,
-        )
-        status = (summary or {}).get("status")
-        if status in ("finished", "diverged") or (status == "failed" and self.mine(folder)):
-            return None, summary
         cfg = r.cfg.replace(progress=False, checkpoint=True, launcher="inline")
-        if folder is not None and status in (None, "interrupted", "running"):
-            if (folder / "checkpoint.pt").exists():
-                resumed = saved_config(folder).replace(
-                    resume=str(folder), progress=False, workers=cfg.workers, device=cfg.device
-                )
-                return resumed, "resuming"
-        return cfg, "running"
-
-    def mine(self, folder: Path) -> bool:
+        context = Context(job_type=r.job_type, tags=("launch",), extra_config={"launch": placed})
+        label = f"{r.label} (seed {r.cfg.seed})"
         try:
-            config = json.loads((folder / "config.json").read_text())
-        except (OSError, ValueError):
-            return False
-        return (config.get("launch") or {}).get("launch_id") == self.launch_id
+            summary, how = claims.run_claimed(cfg, cifar, context, where=placed, wait=wait)
+        except TrainingDiverged as e:  # a result among many
+            return e.summary or {"status": "diverged", "error": str(e)}
+        except RunStopped as e:
+            if e.status == "interrupted":  # SIGTERM / cancel: the task stops, the run resumes
+                raise TaskStopped(f"task {self.index}: {e} in {label}; rerun to resume") from None
+            return {"status": e.status}
+        except Exception as e:  # recorded as failed (its record says so); the task goes on
+            print(f"task {self.index}: {label} failed: {e}", file=sys.stderr, flush=True)
+            return {"status": "failed", "error": f"{type(e).__name__}: {e}"}
+        if how == "held":
+            print(f"task {self.index}: {label} held by another process: later", flush=True)
+            return None
+        print(f"task {self.index}: {how} {label}", flush=True)
+        return summary
 
     def checkpoint(self, *args, **kwargs):
         import submitit
@@ -252,13 +184,21 @@ class Shard:
         return submitit.helpers.DelayedSubmission(self)
 
 
-def deal(runs: list[Run], jobs: int) -> list[list[Run]]:
-    """Round-robin: run i to shard i mod K (an interleaved list stays interleaved in each)."""
+def deal(runs: list, jobs: int, group=None) -> list[list]:
+    """Runs into min(jobs, len(runs)) shards, list order kept in each: the j-th run of group g
+    (a config; `group(run)` names it) goes to shard (g + j) mod K, so every shard runs every
+    config the seeds allow and a config's times are not one device's. One group: round-robin."""
     k = max(1, min(jobs, len(runs)))
-    return [runs[i::k] for i in range(k)]
+    groups: dict = {}
+    shards: list[list] = [[] for _ in range(k)]
+    for r in runs:
+        g = groups.setdefault(group(r) if group else None, [len(groups), 0])
+        shards[(g[0] + g[1]) % k].append(r)
+        g[1] += 1
+    return [s for s in shards if s]
 
 
-# --- the driver: submit once, watch the run folders, read them back ----------------------------
+# --- the launch record: written before submitting, under its folder's lock ------------------------
 
 
 def work_id(runs: list[Run], fingerprint: str) -> str:
@@ -266,225 +206,185 @@ def work_id(runs: list[Run], fingerprint: str) -> str:
     return hashlib.blake2b("\n".join(keys).encode(), digest_size=6).hexdigest()
 
 
+def _index(runs_dir: str, work: str) -> Path:
+    return Path(runs_dir, "launch", "works", f"{work}.json")
+
+
 def launch_folder(cfg: Config, name: str, work: str) -> Path:
-    """--launch_dir, else the folder of an earlier launch of the same work (a rerun finds its
-    record), else runs/launch/<name>_<time>."""
-    if cfg.launch_dir:
-        return Path(cfg.launch_dir)
-    for record in sorted(Path(cfg.runs_dir, "launch").glob("*/launch.json")):
-        try:
-            if json.loads(record.read_text()).get("work") == work:
-                return record.parent
-        except (OSError, ValueError):
-            continue
-    return Path(cfg.runs_dir, "launch", f"{name}_{time.strftime('%Y%m%d-%H%M%S')}")
-
-
-def alive(job: dict) -> bool:
-    """A recorded job that still runs or waits: its process (local) or its SLURM job."""
-    if job["launcher"] == "local":
-        try:
-            os.kill(int(job["job_id"]), 0)
-        except (ProcessLookupError, ValueError):
-            return False
-        except PermissionError:
-            return True
-        return Path(f"/proc/{job['job_id']}").exists() and not _zombie(job["job_id"])
-    import subprocess
-
-    out = subprocess.run(
-        ["squeue", "-h", "-j", str(job["job_id"]), "-o", "%T"], capture_output=True, text=True
-    )
-    return out.returncode == 0 and bool(out.stdout.strip())
-
-
-def _zombie(pid) -> bool:
+    """The folder of an earlier launch of the same work (whatever --launch_dir said then or
+    now), else --launch_dir, else runs/launch/<name>_<work>: two drivers of one work meet in
+    one folder, and a rerun finds its record."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
-    except OSError:
-        return True
+        earlier = Path(json.loads(_index(cfg.runs_dir, work).read_text())["folder"])
+        if (earlier / "launch.json").exists():
+            if cfg.launch_dir and Path(cfg.launch_dir).absolute() != earlier:
+                print(f"launch: this work was launched from {earlier}: going on there")
+            return earlier
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return Path(cfg.launch_dir or Path(cfg.runs_dir, "launch", f"{name}_{work}")).absolute()
+
+
+def read_record(folder: Path, work: str, name: str) -> dict:
+    """The folder's launch record, a new one if it has none; another work's is refused."""
+    path = folder / "launch.json"
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {"work": work, "name": name, "jobs": []}
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"launch_dir: {path} cannot be read ({e}): move it away") from None
+    if not isinstance(record, dict) or not isinstance(record.get("jobs", []), list):
+        raise ConfigError(f"launch_dir: {path} is not a launch record: move it away")
+    if record.get("work") != work:
+        raise ConfigError(
+            f"launch_dir: {folder} holds the record of another work ({record.get('name')}, "
+            f"work {record.get('work')}), not of this one ({name}, work {work}): give another "
+            f"--launch_dir"
+        )
+    record["jobs"] = [j for j in record.get("jobs", []) if isinstance(j, dict)]
+    return record
+
+
+def _write_json(path: Path, value) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(value, indent=1))
+    os.replace(tmp, path)
+
+
+def submit_recorded(cfg: Config, folder: Path, record: dict, batches: list[dict]) -> list:
+    """Each batch ({"callable", "runs"}) submitted as one task: recorded as pending before it
+    is submitted, with its job once it is; returns the new jobs. Call under the folder's lock."""
+    path, launch_id = folder / "launch.json", batches[0]["launch_id"] if batches else None
+    entries = [
+        {"launcher": cfg.launcher, "job_id": None, "launch_id": launch_id, "runs": b["runs"]}
+        for b in batches
+    ]
+    record["jobs"].extend(entries)
+    record["command"] = sys.argv
+    _write_json(path, record)  # a driver killed while it submits leaves "pending" entries
+    jobs = places.of(cfg).submit(folder, [b["callable"] for b in batches], record["name"])
+    for entry, job in zip(entries, jobs):
+        entry.update(job.record())
+    _write_json(path, record)
+    return jobs
+
+
+# --- the driver: submit once, watch its runs' records, read them back ----------------------------
 
 
 def run_many(
     runs: list[Run], base: Config, name: str, fingerprint: str, warmup: Config | None = None
 ) -> list[dict]:
-    """Every run of the list, on --launcher's executors; one summary per run, in list order
+    """Every run of the list, on --launcher's place; one summary per run, in list order
     (`label`, `seed` and where it ran added). Runs already done are not run again. `warmup`: a
     run each task makes first, uncounted (the benchmark's). LaunchFailed lists the runs that
     failed or never ran."""
     check(base)
-    done = run_folders(base.runs_dir)
-    todo = [r for r in runs if not _is_done(done.get(r.key(fingerprint)))]
     work = work_id(runs, fingerprint)
     folder = launch_folder(base, name, work)
-    folder.mkdir(parents=True, exist_ok=True)
-    record_path = folder / "launch.json"
-    record = json.loads(record_path.read_text()) if record_path.exists() else {}
-    held = {key for job in record.get("jobs", []) if alive(job) for key in job["runs"]}
-    if held:
-        print(f"launch: {len(held)} runs held by jobs of {record_path} still running: waiting")
-    to_submit = [r for r in todo if json.dumps(r.key(fingerprint)) not in held]
-    jobs = [j for j in record.get("jobs", []) if alive(j)]
-    handles = []
-    if to_submit:
-        shards = deal(to_submit, base.jobs)
-        if len(shards) < base.jobs:
-            print(f"launch: {len(to_submit)} runs to do: {len(shards)} tasks, not {base.jobs}")
-        handles = _submit(base, folder, shards, work, warmup)
-        for shard, job in zip(shards, handles):
-            jobs.append(
+    keys = [json.dumps(r.key(fingerprint)) for r in runs]
+    with claims.locked(folder / "launch.lock"):
+        record = read_record(folder, work, name)
+        jobs = [places.job_of(j, base) for j in record["jobs"]]
+        # liveness before results: a job that ends in between has its runs done by then
+        live = [j for j in jobs if j.state() in places.LIVE]
+        held = {k for job, rec in zip(jobs, record["jobs"]) if job in live for k in rec["runs"]}
+        todo = [(r, k) for r, k in zip(runs, keys) if _status(base, r, fingerprint) not in DONE]
+        if held:
+            print(f"launch: {len(held)} runs held by live jobs of {folder}: waiting for them")
+        to_submit = [r for r, k in todo if k not in held]
+        new = []
+        if to_submit:
+            launch_id = f"{work}-{uuid.uuid4().hex[:8]}"  # this driver's: never shared
+            shards = deal(to_submit, base.jobs, group=lambda r: config_hash(r.cfg))
+            if len(shards) < base.jobs:
+                print(f"launch: {len(to_submit)} runs to do: {len(shards)} tasks, not {base.jobs}")
+            batches = [
                 {
-                    "launcher": base.launcher,
-                    "job_id": str(job.job_id),
-                    "runs": [json.dumps(r.key(fingerprint)) for r in shard],
-                    "log": str(job.paths.stdout),
-                    "err": str(job.paths.stderr),
+                    "callable": Shard(s, i, launch_id, warmup),
+                    "runs": [json.dumps(r.key(fingerprint)) for r in s],
+                    "launch_id": launch_id,
                 }
-            )
-    record = {"work": work, "name": name, "command": sys.argv, "jobs": jobs}
-    _write_json(record_path, record)
+                for i, s in enumerate(shards)
+            ]
+            new = submit_recorded(base, folder, record, batches)
+        elif not folder.joinpath("launch.json").exists():
+            _write_json(folder / "launch.json", record)
+    _index(base.runs_dir, work).parent.mkdir(parents=True, exist_ok=True)
+    _write_json(_index(base.runs_dir, work), {"folder": str(folder), "name": name})
     print(
         f"launch: {len(runs)} runs, {len(runs) - len(todo)} already done, "
-        f"{len(to_submit)} submitted as {len(handles)} {base.launcher} tasks; record {record_path}"
+        f"{len(to_submit)} submitted as {len(new)} {base.launcher} tasks; record "
+        f"{folder / 'launch.json'}"
     )
-    _wait(runs, base, fingerprint, jobs, handles)
-    return _collect(runs, base, fingerprint, jobs, handles)
+    watched = live + new
+    _wait(runs, base, fingerprint, watched)
+    return _collect(runs, base, fingerprint, record, new)
 
 
-def _is_done(found) -> bool:
-    return bool(found and found[1] and found[1].get("status") in ("finished", "diverged"))
+def _status(cfg: Config, r: Run, fingerprint: str) -> str | None:
+    """A run's status from its claim's record (a folder from before claims: from the folder)."""
+    key = r.key(fingerprint)
+    record = claims.read(cfg.runs_dir, key)
+    if record is not None:
+        return record.get("status")
+    found = claims.unclaimed_folders(cfg.runs_dir, r.job_type).get(key)
+    return ((found or (None, None))[1] or {}).get("status")
 
 
-def _submit(base: Config, folder: Path, shards: list[list[Run]], work: str, warmup) -> list:
-    launch_id = f"{work}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return submit(base, folder, [Shard(s, i, launch_id, warmup) for i, s in enumerate(shards)])
-
-
-def submit(cfg: Config, folder: Path, callables: list) -> list:
-    """One task per callable: local processes, or one SLURM job array."""
-    import logging
-
-    # without accounting every status query warns that sacct failed: this driver asks squeue
-    logging.getLogger("submitit").setLevel(logging.ERROR)
-    pool = executors(cfg, folder, len(callables))
-    if cfg.launcher == "local":
-        return [ex.submit(c) for ex, c in zip(pool, callables)]
-    with pool[0].batch():
-        jobs = [pool[0].submit(c) for c in callables]
-    return jobs
-
-
-def run_workers(cfg: Config, workers: list, name: str, progress) -> None:
-    """A study's workers as tasks (they share the study through its storage, which is their
-    record: a rerun's workers go on with the same study); `progress()` is the line shown while
-    they work. LaunchFailed names each worker that failed, with its log."""
-    folder = Path(
-        cfg.launch_dir or Path(cfg.runs_dir, "launch", f"{name}_{time.strftime('%Y%m%d-%H%M%S')}")
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    handles = submit(cfg, folder, workers)
-    jobs = [
-        {"launcher": cfg.launcher, "job_id": str(h.job_id), "runs": [], "log": str(h.paths.stdout)}
-        for h in handles
-    ]
-    _write_json(folder / "launch.json", {"name": name, "command": sys.argv, "jobs": jobs})
-    print(f"launch: {len(handles)} {cfg.launcher} workers; record {folder / 'launch.json'}")
-    last = None
-    while True:
-        states = [_job_ended(j, h) for j, h in zip(jobs, handles)]
-        line = f"launch: {progress()}, {states.count('failed')} workers failed"
-        if line != last:
-            print(line, flush=True)
-            last = line
-        if "running" not in states:
-            break
-        time.sleep(POLL_SECONDS)
-    failed = [
-        f"worker {h.job_id} failed ({_last_line(h)}); log {h.paths.stderr}"
-        for j, h in zip(jobs, handles)
-        if _job_ended(j, h) == "failed"
-    ]
-    if failed:
-        raise LaunchFailed(failed)
-
-
-def _last_line(handle) -> str:
-    try:
-        lines = str(handle.exception()).strip().splitlines()
-    except Exception as e:  # no result at all (killed): what submitit says of that
-        lines = [f"{type(e).__name__}: {e}"]
-    return lines[-1] if lines else "no message"
-
-
-def _wait(runs, base, fingerprint, jobs, handles) -> None:
-    """Until every job has ended: runs finished / total and tasks failed, on one line."""
+def _wait(runs, base, fingerprint, jobs) -> None:
+    """Until every job has ended, or every run has: runs done / total and tasks failed, on one
+    line. Reads only this work's runs' records: a poll costs O(its runs), not O(runs_dir)."""
     total, last = len(runs), None
-    by_id = {str(h.job_id): h for h in handles}
     while True:
-        found = run_folders(base.runs_dir)
-        ended = sum(_is_ended(found.get(r.key(fingerprint))) for r in runs)
-        states = [_job_ended(j, by_id.get(j["job_id"])) for j in jobs]
-        failed = sum(1 for s in states if s == "failed")
-        line = f"launch: {ended}/{total} runs done, {failed} tasks failed"
+        ended = sum(_status(base, r, fingerprint) in DONE for r in runs)
+        states = [j.state() for j in jobs]
+        line = f"launch: {ended}/{total} runs done, {states.count('failed')} tasks failed"
+        if states.count("unknown"):
+            line += f", {states.count('unknown')} tasks of unknown state (still waited for)"
         if line != last:
             print(line, flush=True)
             last = line
-        if all(s != "running" for s in states):
+        if ended == total or not any(s in places.LIVE for s in states):
             return
         time.sleep(POLL_SECONDS)
 
 
-def _is_ended(found) -> bool:
-    return bool(found and found[1] and found[1].get("status") in DONE)
-
-
-def _job_ended(job: dict, handle) -> str:
-    """running, done or failed: a job this driver submitted by its result pickle (SLURM without
-    accounting has no other record of an ended job) and whether it still runs; an adopted one
-    (submitted by an earlier driver) by whether it still runs."""
-    if handle is None:
-        return "running" if alive(job) else "done"
-    if job["launcher"] == "local" and not handle.done():
-        return "running"
-    if not handle.paths.result_pickle.exists():
-        if job["launcher"] == "slurm" and alive(job):
-            return "running"
-        return "failed"  # killed: it left no result
-    try:
-        return "failed" if handle.exception() is not None else "done"
-    except Exception:  # an unreadable result
-        return "failed"
-
-
-def _collect(runs, base, fingerprint, jobs, handles) -> list[dict]:
-    """One summary per run, from its folder; each run not done said in one line with its log."""
-    found = run_folders(base.runs_dir)
+def _collect(runs, base, fingerprint, record, new) -> list[dict]:
+    """One summary per run, from its record; each run not done said in one line with its log."""
     out, problems = [], []
-    log_of = {key: job["log"] for job in jobs for key in job["runs"]}
+    log_of = {key: job.get("log") for job in record["jobs"] for key in job["runs"]}
     for r in runs:
-        folder, summary = found.get(r.key(fingerprint)) or (None, None)
-        summary = dict(summary or {"status": "missing"})
-        summary.setdefault("run_dir", str(folder) if folder else None)
-        out.append({"label": r.label, "seed": r.cfg.seed, **summary, **placement(folder)})
+        key = r.key(fingerprint)
+        rec = claims.read(base.runs_dir, key)
+        if rec is None:  # a folder from before claims
+            folder, summary = claims.unclaimed_folders(base.runs_dir, r.job_type).get(key) or (
+                None,
+                None,
+            )
+            rec = {"folder": str(folder) if folder else None, "summary": summary, "attempts": []}
+        summary = dict(rec.get("summary") or {"status": rec.get("status") or "missing"})
+        summary["status"] = rec.get("status") or summary.get("status") or "missing"
+        summary.setdefault("run_dir", rec.get("folder"))
+        out.append({"label": r.label, "seed": r.cfg.seed, **summary, **placement(rec)})
         if summary["status"] not in ("finished", "diverged"):
-            log = log_of.get(json.dumps(r.key(fingerprint)), "no task ran it")
+            log = log_of.get(json.dumps(key)) or "no task ran it"
             problems.append(f"{r.label} seed {r.cfg.seed}: {summary['status']}; log {log}")
-    for j, h in zip(jobs[-len(handles) :] if handles else [], handles):
-        if _job_ended(j, h) == "failed":
-            problems.append(f"task {h.job_id} failed ({_last_line(h)}); log {h.paths.stderr}")
+    for job in new:
+        if job.state() == "failed":
+            problems.append(f"task {job.id} failed ({job.failure()}); log {job.logs()[1]}")
     if problems:
         raise LaunchFailed(problems)
     return out
 
 
-def placement(folder: Path | None) -> dict:
-    """Where a run folder's run ran (its config.json's launch record), as columns."""
-    try:
-        launch = json.loads((folder / "config.json").read_text()).get("launch") or {}
-    except (OSError, ValueError, TypeError):
-        return {}
+def placement(record: dict) -> dict:
+    """Where a run's last attempt ran, as columns (every attempt is in its claim's record)."""
+    attempts = (record or {}).get("attempts") or [{}]
+    last = attempts[-1]
     keys = ("host", "task_index", "slurm_job_id", "slurm_array_task_id", "cuda_visible_devices")
-    return {k: launch.get(k) for k in keys}
+    return {k: last.get(k) for k in keys}
 
 
 class LaunchFailed(RuntimeError):
@@ -496,7 +396,47 @@ class LaunchFailed(RuntimeError):
         super().__init__(f"{len(problems)} problem(s):\n" + "\n".join(problems))
 
 
-def _write_json(path: Path, value) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value, indent=1))
-    os.replace(tmp, path)
+# --- a study's workers ----------------------------------------------------------------------------
+
+
+def run_workers(cfg: Config, make_worker, name: str, progress) -> None:
+    """--jobs workers of a study as tasks; they share the study through its storage. The
+    workers are recorded (launch.json in runs/launch/<name>, or --launch_dir) before they are
+    submitted: a rerun while they live adds only what brings them back to --jobs.
+    `progress()` is the line shown while they work. LaunchFailed names each worker that failed,
+    with its log."""
+    check(cfg)
+    folder = Path(cfg.launch_dir or Path(cfg.runs_dir, "launch", name)).absolute()
+    work = f"study:{name}"
+    with claims.locked(folder / "launch.lock"):
+        record = read_record(folder, work, name)
+        live = [
+            j for j in (places.job_of(r, cfg) for r in record["jobs"]) if j.state() in places.LIVE
+        ]
+        launch_id = f"{name}-{uuid.uuid4().hex[:8]}"
+        batches = [
+            {"callable": make_worker(), "runs": [], "launch_id": launch_id}
+            for _ in range(max(0, cfg.jobs - len(live)))
+        ]
+        new = submit_recorded(cfg, folder, record, batches) if batches else []
+    print(
+        f"launch: {len(live)} workers still at work, {len(new)} new {cfg.launcher} workers; "
+        f"record {folder / 'launch.json'}"
+    )
+    jobs, last = live + new, None
+    while True:
+        states = [j.state() for j in jobs]
+        line = f"launch: {progress()}, {states.count('failed')} workers failed"
+        if line != last:
+            print(line, flush=True)
+            last = line
+        if not any(s in places.LIVE for s in states):
+            break
+        time.sleep(POLL_SECONDS)
+    failed = [
+        f"worker {j.id} failed ({j.failure()}); log {j.logs()[1]}"
+        for j in new
+        if j.state() == "failed"
+    ]
+    if failed:
+        raise LaunchFailed(failed)

@@ -17,16 +17,24 @@ import pandas as pd
 from . import stats
 from .config import Config
 from .tracking import Tracker, group_of, new_run_dir
-from .train import TrainingDiverged, run
+from .train import TrainingDiverged
 
 
 def run_each(cfg: Config, seeds: Iterable[int]) -> list[dict]:
-    """One run per seed, in order; each summary carries its seed. A run that diverges is a
-    result among many: recorded as diverged (its accuracy as it ended) and the others go on."""
+    """One run per seed, in order, each through its claim (resnetf.claims: a seed another
+    command runs or ran is shared, not trained twice); each summary carries its seed. A run
+    that diverges is a result among many: recorded as diverged (its accuracy as it ended) and
+    the others go on."""
+    from .claims import run_claimed
+    from .data import load_cifar10
+
+    cifar = load_cifar10(cfg.data_dir, download=cfg.download)
     summaries = []
     for s in seeds:
         try:
-            summary = run(cfg.replace(seed=s, seeds=1, target_acc=None))
+            summary, how = run_claimed(cfg.replace(seed=s, seeds=1, target_acc=None), cifar)
+            if how == "done":
+                print(f"seed {s}: already done ({summary.get('run_dir')})")
         except TrainingDiverged as e:
             if e.summary is None:
                 raise

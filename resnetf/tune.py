@@ -140,31 +140,45 @@ def _database(cfg: Config, url: str, attempts: int = 5) -> optuna.storages.RDBSt
 # --- workers that died: their trials left RUNNING ------------------------------------------------
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
+def worker_identity() -> dict:
+    """Who runs a trial: host, pid and the process's start (a reused pid is another process),
+    and its SLURM job, so that a worker of another host can tell whether it still runs."""
+    from .claims import identity
+
+    return {**identity(), "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
+
+
+def worker_gone(worker: dict) -> str | None:
+    """Why a RUNNING trial's worker is known to be gone, or None (alive, or nobody can tell):
+    on this host by pid and start, elsewhere by SLURM's answer for its job (a job SLURM no
+    longer has, or one that runs again after a requeue, is not running that trial)."""
+    from .claims import alive
+    from .places import squeue_live
+
+    live = alive(worker) if worker.get("host") else False
+    if live is False:
+        return f"its worker (process {worker.get('pid')} on {worker.get('host')}) no longer exists"
+    if live is None and worker.get("slurm_job_id"):
+        if squeue_live({"job_id": worker["slurm_job_id"]}) is False:
+            return f"its worker's SLURM job {worker['slurm_job_id']} has ended"
+    return None
 
 
 def fail_orphans(study: optuna.Study, storage) -> list[int]:
-    """On a journal file (no heartbeats: Optuna's JournalStorage has none) a killed worker's
-    trial stays RUNNING for good. Each trial records its worker's host and process id; a
-    worker of the study on the same host marks failed, with that reason, every RUNNING trial
-    whose process no longer exists. Two workers starting together may both find one orphan:
-    the reason is the same from both, and failing a trial that is already finished is skipped.
-    Only public calls: the storage's (`storage` is the study's) and study.tell. Returns the
-    numbers this worker failed."""
-    host, failed = socket.gethostname(), []
+    """A killed or requeued worker's trial stays RUNNING for good on a journal file (Optuna's
+    JournalStorage has no heartbeats) and until its heartbeat is missed on a database. Each
+    trial records its worker (worker_identity); whoever opens the study, on any host, marks
+    failed, with the reason, every RUNNING trial whose worker is known to be gone. Two workers
+    may find one orphan together: the reason is the same from both, and failing a finished
+    trial is skipped. Only public calls: the storage's and study.tell. Returns the numbers this
+    worker failed."""
+    failed = []
     study_id = storage.get_study_id_from_name(study.study_name)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = trial.user_attrs.get("worker") or {}
-        if worker.get("host") != host or _alive(worker.get("pid", os.getpid())):
+        reason = worker_gone(worker) if worker else None
+        if reason is None:
             continue
-        reason = f"its worker (process {worker['pid']} on {host}) no longer exists"
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
         try:
             storage.set_trial_user_attr(trial_id, "failure", reason)
@@ -342,7 +356,7 @@ def objective(cfg: Config, study_name: str, cifar: Cifar10, space: dict):
 
     def evaluate_trial(trial: optuna.Trial):
         # who runs it: a journal study's next worker fails it if this process dies (fail_orphans)
-        trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
+        trial.set_user_attr("worker", worker_identity())
         refuse_surplus(trial, cfg.tune)
         tcfg = trial_config(cfg, trial, study_name, space)
         run_dirs, summaries = [], []
@@ -475,8 +489,7 @@ def tune(cfg: Config, cifar: Cifar10 | None = None) -> optuna.Study:
             def progress() -> str:
                 return f"{len(study.get_trials(deepcopy=False, states=COUNTED))}/{cfg.tune} trials"
 
-            workers = [StudyWorker(cfg) for _ in range(cfg.jobs)]
-            run_workers(cfg, workers, f"tune_{study_name}", progress)
+            run_workers(cfg, lambda: StudyWorker(cfg), f"tune_{study_name}", progress)
         report(study)
     finally:
         report.close()
@@ -491,19 +504,44 @@ def optimize(cfg: Config, study: optuna.Study, cifar: Cifar10, space: dict, repo
     workers share the count, and a failed trial is replaced."""
     quiet, logger = _QuietFailures(), logging.getLogger("optuna.study._optimize")
     logger.addFilter(quiet)
+    stopped = StopOnExit(objective(cfg, study.study_name, cifar, space))
     try:
         study.optimize(
-            objective(cfg, study.study_name, cifar, space),
+            stopped,
             callbacks=[
                 StopAtTotal(cfg.tune),
                 *([report] if report is not None else []),
                 StopAfterFailures(),
+                stopped.stop_study,
             ],
             catch=(TrialFailed,),
             gc_after_trial=True,
         )
     finally:
         logger.removeFilter(quiet)
+    if stopped.exit is not None:  # the worker goes on exiting (submitit requeues it)
+        raise stopped.exit
+
+
+class StopOnExit:
+    """A trial whose worker is made to exit mid-trial (SystemExit: submitit's requeue, say) is
+    failed with that reason before the worker exits: Optuna catches Exception only, and would
+    leave it RUNNING for good on a journal file. The study stops, then the exit goes on."""
+
+    def __init__(self, evaluate):
+        self.evaluate, self.exit = evaluate, None
+
+    def __call__(self, trial: optuna.Trial):
+        try:
+            return self.evaluate(trial)
+        except SystemExit as e:
+            self.exit = e
+            trial.set_user_attr("failure", f"its worker was stopped mid-trial (exit {e.code})")
+            raise TrialFailed("worker stopped") from None
+
+    def stop_study(self, study: optuna.Study, _trial) -> None:
+        if self.exit is not None:
+            study.stop()
 
 
 class StudyWorker:

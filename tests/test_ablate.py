@@ -40,14 +40,16 @@ def test_bad_input_is_one_line_and_writes_nothing(args, message, tiny_data, tmp_
 def test_an_ablation_interleaves_its_runs_and_a_rerun_skips_the_finished(
     tiny_data, tmp_path, monkeypatch
 ):
+    from resnetf import train
+
     runs, calls = tmp_path / "runs", []
-    real = ablate.run
+    real = train.run
 
     def recorded(cfg, context, cifar):
         calls.append((cfg.cutout, cfg.label_smoothing, cfg.seed))
         return real(cfg, context, cifar)
 
-    monkeypatch.setattr(ablate, "run", recorded)
+    monkeypatch.setattr(train, "run", recorded)  # what every claimed run calls
     argv = [EXPERIMENT, "--seeds", "2", "--vary", "cutout=0", "label_smoothing=0,cutout=4"]
     table = ablate.main([*argv, *_tiny(tiny_data, runs)])
     # base s0, variant-1 s0, variant-2 s0, base s1, ...

@@ -3,11 +3,13 @@ one-node SLURM gives the inline table; a preempted task is requeued and its run 
 uninterrupted one; a failed run is one line and the others finish; a killed driver rerun submits
 nothing twice; a study's workers end with exactly N trials; bad launch settings are one line."""
 
+import functools
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -55,12 +57,23 @@ def test_runs_are_dealt_round_robin():
     assert deal(list(range(2)), 8) == [[0], [1]]  # more jobs than runs: fewer tasks
 
 
+def test_each_task_runs_every_config_the_seeds_allow():
+    # 3 configs x 2 seeds, interleaved, on 3 tasks: round-robin would give task 0 every base run
+    runs = [(config, seed) for seed in range(2) for config in "abc"]
+    shards = deal(runs, 3, group=lambda r: r[0])
+    assert shards == [[("a", 0), ("c", 1)], [("b", 0), ("a", 1)], [("c", 0), ("b", 1)]]
+    assert all(len({c for c, _ in s}) == 2 for s in shards)
+    runs = [(config, seed) for seed in range(4) for config in "ab"]
+    assert all({c for c, _ in s} == {"a", "b"} for s in deal(runs, 2, group=lambda r: r[0]))
+
+
 @pytest.mark.slow
-def test_an_ablation_on_two_local_tasks_gives_the_inline_table(
-    inline_ablation, tiny_data, tmp_path, capsys
+@pytest.mark.parametrize("launcher", ["local", "pool"])
+def test_an_ablation_on_two_tasks_gives_the_inline_table(
+    launcher, inline_ablation, tiny_data, tmp_path, capsys
 ):
     runs = tmp_path / "runs"
-    flags = _tiny(tiny_data, runs, "--launcher=local", "--jobs=2")
+    flags = _tiny(tiny_data, runs, f"--launcher={launcher}", "--jobs=2")
     table = ablate.main([*ABLATION, "--", *flags])
     inline_table, inline_runs = inline_ablation
     _same_table(table, inline_table)
@@ -147,6 +160,172 @@ def test_bad_launch_settings_are_one_line_and_submit_nothing(
     err = capsys.readouterr().err
     assert e.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not runs.exists()
+
+
+def _ablate(*flags):
+    return [sys.executable, "-m", "resnetf.ablate", *ABLATION, "--", *flags]
+
+
+def _records(runs: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in runs.glob("launch/*/launch.json")]
+
+
+@pytest.mark.slow
+def test_two_drivers_started_together_submit_once(tiny_data, tmp_path):
+    runs = tmp_path / "runs"
+    command = _ablate(*_tiny(tiny_data, runs, "--launcher=pool", "--jobs=2"))
+    drivers = [
+        subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for _ in range(2)
+    ]
+    outs = [d.communicate(timeout=900)[0].decode() for d in drivers]
+    assert [d.returncode for d in drivers] == [0, 0], outs
+    (record,) = _records(runs)  # one folder for the work, found by both
+    assert len({j["launch_id"] for j in record["jobs"]}) == 1 and len(record["jobs"]) == 2
+    assert len(list(runs.glob("oc_24ep_s*/summary.json"))) == 4  # 4 runs, each once
+    assert sum("0 submitted" in o for o in outs) == 1, outs
+
+
+@pytest.mark.slow
+def test_a_rerun_with_another_launch_dir_finds_its_record(tiny_data, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    ablate.main([*ABLATION, "--", *_tiny(tiny_data, runs, "--launcher=pool", "--jobs=2")])
+    capsys.readouterr()
+    other = tmp_path / "elsewhere"
+    flags = _tiny(tiny_data, runs, "--launcher=pool", "--jobs=2", f"--launch_dir={other}")
+    ablate.main([*ABLATION, "--", *flags])
+    out = capsys.readouterr().out
+    assert "this work was launched from" in out and "4 already done, 0 submitted" in out
+    assert not other.exists()
+
+
+def test_another_works_record_is_refused_in_one_line(tiny_data, tmp_path, capsys):
+    folder = tmp_path / "shared_launch"
+    folder.mkdir()
+    (folder / "launch.json").write_text(json.dumps({"work": "0123abcd", "name": "x", "jobs": []}))
+    before = (folder / "launch.json").read_text()
+    flags = _tiny(tiny_data, tmp_path / "runs", "--launcher=pool", f"--launch_dir={folder}")
+    with pytest.raises(SystemExit) as e:
+        ablate.main([*ABLATION, "--", *flags])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "another work" in err and "0123abcd" in err
+    assert (folder / "launch.json").read_text() == before  # never written over
+
+
+def test_jobs_recorded_by_another_driver_are_judged_by_host_pid_and_start(tmp_path):
+    from resnetf import claims, places
+    from resnetf.config import Config
+
+    cfg = Config(launcher="local")
+    me = claims.identity()
+    record = {"launcher": "local", "job_id": str(me["pid"]), "log": "l", "err": "e"}
+    result = str(tmp_path / "result.pkl")
+    assert places.job_of({**record, "who": me, "result": result}, cfg).state() == "running"
+    reused = {**me, "start": "another-boot:1"}  # the same pid, another process
+    assert places.job_of({**record, "who": reused, "result": result}, cfg).state() == "failed"
+    away = {**me, "host": "another-host"}
+    assert places.job_of({**record, "who": away, "result": result}, cfg).state() == "unknown"
+    # a driver killed while it submitted left a pending entry: no job to find, claims guard it
+    pending = {"launcher": "local", "job_id": None, "runs": []}
+    assert places.job_of(pending, cfg).state() == "done"
+
+
+def test_squeue_that_fails_is_unknown_not_dead(tmp_path, monkeypatch):
+    from resnetf import places
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "squeue").write_text("#!/bin/sh\necho 'slurm_load_jobs error: timeout' >&2\nexit 1\n")
+    (fake / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    assert places.squeue_live({"job_id": "12"}) is None
+    (fake / "squeue").write_text("#!/bin/sh\necho 'Invalid job id specified' >&2\nexit 1\n")
+    assert places.squeue_live({"job_id": "12"}) is False
+
+
+def test_local_tasks_are_pinned_within_the_parents_devices(monkeypatch):
+    from resnetf import places
+    from resnetf.config import Config
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,6")
+    cfg = Config(launcher="local", jobs=2)
+    assert [places.pinned(cfg, i) for i in range(2)] == [["5"], ["6"]]
+    assert places.pinned(cfg.replace(gpus_per_job=2), 0) == ["5", "6"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert places.gpus_per_task(cfg) == 0  # no GPU here: the CPU
+    # on SLURM the nodes' GPUs count, not the driver's: 1 per task unless asked otherwise
+    assert places.gpus_per_task(cfg.replace(launcher="slurm")) == 1
+    assert places.gpus_per_task(cfg.replace(launcher="slurm", gpus_per_job=0)) == 0
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_task_and_a_rerun_resumes_its_run(tiny_data, tmp_path):
+    runs = tmp_path / "runs"
+    argv = [EXPERIMENT, "--seeds", "2", "--vary", "cutout=0", "--"]
+    flags = _tiny(tiny_data, runs, "--launcher=pool", "--jobs=1", "--epochs=6")
+    command = [sys.executable, "-m", "resnetf.ablate", *argv, *flags]
+    driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 600
+    while not list(runs.glob("oc_24ep_s0_*/checkpoint.pt")):
+        assert time.monotonic() < deadline and driver.poll() is None, "no epoch checkpointed"
+        time.sleep(0.1)
+    ((job,),) = [r["jobs"] for r in _records(runs)]
+    os.kill(job["who"]["pid"], signal.SIGTERM)
+    out, err = driver.communicate(timeout=600)
+    assert driver.returncode == 1 and b"TaskStopped" in err, err[-3000:]
+    assert len(list(runs.glob("oc_24ep_s*/config.json"))) == 1  # the task started no other run
+    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(list(runs.glob("oc_24ep_s*/summary.json"))) == 4
+    (log,) = [p for p in runs.glob("launch/*/*_log.out") if "resumed" in p.read_text()]
+
+
+@pytest.mark.slow
+def test_a_study_driver_rerun_adds_no_workers_while_they_live(tmp_path, capsys):
+    from resnetf.config import Config
+    from resnetf.launch import run_workers
+
+    cfg = Config(launcher="pool", jobs=2, runs_dir=str(tmp_path / "runs"), gpus_per_job=0)
+    go = tmp_path / "go"
+
+    def worker():  # a stand-in worker: waits until the test says go
+        wait = f"until [ -e {go} ]; do sleep 0.05; done"
+        return functools.partial(subprocess.run, ["sh", "-c", wait])
+
+    first = run_in_thread(run_workers, cfg, worker, "tune_s", lambda: "x")
+    record = tmp_path / "runs" / "launch" / "tune_s" / "launch.json"
+    deadline = time.monotonic() + 120
+    while not record.exists() or not all(j["job_id"] for j in _jobs(record)) or not _jobs(record):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    capsys.readouterr()
+    watching = threading.Event()  # the second driver has decided what to submit: it watches
+
+    def progress():
+        watching.set()
+        return "x"
+
+    second = run_in_thread(run_workers, cfg, worker, "tune_s", progress)
+    assert watching.wait(120)
+    go.write_text("")
+    first.join(120)
+    second.join(120)
+    assert "2 workers still at work, 0 new" in capsys.readouterr().out
+    assert len(_jobs(record)) == 2
+
+
+def _jobs(record: Path) -> list:
+    try:
+        return json.loads(record.read_text())["jobs"]
+    except (OSError, ValueError, KeyError):
+        return []
+
+
+def run_in_thread(fn, *args):
+    t = threading.Thread(target=fn, args=args, daemon=True)
+    t.start()
+    return t
 
 
 # --- on a real one-node SLURM ------------------------------------------------------------------

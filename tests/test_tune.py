@@ -51,6 +51,24 @@ def _finish(proc, timeout=300):
     return out
 
 
+def _kill_mid_trial(proc, running, within_s=900):
+    """SIGKILL the worker's process group while `running()` holds. The worker is stopped
+    (SIGSTOP) and `running()` asked again before the kill: a trial that ends between the look
+    and the kill (a tiny trial on a loaded machine) would otherwise pass for the killed one."""
+    deadline = time.time() + within_s
+    while True:
+        assert proc.poll() is None, f"the worker ended before the trial: {proc.stdout.read()}"
+        assert time.time() < deadline, f"the worker did not reach the trial in {within_s} s"
+        if running():
+            os.killpg(proc.pid, signal.SIGSTOP)
+            if running():
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return
+            os.killpg(proc.pid, signal.SIGCONT)
+        time.sleep(0.05)
+
+
 def _trials(storage, study="oc_24ep"):
     return optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
 
@@ -105,24 +123,18 @@ def test_killed_study_resumes_and_the_killed_trial_is_marked_failed(tiny_data, t
         *TINY,
     ]
     proc = _experiment(*args, start_new_session=True)
-    # kill it in the middle of its second trial, however long a loaded machine takes to get
-    # there (a fixed 120 s deadline once passed, killing the worker before its study existed)
-    deadline = time.time() + 900
-    while True:
-        assert proc.poll() is None, (
-            f"the worker ended before its second trial: {proc.stdout.read()}"
-        )
-        assert time.time() < deadline, "the worker did not reach its second trial in 900 s"
-        if (tmp_path / "study.db").exists():
-            try:
-                states = [t.state for t in _trials(storage)]
-            except Exception:  # the study table may not exist yet
-                states = []
-            if len(states) == 2 and states[-1] == TrialState.RUNNING:
-                break
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+
+    def second_trial_runs():
+        if not (tmp_path / "study.db").exists():
+            return False
+        try:
+            states = [t.state for t in _trials(storage)]
+        except Exception:  # the study table may not exist yet, or the stopped worker locks it
+            return False
+        return len(states) == 2 and states[-1] == TrialState.RUNNING
+
+    # killed in the middle of its second trial, however long a loaded machine takes to get there
+    _kill_mid_trial(proc, second_trial_runs)
     assert [t.state for t in _trials(storage)][-1] == TrialState.RUNNING  # left dangling
     time.sleep(2.5)  # past the grace period of 2 heartbeats
     _finish(_experiment(*args))
@@ -801,6 +813,44 @@ def test_a_trial_whose_worker_died_is_failed_by_the_next_worker_on_the_host(tmp_
     assert [t.state for t in study.get_trials(deepcopy=False)][0] == TrialState.FAIL
 
 
+def test_a_trial_whose_worker_is_gone_is_failed_by_whoever_finds_it_on_any_host(
+    tmp_path, monkeypatch
+):
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from resnetf import places
+
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "study.log")))
+    study = optuna.create_study(study_name="s", storage=storage)
+    me = tuning.worker_identity()
+    reused, ended, running, unknown = (study.ask() for _ in range(4))
+    reused.set_user_attr("worker", {**me, "start": "another-boot:1"})  # the pid, reused
+    ended.set_user_attr("worker", {**me, "host": "node7", "slurm_job_id": "41"})
+    running.set_user_attr("worker", {**me, "host": "node8", "slurm_job_id": "42"})
+    unknown.set_user_attr("worker", {**me, "host": "node9"})  # no scheduler to ask
+    monkeypatch.setattr(places, "squeue_live", lambda rec: rec["job_id"] == "42")
+    assert tuning.fail_orphans(study, storage) == [reused.number, ended.number]
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    assert states == [TrialState.FAIL, TrialState.FAIL, TrialState.RUNNING, TrialState.RUNNING]
+    assert "SLURM job 41 has ended" in study.trials[1].user_attrs["failure"]
+
+
+def test_a_worker_made_to_exit_mid_trial_fails_its_trial_then_exits(tmp_path, monkeypatch):
+    from resnetf import Config
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}")
+
+    def requeued(trial):  # what submitit's USR2 handler does inside a trial: sys.exit(-1)
+        raise SystemExit(-1)
+
+    monkeypatch.setattr(tuning, "objective", lambda cfg, name, cifar, space: requeued)
+    with pytest.raises(SystemExit):
+        tuning.optimize(Config(tune=3), study, None, {})
+    (trial,) = study.trials  # no second trial: the worker stopped
+    assert trial.state == TrialState.FAIL and "stopped mid-trial" in trial.user_attrs["failure"]
+
+
 def test_each_worker_writes_a_study_run_of_its_own(tiny_cfg, monkeypatch):
     """W&B takes one writer per run: two workers of one study never share a W&B run."""
     cfg = tiny_cfg.replace(wandb_mode="offline", study="shared")
@@ -863,21 +913,17 @@ def test_a_worker_killed_mid_trial_on_a_journal_file_is_failed_and_the_study_com
         except KeyError:  # no study yet
             return []
 
-    deadline = time.time() + 900
-    while True:  # kill it once its first trial runs, however long a loaded machine takes
-        assert proc.poll() is None, f"the worker ended early: {proc.stdout.read()}"
-        assert time.time() < deadline, "the worker did not start a trial in 900 s"
-        if journal.exists():
-            trials = states()
-            if (
-                trials
-                and trials[0].state == TrialState.RUNNING
-                and "worker" in trials[0].user_attrs
-            ):
-                break
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    def first_trial_runs():
+        if not journal.exists():
+            return False
+        trials = states()
+        return (
+            bool(trials)
+            and trials[0].state == TrialState.RUNNING
+            and ("worker" in trials[0].user_attrs)
+        )
+
+    _kill_mid_trial(proc, first_trial_runs)  # however long a loaded machine takes to get there
     assert states()[0].state == TrialState.RUNNING  # left dangling: a journal has no heartbeat
     out = _finish(_experiment(*args))
     trials = states()
