@@ -259,3 +259,11 @@ def test_the_op_counter_on_a_sequence_whose_counts_are_known():
     assert counts["top_level_aten_ops"] == 5
     assert counts["aten_ops"] > 5  # the inner calls (_local_scalar_dense, fill_, ...) too
     assert counts["host_syncs"] == 1 and counts["kernel_launches"] == 0
+
+
+def test_the_poll_benchmark_times_both_polls(capsys):
+    from resnetf import bench_poll
+
+    bench_poll.main(["--folders", "5", "--runs", "2", "--repeats", "1"])
+    out = capsys.readouterr().out
+    assert "2 runs beside 5 other run folders" in out and "own claim records" in out

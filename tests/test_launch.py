@@ -187,6 +187,30 @@ def test_two_drivers_started_together_submit_once(tiny_data, tmp_path):
 
 
 @pytest.mark.slow
+def test_overlapping_ablations_share_their_runs(tiny_data, tmp_path):
+    # --seeds 3 started while --seeds 2 of the same ablation runs: another work, the same runs
+    runs = tmp_path / "runs"
+    flags = _tiny(tiny_data, runs, "--launcher=pool", "--jobs=2", "--epochs=3", "--batch_size=10")
+    commands = [
+        [sys.executable, "-m", "resnetf.ablate", EXPERIMENT, "--seeds", n, "--vary", "cutout=0"]
+        + ["--", *flags]
+        for n in ("2", "3")
+    ]
+    drivers = [
+        subprocess.Popen(c, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for c in commands
+    ]
+    outs = [d.communicate(timeout=900)[0].decode() for d in drivers]
+    assert [d.returncode for d in drivers] == [0, 0], outs
+    folders = list(runs.glob("oc_24ep_s*/config.json"))
+    assert len(folders) == 6  # 2 configs x 3 seeds, each once
+    for config in folders:  # each folder written by one process: 3 epochs of 10 steps
+        assert len(pd.read_csv(config.parent / "metrics.csv")) == 3
+        assert len(pd.read_csv(config.parent / "steps.csv")) == 30
+        assert json.loads((config.parent / "summary.json").read_text())["epochs_done"] == 3
+
+
+@pytest.mark.slow
 def test_a_rerun_with_another_launch_dir_finds_its_record(tiny_data, tmp_path, capsys):
     runs = tmp_path / "runs"
     ablate.main([*ABLATION, "--", *_tiny(tiny_data, runs, "--launcher=pool", "--jobs=2")])
