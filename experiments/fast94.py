@@ -36,7 +36,6 @@ CONFIG = Config(
     lookahead=0.95,
     tta="flip_translate",
     eval_every=0,
-    pruner="none",  # --tune: it evaluates once, after its last epoch, so nothing to prune on
     sweep="sweeps/fast94.yaml",  # its search space, in the decoupled lr's units
 )
 

@@ -45,7 +45,6 @@ CONFIG = Config(
     lookahead=0.0,
     tta="flip_translate",
     eval_every=0,
-    pruner="none",  # --tune: it evaluates once, after its last epoch, so nothing to prune on
     sweep="sweeps/fast94_muon.yaml",
     amp_dtype="auto_half",  # the net in fp16, BatchNorm fp32, on CUDA (--amp_dtype=bf16: autocast)
 )

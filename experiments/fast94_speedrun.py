@@ -65,7 +65,6 @@ CONFIG = Config(
     tta_scope="split",
     tta_weights="uniform",
     eval_every=0,
-    pruner="none",  # --tune: it evaluates once, after its last epoch, so nothing to prune on
     sweep="sweeps/fast94_speedrun.yaml",
     amp_dtype="auto_half",  # fp16 on CUDA (fp32 on the CPU), BatchNorm included:
     half_batchnorm=True,  # the record runs the whole net .half()

@@ -71,7 +71,8 @@ class Config:
     seed: int = RUN(0, result=False)
     """Seeds Python, NumPy, torch, the data order and the augmentations."""
     seeds: int = RUN(1, result=False)
-    """Run the experiment N times (seeds seed..seed+N-1) and report mean +- std."""
+    """Run the experiment N times (seeds seed..seed+N-1) and report mean +- std; with --tune
+    --retrain_best, the study's answer is retrained over N seeds."""
     lr_range_test: bool = RUN(False, result=False)
     """Instead of training, run an LR range test: print a suggested max_lr, save the curve."""
     resume: str | None = RUN(None, result=False)
@@ -273,8 +274,26 @@ class Config:
     share it, no server) or a database URL (postgresql://user:pw@host/db across machines,
     sqlite:///path.db); None: a SQLite file runs/tune/<study>.db. Workers pointed at one
     storage share the study."""
-    pruner: Literal["median", "hyperband", "none"] = TUNING("median", result=False)
-    """Stop unpromising trials early on their per-epoch validation accuracy."""
+    pruner: Literal["auto", "median", "hyperband", "halving", "wilcoxon", "none"] = TUNING(
+        "auto", result=False
+    )
+    """Stop unpromising trials early. median, hyperband: one-seed trials, on each epoch's
+    validation accuracy. halving (successive halving with seeds as the resource: a trial's mean
+    over its first k seeds against the others' over the same seeds), wilcoxon (Optuna's paired
+    test against the best trial, per seed; K >= 5): --trial_seeds K > 1. auto: halving with
+    K > 1, median with one seed, none where nothing can prune (several objectives, no per-epoch
+    evaluation). A study with --min_val_acc prunes by the accuracy bound and compute instead."""
+    prune_min_seeds: int = TUNING(1, result=False)
+    """halving: seeds every trial trains before it can be pruned (the first rung)."""
+    prune_reduction: int = TUNING(2, result=False)
+    """halving: at each rung (min_seeds x reduction^r seeds) only the best 1/reduction go on."""
+    sampler: Literal["tpe", "gp", "random"] = TUNING("tpe", result=False)
+    """Optuna's sampler, seeded by --seed: tpe (TPESampler, constant liar for parallel workers),
+    gp (GPSampler, its noise learned: seeds make the objective noisy), random."""
+    min_val_acc: float | None = TUNING(None, result=False)
+    """A constrained study: minimise --objectives (pflop or train_seconds, alone) subject to the
+    trial's mean validation accuracy over its seeds >= this (a fraction), through Optuna's
+    constraints; the answer is the cheapest feasible trial."""
     trial_analysis: bool = TUNING(False, result=False)
     """Tuning trials draw the analysis figures too (of their validation split); off: a trial does
     only the work its objective needs. --retrain_best analyses as --analysis says."""
@@ -286,7 +305,8 @@ class Config:
     report test accuracy (with several objectives: the front trial --target_acc picks)."""
     trial_seeds: int = TUNING(1, result=False)
     """Seeds per trial (seed..seed+K-1): the trial's value is their mean, so the search does not
-    chase one seed's luck; each seed is a run. K > 1 needs --pruner=none."""
+    chase one seed's luck; each seed is a run, and each seed's accuracy is a step the pruner
+    reads (step k: k seeds done)."""
     objectives: str = TUNING("val_acc", result=False)
     """What a study optimises, comma-separated: val_acc (maximised; always one of them),
     train_seconds and pflop (minimised; pflop: the run's counted compute, as bench --flops
@@ -467,8 +487,25 @@ class Config:
             ),
             (
                 "objectives",
-                set(self.objective_list) <= set(OBJECTIVES) and "val_acc" in self.objective_list,
-                f"must be a comma-separated list of {', '.join(OBJECTIVES)} that includes val_acc",
+                set(self.objective_list) <= set(OBJECTIVES)
+                and ("val_acc" in self.objective_list or self.min_val_acc is not None),
+                f"must be a comma-separated list of {', '.join(OBJECTIVES)} that includes val_acc "
+                f"(or one cost, pflop or train_seconds, with --min_val_acc)",
+            ),
+            (
+                "min_val_acc",
+                self.min_val_acc is None
+                or (
+                    0 < self.min_val_acc <= 1
+                    and self.objective_list in (["pflop"], ["train_seconds"])
+                ),
+                "a constrained study minimises one cost under the accuracy floor: a fraction in "
+                "(0, 1] with --objectives pflop (or train_seconds) alone",
+            ),
+            (
+                "min_val_acc",
+                self.min_val_acc is None or self.tune > 0,
+                "the accuracy floor of a study: it needs --tune N",
             ),
         ]
 
@@ -510,8 +547,9 @@ class Config:
             ),
             (
                 "seeds",
-                self.tune > 0 and self.seeds > 1,
-                "--tune runs a study; it cannot be repeated over seeds (use one of them)",
+                self.tune > 0 and self.seeds > 1 and not self.retrain_best,
+                "--tune runs a study; it cannot be repeated over seeds (use one of them, or "
+                "--retrain_best --seeds N to retrain the study's answer over N seeds)",
             ),
             (
                 "lr_range_test",
@@ -616,24 +654,70 @@ class Config:
                 self.objectives != "val_acc" and self.tune == 0,
                 "what a study optimises: it needs --tune N",
             ),
+            *self._pruner_checks(),
+        ]
+
+    def _pruner_checks(self):
+        """Which pruner fits which study: per epoch for one-seed trials, per seed for several,
+        none with several objectives (Optuna cannot), the bound with --min_val_acc."""
+        chosen = self.pruner not in ("auto", "none") and self.tune > 0
+        return [
             (
                 "pruner",
-                self.tune > 0 and self.pruner != "none" and len(self.objective_list) > 1,
+                chosen and len(self.objective_list) > 1,
                 "Optuna cannot prune a study with several objectives: use --pruner=none",
             ),
             (
                 "pruner",
-                self.tune > 0 and self.pruner != "none" and self.trial_seeds > 1,
-                "a trial's seeds run one after another, so no mean over them exists at each "
-                "epoch for the pruner: use --pruner=none with --trial_seeds > 1",
+                chosen and self.min_val_acc is not None,
+                "a study with --min_val_acc prunes by its accuracy bound and compute: use "
+                "--pruner=auto (or none)",
+            ),
+            (
+                "pruner",
+                chosen and self.pruner in ("median", "hyperband") and self.trial_seeds > 1,
+                "median and hyperband prune on one run's epochs; a trial's seeds run one after "
+                "another: use --pruner=halving or wilcoxon with --trial_seeds > 1",
+            ),
+            (
+                "pruner",
+                chosen and self.pruner in ("halving", "wilcoxon") and self.trial_seeds == 1,
+                "halving and wilcoxon prune over a trial's seeds: they need --trial_seeds K > 1",
+            ),
+            (
+                "pruner",
+                chosen and self.pruner == "wilcoxon" and 1 < self.trial_seeds < 5,
+                "Wilcoxon's one-sided p cannot go below 0.125 with 3 paired seeds (0.0625 with "
+                "4): use --trial_seeds >= 5, or --pruner=halving",
             ),
             (
                 "eval_every",
-                self.tune > 0 and self.pruner != "none" and self.eval_every == 0,
+                chosen and self.pruner in ("median", "hyperband") and self.eval_every == 0,
                 "the pruner needs per-epoch validation accuracy: use eval_every >= 1 or "
                 "--pruner=none when tuning",
             ),
+            (
+                "prune_min_seeds",
+                self.prune_min_seeds < 1
+                or (self.trial_seeds > 1 and self.prune_min_seeds >= self.trial_seeds),
+                f"must be >= 1 and below --trial_seeds ({self.trial_seeds}) (got "
+                f"{self.prune_min_seeds})",
+            ),
+            ("prune_reduction", self.prune_reduction < 2, "must be >= 2"),
         ]
+
+    @property
+    def pruner_kind(self) -> str:
+        """The pruner a study uses: --pruner, with auto resolved for this study."""
+        if self.pruner != "auto":
+            return self.pruner
+        if len(self.objective_list) > 1:
+            return "none"
+        if self.min_val_acc is not None:
+            return "bound"
+        if self.trial_seeds > 1:
+            return "halving"
+        return "median" if self.eval_every > 0 else "none"
 
     @property
     def objective_list(self) -> list[str]:

@@ -62,6 +62,22 @@ class Param:
             return trial.suggest_float(self.name, self.low, self.high, step=self.q)
         return trial.suggest_float(self.name, self.low, self.high, log=d == "log_uniform_values")
 
+    def contains(self, value) -> bool:
+        """Whether a config's own value is a point of this parameter's distribution."""
+        d = self.distribution
+        if d in ("categorical", "constant"):
+            return value in self.values
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if not self.low <= value <= self.high:
+            return False
+        if d == "int_uniform":
+            return float(value).is_integer()
+        if d == "q_uniform":
+            steps = (value - self.low) / self.q
+            return abs(steps - round(steps)) < 1e-9
+        return True
+
     def extremes(self) -> list:
         """The values that bound what this parameter can take: its range's ends or every value."""
         return list(self.values) if self.values else [self.low, self.high]

@@ -203,3 +203,21 @@ def same_seeds(base, other) -> list | None:
 
 def _values(x) -> np.ndarray:
     return np.asarray(list(x.values()) if isinstance(x, dict) else list(x), dtype=float)
+
+
+def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """The t interval of a mean over seeds; (nan, nan) below MIN_SEEDS values."""
+    x = _values(values)
+    if len(x) < MIN_SEEDS:
+        return math.nan, math.nan
+    half = stats.t.ppf(0.5 + confidence / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
+    return float(x.mean() - half), float(x.mean() + half)
+
+
+def upper_bound(values: Sequence[float], alpha: float = 0.05) -> float:
+    """The one-sided (1 - alpha) upper confidence bound on a mean over seeds: below a floor, the
+    mean is shown to miss it at level alpha. inf below MIN_SEEDS values."""
+    x = _values(values)
+    if len(x) < MIN_SEEDS:
+        return math.inf
+    return float(x.mean() + stats.t.ppf(1 - alpha, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))

@@ -267,3 +267,26 @@ def test_the_poll_benchmark_times_both_polls(capsys):
     bench_poll.main(["--folders", "5", "--runs", "2", "--repeats", "1"])
     out = capsys.readouterr().out
     assert "2 runs beside 5 other run folders" in out and "own claim records" in out
+
+
+@pytest.mark.slow
+def test_the_study_benchmark_runs_its_three_studies(tiny_data, tmp_path, capsys):
+    from resnetf import bench_study
+
+    flags = [
+        f"--data_dir={tiny_data}",
+        "--width=0.25",
+        "--epochs=1.5",
+        "--batch_size=10",
+        "--val_size=20",
+        "--device=cpu",
+        "--wandb_mode=disabled",
+        "--workers=0",
+        "--no_progress",
+    ]
+    argv = [str(REPO / "experiments" / "fast94.py"), "--trials=2", "--trial_seeds=2"]
+    bench_study.main([*argv, "--retrain_seeds=2", f"--out={tmp_path}", "--", *flags])
+    out = capsys.readouterr().out
+    assert "pruning over seeds trained" in out and "the game's floor" in out
+    table = pd.read_csv(tmp_path / "bench_study.csv")
+    assert list(table["study"]) == ["unpruned", "pruned", "game"]

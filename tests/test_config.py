@@ -229,7 +229,7 @@ def test_a_config_built_in_python_gets_its_choices_checked(field, value):
         ({"tune": 5, "lr_range_test": True}, "lr_range_test"),
         ({"seeds": 2, "lr_range_test": True}, "lr_range_test"),
         ({"retrain_best": True}, "retrain_best"),
-        ({"tune": 5, "eval_every": 0}, "eval_every"),
+        ({"tune": 5, "eval_every": 0, "pruner": "median"}, "eval_every"),
         ({"trial_analysis": True}, "trial_analysis"),
         ({"target_acc": 0.9}, "target_acc"),
         ({"trial_seeds": 3}, "trial_seeds"),
@@ -237,8 +237,12 @@ def test_a_config_built_in_python_gets_its_choices_checked(field, value):
         ({"tta_fraction": 0.25}, "tta_fraction"),
         ({"ema": 0.99, "amp_dtype": "half"}, "ema"),
         ({"tune": 5, "objectives": "val_acc,val_acc", "pruner": "none"}, "objectives"),
-        ({"tune": 5, "objectives": "val_acc,pflop"}, "pruner"),
-        ({"tune": 5, "trial_seeds": 3}, "pruner"),
+        ({"tune": 5, "objectives": "val_acc,pflop", "pruner": "median"}, "pruner"),
+        ({"tune": 5, "trial_seeds": 3, "pruner": "median"}, "pruner"),
+        ({"tune": 5, "pruner": "halving"}, "pruner"),
+        ({"tune": 5, "trial_seeds": 3, "pruner": "wilcoxon"}, "pruner"),
+        ({"tune": 5, "trial_seeds": 3, "prune_min_seeds": 3}, "prune_min_seeds"),
+        ({"tune": 5, "objectives": "pflop", "min_val_acc": 0.9, "pruner": "halving"}, "pruner"),
         ({"activation": "silu"}, "activation"),
         ({"tta": "flip", "tta_weights": "uniform"}, "tta_weights"),
         ({"tta": "flip_translate", "tta_scope": "split"}, "tta_scope"),
@@ -252,6 +256,35 @@ def test_combinations_that_mean_nothing_are_refused(changes, field):
 
 def test_tuning_without_pruning_may_evaluate_only_at_the_end():
     Config(tune=5, eval_every=0, pruner="none").validate()
+
+
+@pytest.mark.parametrize(
+    "changes, pruner",
+    [
+        ({}, "median"),
+        ({"eval_every": 0}, "none"),  # nothing per epoch to prune on
+        ({"trial_seeds": 3}, "halving"),
+        ({"objectives": "val_acc,pflop"}, "none"),  # Optuna cannot prune several objectives
+        ({"objectives": "pflop", "min_val_acc": 0.9, "trial_seeds": 3}, "bound"),
+        ({"trial_seeds": 5, "pruner": "wilcoxon"}, "wilcoxon"),
+    ],
+)
+def test_the_default_pruner_is_the_one_that_fits_the_study(changes, pruner):
+    cfg = Config(tune=5, **changes).validate()
+    assert cfg.pruner_kind == pruner
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"objectives": "pflop"}, "with --min_val_acc"),  # a cost alone needs its floor
+        ({"objectives": "pflop,val_acc", "min_val_acc": 0.9}, "one cost under the accuracy"),
+        ({"objectives": "pflop", "min_val_acc": 1.5}, "a fraction in (0, 1]"),
+    ],
+)
+def test_a_constrained_study_is_one_cost_and_its_floor(changes, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Config(tune=5, **changes).validate()
 
 
 def test_help_is_grouped_and_keeps_every_flat_flag_name(capsys, monkeypatch):

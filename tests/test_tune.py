@@ -869,23 +869,26 @@ def test_each_worker_writes_a_study_run_of_its_own(tiny_cfg, monkeypatch):
             r.close()
 
 
-def test_the_private_parts_of_optuna_used_here_are_where_the_code_expects():
-    """TrialSeededTPESampler reseeds TPE's RandomStates and tune() filters one Optuna logger,
-    private parts that a new Optuna may move: this fails loudly, naming them, when they do."""
-    import logging
+def test_no_private_name_of_optunas_is_used_anywhere_in_the_package():
+    """Private names move without notice between Optuna releases: no module, logger, attribute
+    or RandomState of Optuna's that starts with an underscore, in any module of the package."""
+    import ast
+    import re
 
-    import numpy as np
-    from optuna.study import _optimize
-
-    sampler = tuning.TrialSeededTPESampler(0)
-    version = f"optuna {optuna.__version__}"
-    assert isinstance(sampler._rng.rng, np.random.RandomState), f"{version}: TPESampler._rng.rng"
-    assert isinstance(sampler._random_sampler._rng.rng, np.random.RandomState), (
-        f"{version}: TPESampler._random_sampler._rng.rng"
-    )
-    assert _optimize._logger is logging.getLogger("optuna.study._optimize"), (
-        f"{version}: the optuna.study._optimize logger"
-    )
+    optuna_objects = r"\b(study|trial|storage|sampler|pruner|inner|optuna(\.\w+)*)\._[a-z]"
+    for path in sorted((REPO / "resnetf").glob("*.py")):
+        text = path.read_text()
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                names += [a.name for a in node.names]
+                for name in names:
+                    if name.startswith("optuna"):
+                        assert not re.search(r"(^|\.)_", name), f"{path.name} imports {name}"
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                assert not re.search(r"optuna\.[\w.]*\._", node.value), (path.name, node.value)
+        assert not re.search(optuna_objects, text), f"{path.name}: a private attribute of Optuna's"
+        assert not re.search(r"\._(rng|random_sampler|optimize)\b", text), path.name
 
 
 @pytest.mark.slow
