@@ -961,6 +961,10 @@ def load_experiment(path) -> Config:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no experiment file {path}")
+    # its neighbours import as they do under `python FILE` (lr_range_test.py: from oc_24ep ...)
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

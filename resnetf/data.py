@@ -109,14 +109,57 @@ def _download(root: Path) -> None:
         ) from e
 
 
+# what CIFAR-10's pickles hold besides dicts, lists, strings and numbers: numpy arrays, as
+# numpy 1 and 2 pickle them (protocol 2 to 5)
+DATA_GLOBALS = {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+}
+
+
+class NotData(DataError):
+    """A pickle that would build something other than data (and so run code) when loaded."""
+
+
+class DataUnpickler(pickle.Unpickler):
+    """An unpickler that builds dicts, lists, strings, numbers and numpy arrays, and refuses
+    any other global (a function to call, a class to build) before anything of it runs."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in DATA_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it asks for {module}.{name}, which is not data")
+
+
+def read_pickle(path: Path):
+    """The one reader of pickled data files (CIFAR-10's batches and meta): their contents, or
+    NotData naming the file when its pickle carries anything but data; other damage (cut short,
+    not a pickle) raises as the pickle module says."""
+    with open(path, "rb") as f:
+        try:
+            return DataUnpickler(f, encoding="latin1").load()
+        except pickle.UnpicklingError as e:
+            if "which is not data" in str(e):
+                raise NotData(
+                    f"{path} is refused: {e}, so loading it would run code; replace it with "
+                    f"CIFAR-10's own file"
+                ) from None
+            raise
+
+
 def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
         raise DataError(f"missing CIFAR-10 file {path}. {_where_to_put(path.parent)}")
     try:
-        with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="latin1")
+        batch = read_pickle(path)
         data = np.asarray(batch["data"], dtype=np.uint8)
         labels = np.asarray(batch["labels"], dtype=np.int64)
+    except NotData:
+        raise
     except Exception as e:  # truncated (EOFError), not a pickle, a pickle of something else
         raise DataError(
             f"{path} is not a CIFAR-10 batch file ({type(e).__name__}: {e}); "
@@ -134,11 +177,14 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _read_classes(path: Path) -> tuple:
+    """The class names of batches.meta; a meta file that is missing or damaged falls back to
+    the standard names (it is a nicety), one that carries code is refused (NotData)."""
     try:
-        with open(path, "rb") as f:
-            names = tuple(pickle.load(f, encoding="latin1")["label_names"])
+        names = tuple(str(n) for n in read_pickle(path)["label_names"])
         return names if len(names) == 10 else CLASSES
-    except Exception:  # the meta file is a nicety; the standard names are the fallback
+    except NotData:
+        raise
+    except Exception:
         return CLASSES
 
 

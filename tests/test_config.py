@@ -340,3 +340,16 @@ def test_no_function_of_the_package_is_longer_than_a_screen():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 length = node.end_lineno - node.lineno + 1
                 assert length <= 60, f"{path.name}: {node.name} has {length} lines"
+
+
+def test_an_experiment_that_imports_its_neighbour_loads_under_every_entry_point(tmp_path):
+    # lr_range_test.py does `from oc_24ep import CONFIG`: fine under `python FILE`, and it must
+    # be under `resnetf train|ablate|bench` and a launcher task too, which load the file by path
+    script = (
+        "from resnetf.config import load_experiment; "
+        f"print(load_experiment({str(REPO / 'experiments' / 'lr_range_test.py')!r}).name)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]

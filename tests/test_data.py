@@ -122,3 +122,66 @@ def test_a_batch_is_augmented_the_same_whatever_the_workers_and_anew_each_epoch(
     assert not torch.equal(epochs[0, 0], epochs[0, 1])  # a new epoch draws new crops and flips
     # every batch (8 copies of one image) draws its own: no batch replays another's RNG state
     assert len({bytes(batch.numpy()) for batch in epochs[2, 0]}) == 8
+
+
+class _Hostile:
+    """A pickle that runs a shell command when loaded: what a data set must never do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("name", ["data_batch_1", "batches.meta"])
+def test_a_data_file_that_would_run_code_is_refused_before_it_runs(name, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    root = write_standard_layout(tmp_path / "data", n_train=50, n_test=10)
+    marker = tmp_path / "marker"
+    path = root / "cifar-10-batches-py" / name
+    with open(path, "wb") as f:
+        pickle.dump({"data": _Hostile(marker), "labels": [0], "label_names": _Hostile(marker)}, f)
+    with pytest.raises(DataError, match=f"{name} is refused: it asks for posix.system"):
+        load_cifar10(root, download=False)
+    assert not marker.exists()
+    # through a run's own command: one line, a non-zero exit, the marker never made
+    out = subprocess.run(
+        [sys.executable, str(REPO / "experiments" / "oc_24ep.py"), f"--data_dir={root}"]
+        + ["--device=cpu", "--wandb_mode=disabled", f"--runs_dir={tmp_path / 'runs'}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode != 0 and not marker.exists(), out.stderr[-2000:]
+    assert len(out.stderr.strip().splitlines()) == 1 and "is refused" in out.stderr
+
+
+def test_the_data_only_reader_loads_the_real_layout_bit_identically(tmp_path, real_or_tiny):
+    from resnetf.data import read_pickle
+
+    folder = real_or_tiny / "cifar-10-batches-py"
+    for path in sorted(folder.iterdir()):
+        with open(path, "rb") as f:
+            plain = pickle.load(f, encoding="latin1")  # the test's trusted reference
+        ours = read_pickle(path)
+        assert plain.keys() == ours.keys()
+        for key in plain:
+            if isinstance(plain[key], np.ndarray):
+                assert ours[key].dtype == plain[key].dtype and np.array_equal(ours[key], plain[key])
+            else:
+                assert ours[key] == plain[key]
+
+
+@pytest.fixture(params=["tiny", "real"])
+def real_or_tiny(request, tmp_path):
+    """The synthetic layout this suite writes, and the JPEG set's unpacked by ../shared's tool."""
+    if request.param == "real":
+        return request.getfixturevalue("real_subset")
+    return write_standard_layout(tmp_path / "tiny", n_train=50, n_test=10)
