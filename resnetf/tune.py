@@ -23,6 +23,7 @@ import logging
 import os
 import random
 import re
+import shutil
 import socket
 import time
 import warnings
@@ -99,6 +100,7 @@ def open_storage(cfg: Config, study_name: str):
         if not path.parent.is_dir():
             raise ConfigError(f"storage: cannot open {url}: no folder {path.parent}")
         try:
+            repair_journal(path)
             return JournalStorage(JournalFileBackend(str(path)))
         except OSError as e:
             raise ConfigError(f"storage: cannot open {url}: {e}") from None
@@ -109,6 +111,36 @@ def open_storage(cfg: Config, study_name: str):
         raise ConfigError(
             f"storage: cannot open {masked(url)}: {type(e).__name__}: {masked(cause)}"
         ) from None
+
+
+def repair_journal(path: Path) -> Path | None:
+    """A journal file cut mid-line (its writer killed mid-write) still opens, but the next
+    worker appends after the partial line and from then on the study cannot be opened. Found
+    before any worker writes: under the journal's own lock (Optuna's JournalFileSymlinkLock, as
+    its writers take it) the cut line is removed and the original kept beside it; said in one
+    line. Returns the copy, or None when the file was whole."""
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    lock = JournalFileSymlinkLock(str(path))
+    lock.acquire()
+    try:
+        data = path.read_bytes()
+        if data.endswith(b"\n"):
+            return None
+        whole = data.rfind(b"\n") + 1
+        kept = path.with_name(f"{path.name}.cut-{time.strftime('%Y%m%d-%H%M%S')}")
+        shutil.copy2(path, kept)
+        with open(path, "r+b") as f:
+            f.truncate(whole)
+    finally:
+        lock.release()
+    print(
+        f"storage: {path} ended in a line cut short (a writer killed mid-write): its "
+        f"{len(data) - whole} bytes removed, the study goes on; the original is kept as {kept}"
+    )
+    return kept
 
 
 def _database(cfg: Config, url: str, attempts: int = 5) -> optuna.storages.RDBStorage:

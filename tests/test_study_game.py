@@ -187,3 +187,26 @@ def test_the_trials_table_shows_feasibility_and_the_interval(tiny_cfg, tmp_path,
     table = pd.read_csv(tuning.trials_csv_path(tiny_cfg, study.study_name))
     wanted = {"user_attrs_feasible", "user_attrs_val_acc_ci_low", "user_attrs_val_acc_ci_high"}
     assert wanted <= set(table.columns)
+
+
+def test_a_journal_cut_mid_line_is_repaired_before_any_worker_writes_and_the_study_goes_on(
+    tiny_cfg, tmp_path, monkeypatch, capsys
+):
+    import hashlib
+
+    journal = tmp_path / "study.log"
+    flags = dict(tune=2, pruner="none", storage=str(journal))
+    _study(tiny_cfg, tmp_path, monkeypatch, acc=lambda c: 0.5, **flags)
+    whole = journal.read_bytes()
+    journal.write_bytes(whole[:-7])  # a writer killed in the middle of its last line
+    cut = hashlib.sha256(journal.read_bytes()).hexdigest()
+    capsys.readouterr()
+    study, _ = _study(tiny_cfg, tmp_path, monkeypatch, acc=lambda c: 0.5, **{**flags, "tune": 4})
+    assert "ended in a line cut short" in capsys.readouterr().out
+    (kept,) = tmp_path.glob("study.log.cut-*")
+    assert hashlib.sha256(kept.read_bytes()).hexdigest() == cut  # the original, untouched
+    # the cut line was trial 1's last word (its end): it reads RUNNING; the study went on past it
+    assert len([t for t in study.trials if t.state.name == "COMPLETE"]) >= 3
+    # and it opens again afterwards: nothing was appended after a partial line
+    again, _ = _study(tiny_cfg, tmp_path, monkeypatch, acc=lambda c: 0.5, **{**flags, "tune": 4})
+    assert len(again.trials) == len(study.trials)
