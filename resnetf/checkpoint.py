@@ -67,7 +67,11 @@ def save(run_dir: Path, checkpoint: dict) -> bool:
         torch.save(checkpoint, tmp)
         os.replace(tmp, path)
         return True
-    except OSError as e:
+    except (OSError, RuntimeError) as e:
+        # torch's zip writer reports a full disk as a RuntimeError ("PytorchStreamWriter failed
+        # writing file ..."); any other RuntimeError is not the disk's and goes on up
+        if isinstance(e, RuntimeError) and "PytorchStreamWriter" not in str(e):
+            raise
         tmp.unlink(missing_ok=True)
         warnings.warn(
             f"checkpoint not written ({e}); the previous one in {run_dir} is kept and "

@@ -71,7 +71,18 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tiny_cfg, backend, w
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def test_full_disk_while_checkpointing_keeps_the_last_good_checkpoint(tiny_cfg, monkeypatch):
+@pytest.mark.parametrize(
+    "full",
+    [
+        OSError(28, "No space left on device"),
+        # what torch's own zip writer raises on ENOSPC: a RuntimeError, not an OSError
+        RuntimeError(
+            "[enforce fail at inline_container.cc:664] . unexpected pos 64 vs 0: "
+            "PytorchStreamWriter failed writing file data/0: file write failed"
+        ),
+    ],
+)
+def test_full_disk_while_checkpointing_keeps_the_last_good_checkpoint(full, tiny_cfg, monkeypatch):
     real_save, calls = torch.save, {"n": 0}
 
     def save(obj, f, *args, **kwargs):
@@ -79,11 +90,11 @@ def test_full_disk_while_checkpointing_keeps_the_last_good_checkpoint(tiny_cfg, 
             calls["n"] += 1
             if calls["n"] == 2:  # the second epoch's checkpoint: half written, then ENOSPC
                 Path(f).write_bytes(b"partial")
-                raise OSError(28, "No space left on device")
+                raise full
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", save)
-    with pytest.warns(UserWarning, match="checkpoint not written.*No space left"):
+    with pytest.warns(UserWarning, match="checkpoint not written.*(No space left|write failed)"):
         summary = run(tiny_cfg.replace(epochs=3, analysis=False))
     d = run_dir_of(summary)
     assert summary["status"] == "finished" and len(pd.read_csv(d / "metrics.csv")) == 3
