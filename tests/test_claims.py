@@ -33,6 +33,23 @@ while claim and not release.exists():
 """
 
 
+@pytest.fixture
+def holders(tmp_path):
+    """start(n): n HOLDER processes; each is killed at the end whatever the test did."""
+    started = []
+
+    def start(n):
+        release, procs = _start_holders(n, tmp_path)
+        started.extend(procs)
+        return release, procs
+
+    yield start
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 def _start_holders(n, tmp_path):
     release = tmp_path / "release"
     return release, [
@@ -46,8 +63,8 @@ def _start_holders(n, tmp_path):
     ]
 
 
-def test_processes_racing_for_one_claim_get_it_once(tmp_path):
-    release, procs = _start_holders(4, tmp_path)
+def test_processes_racing_for_one_claim_get_it_once(holders):
+    release, procs = holders(4)
     answers = [p.stdout.readline().strip() for p in procs]  # each has tried before any lets go
     release.write_text("")
     for p in procs:
@@ -55,8 +72,8 @@ def test_processes_racing_for_one_claim_get_it_once(tmp_path):
     assert sorted(answers) == ["held", "held", "held", "took"]
 
 
-def test_a_live_claim_is_never_taken_and_a_dead_ones_is(tmp_path):
-    release, (holder,) = _start_holders(1, tmp_path)
+def test_a_live_claim_is_never_taken_and_a_dead_ones_is(tmp_path, holders):
+    release, (holder,) = holders(1)
     assert holder.stdout.readline().strip() == "took"
     assert claims.take(tmp_path / "runs", KEY) is None  # held by a live process
     holder.send_signal(signal.SIGKILL)
