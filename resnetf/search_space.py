@@ -168,16 +168,40 @@ def _parse_param(name: str, spec: dict, path: Path = Path("sweep")) -> Param:
             raise ConfigError(f"sweep: {path}: categorical parameter {name!r} needs `values`")
         return Param(name, d, values=tuple(spec["values"]))
     try:
-        low, high = spec["min"], spec["max"]
+        low, high = (_bound(spec[k], k, name, d, path) for k in ("min", "max"))
     except KeyError as e:
         raise ConfigError(f"sweep: {path}: parameter {name!r} ({d}) needs {e.args[0]!r}") from None
+    q = _bound(spec.get("q", 1), "q", name, d, path) if d == "q_uniform" else None
+    if q is not None and q <= 0:
+        raise ConfigError(f"sweep: {path}: parameter {name!r} needs q > 0 (got {q})")
     if not low < high or (d == "log_uniform_values" and low <= 0):
         raise ConfigError(
             f"sweep: {path}: parameter {name!r} needs 0 < min < max for {d}"
             if d == "log_uniform_values"
             else f"sweep: {path}: parameter {name!r} needs min < max (got {low}, {high})"
         )
-    return Param(name, d, low, high, q=spec.get("q", 1) if d == "q_uniform" else None)
+    return Param(name, d, low, high, q=q)
+
+
+def _bound(value, key: str, name: str, d: str, path: Path):
+    """A bound as its distribution takes it: a number (YAML 1.1 reads `1e-5`, without a dot,
+    as a string: it is read as the number it spells), an integer for int_uniform; anything
+    else is one line naming the parameter."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise ConfigError(f"sweep: {path}: parameter {name!r}: {key} {value!r} is not a number")
+    if d == "int_uniform":
+        if not float(value).is_integer():
+            raise ConfigError(
+                f"sweep: {path}: parameter {name!r} is int_uniform: {key} {value!r} is not an "
+                f"integer"
+            )
+        return int(value)
+    return value
 
 
 def _inferred(spec: dict) -> str | None:

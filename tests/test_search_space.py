@@ -58,6 +58,10 @@ def test_each_distribution_maps_to_optunas_of_the_same_kind(tmp_path):
         ({"max_lr": {"distribution": "log_uniform", "min": -5, "max": 0}}, "'log_uniform'"),
         ({"max_lr": {"distribution": "uniform", "min": 1.0, "max": 0.1}}, "min < max"),
         ({"max_lr": {"distribution": "uniform", "min": 0.1}}, "needs 'max'"),
+        ({"max_lr": {"distribution": "uniform", "min": "low", "max": 1}}, "min 'low' is not a"),
+        ({"max_lr": {"distribution": "uniform", "min": [1], "max": 2}}, "min [1] is not a number"),
+        ({"epochs": {"distribution": "int_uniform", "min": 2.5, "max": 6}}, "not an integer"),
+        ({"dropout": {"distribution": "q_uniform", "min": 0, "max": 0.3, "q": 0}}, "q > 0"),
     ],
 )
 def test_what_the_study_cannot_search_is_one_line_naming_it(tmp_path, parameters, message):
@@ -106,3 +110,14 @@ def test_values_the_fields_take_pass(tmp_path):
         )
     )
     assert space["epochs"].distribution == "int_uniform"
+
+
+def test_a_bound_yaml_reads_as_a_string_is_the_number_it_spells(tmp_path):
+    # YAML 1.1 (PyYAML) reads 1e-5, without a dot, as the string "1e-5"
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "parameters:\n  weight_decay:\n    distribution: log_uniform_values\n"
+        "    min: 1e-5\n    max: 1e-3\n"
+    )
+    (param,) = search_space.read_space(str(path)).values()
+    assert (param.low, param.high) == (1e-5, 1e-3)
