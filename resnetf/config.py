@@ -595,7 +595,20 @@ class Config:
         ]
 
     def _launch_checks(self):
+        idle_launch = self.unused("launch", self.launcher != "inline", skip=("launcher",))
         return [
+            *(
+                [
+                    (
+                        idle_launch,
+                        True,
+                        "says where a launch's tasks run, and does nothing without --launcher "
+                        "local, slurm or pool",
+                    )
+                ]
+                if idle_launch
+                else []
+            ),
             ("jobs", self.jobs < 1, f"must be >= 1 (got {self.jobs})"),
             (
                 "gpus_per_job",
@@ -627,7 +640,19 @@ class Config:
         ]
 
     def _tuning_checks(self):
+        # sweep is not among them: an experiment names its search space whether it tunes or not
+        idle_tuning = self.unused(
+            "tuning",
+            self.tune > 0,
+            skip=("sweep", "retrain_best", "trial_analysis", "target_acc", "trial_seeds")
+            + ("objectives", "min_val_acc", "tune"),
+        )
         return [
+            *(
+                [(idle_tuning, True, "is a study's setting, and does nothing without --tune N")]
+                if idle_tuning
+                else []
+            ),
             (
                 "retrain_best",
                 self.retrain_best and self.tune == 0,
@@ -726,6 +751,29 @@ class Config:
     def replace(self, **changes) -> Config:
         return dataclasses.replace(self, **changes)
 
+    def here(self) -> Config:
+        """This config as the one process that runs it sees it (a launch's task, a study's
+        worker): where tasks run is said and done, every launch field at its default."""
+        defaults = field_defaults()
+        return self.replace(**{n: defaults[n] for n in group_fields("launch")})
+
+    def untuned(self, keep: tuple[str, ...] = ()) -> Config:
+        """This config as one run of a study (a trial, the retrain) takes it: every tuning field
+        at its default but `keep`."""
+        defaults = field_defaults()
+        return self.replace(**{n: defaults[n] for n in group_fields("tuning") if n not in keep})
+
+    def unused(self, group: str, used: bool, skip: tuple[str, ...] = ()) -> str | None:
+        """The first field of `group` set away from its default where the group does nothing
+        (`used` False), or None."""
+        if used:
+            return None
+        defaults = field_defaults()
+        return next(
+            (n for n in group_fields(group) if n not in skip and getattr(self, n) != defaults[n]),
+            None,
+        )
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -790,6 +838,11 @@ def config_hash(cfg: Config) -> str:
 def field_defaults() -> dict:
     """Field -> Config's default for it."""
     return {f.name: f.default for f in dataclasses.fields(Config)}
+
+
+def group_fields(group: str) -> list[str]:
+    """The fields declared in a group, in declaration order."""
+    return [name for name, (g, _) in declarations().items() if g == group]
 
 
 def _hints() -> dict:

@@ -145,7 +145,7 @@ class Shard:
         cifar = load_cifar10(first.data_dir, download=first.download)
         placed = {**where(), "task_index": self.index, "launch_id": self.launch_id}
         if self.warmup is not None:  # cudnn autotuning, allocator and compile caches: uncounted
-            run(self.warmup.replace(launcher="inline"), Context(job_type="warmup"), cifar)
+            run(self.warmup.here(), Context(job_type="warmup"), cifar)
         results = {}
         for wait in (False, True):  # what another live process holds: after the rest
             for i, r in enumerate(self.runs):
@@ -158,7 +158,7 @@ class Shard:
     def one(self, r: Run, cifar, placed: dict, wait: bool) -> dict | None:
         from .train import Context, RunStopped, TrainingDiverged
 
-        cfg = r.cfg.replace(progress=False, checkpoint=True, launcher="inline")
+        cfg = r.cfg.here().replace(progress=False, checkpoint=True)
         context = Context(job_type=r.job_type, tags=("launch",), extra_config={"launch": placed})
         label = f"{r.label} (seed {r.cfg.seed})"
         try:

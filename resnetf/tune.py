@@ -420,18 +420,11 @@ def trial_config(cfg: Config, trial: optuna.Trial, study_name: str, space: dict)
         **search_space.suggest(trial, space),
         wandb_group=study_name,
         runs_dir=str(Path(cfg.runs_dir) / "tune" / study_name),
-        tune=0,
-        retrain_best=False,
-        target_acc=None,
-        trial_seeds=1,  # the study's settings, not a run's: its seeds are set per run
-        objectives="val_acc",
-        min_val_acc=None,
-        trial_analysis=False,
         use_test=False,
         save_model=False,
         analysis=cfg.analysis and cfg.trial_analysis,
         checkpoint=False,  # a trial is not resumed: a failed one is replaced
-    )
+    ).untuned()  # the study's settings, not a run's: its seeds are set per run
 
 
 def objective(cfg: Config, study_name: str, cifar: Cifar10, space: dict):
@@ -723,7 +716,7 @@ class StudyWorker:
     its unfinished trial is failed (heartbeat, or fail_orphans) and replaced."""
 
     def __init__(self, cfg: Config):
-        self.cfg = cfg.replace(launcher="inline", progress=False)
+        self.cfg = cfg.here().replace(progress=False)
 
     def __call__(self) -> int:
         cfg, cifar, space, study = open_study(self.cfg)
@@ -845,18 +838,8 @@ def retrain_best(cfg: Config, study_name: str, best, cifar: Cifar10, space: dict
     --seeds N over N seeds (each claimed: a rerun trains none twice), and with --target_acc the
     one-sided test that their mean reaches it (the repo's record statement)."""
     fixed = {k: p.values[0] for k, p in space.items() if p.distribution == "constant"}
-    point = cfg.replace(
-        **fixed,
-        **best.params,
-        val_size=0,
-        tune=0,
-        retrain_best=False,
-        trial_seeds=1,
-        objectives="val_acc",
-        min_val_acc=None,
-        pruner="auto",
-        trial_analysis=False,
-        wandb_group=study_name,
+    point = cfg.replace(**fixed, **best.params, val_size=0, wandb_group=study_name).untuned(
+        keep=("target_acc",)
     )
     if cfg.seeds > 1:
         from .repeat import run_seeds

@@ -134,7 +134,11 @@ def test_a_run_that_raises_is_one_line_and_the_other_tasks_runs_finish(tiny_data
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--jobs=0"], "jobs: must be >= 1"),
+        (["--launcher=local", "--jobs=0"], "jobs: must be >= 1"),
+        (["--jobs=2"], "jobs: says where a launch's tasks run"),
+        (["--slurm_param=mem"], "slurm_param: says where"),
+        (["--storage=s.log"], "storage: is a study's setting"),
+        (["--study=s"], "study: is a study's setting"),
         (["--launcher=local", "--gpus_per_job=1", "--jobs=2"], "pins each job to its own GPU"),
         (["--launcher=local", "--debug=fast"], "launcher: a debug mode"),
         (["--launcher=local", "--launch_dir={tmp}/a_file/launch"], "is not a folder"),
