@@ -13,7 +13,6 @@ computes cannot change half-way. Only the fields of RESUME_FREE, which say how i
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import pickle
 import warnings
@@ -53,10 +52,20 @@ def state(setup, progress: Progress) -> dict:
 
 
 def restore(setup, saved: dict) -> Progress:
-    """Load the tensors of `saved` into `setup` (in place); return its Progress."""
-    setup.model.load_state_dict(saved["model"])
-    setup.stepper.load_state_dict(saved["optimisation"])
-    return Progress(**saved["progress"])
+    """Load the tensors of `saved` into `setup` (in place); return its Progress. A checkpoint
+    of another net (copied in from another run) is a ValueError naming what does not fit."""
+    try:
+        setup.model.load_state_dict(saved["model"])
+        setup.stepper.load_state_dict(saved["optimisation"])
+        return Progress(**saved["progress"])
+    except (RuntimeError, KeyError, TypeError, ValueError) as e:
+        lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+        mismatch = [line for line in lines if "size mismatch" in line]
+        detail = (mismatch or lines or [""])[0] if mismatch else (lines or [""])[-1]
+        raise ValueError(
+            f"resume: {setup.cfg.resume}/{NAME} does not fit the net its config.json builds "
+            f"({detail[:200]}): it is another run's checkpoint; start the run anew"
+        ) from None
 
 
 def save(run_dir: Path, checkpoint: dict) -> bool:
@@ -135,11 +144,22 @@ def saved_config(run_dir: Path) -> Config:
     path = run_dir / "config.json"
     if not path.is_file():
         raise ValueError(f"resume: {run_dir} is not a resnetf run folder (no config.json)")
-    saved = json.loads(path.read_text())
+    from .config import check_value
+    from .files import read_json
+
+    try:
+        saved = read_json(path)
+    except ValueError as e:
+        raise ValueError(f"resume: {e}") from None
     names = {f.name for f in dataclasses.fields(Config)}
-    return Config(
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in names}
-    )
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in names}
+    for name, value in fields.items():
+        if not isinstance(value, tuple):
+            try:
+                check_value(name, value)
+            except ConfigError as e:
+                raise ValueError(f"resume: {path}: {e}") from None
+    return Config(**fields)
 
 
 def resume_config(command_line: Config, defaults: Config) -> Config:

@@ -48,7 +48,7 @@ def finished_summary(run_dir) -> dict | None:
         summary = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return summary if summary.get("status") == "finished" else None
+    return summary if isinstance(summary, dict) and summary.get("status") == "finished" else None
 
 
 def as_sweep_run(cfg: Config, args: Sequence[str]) -> Config:

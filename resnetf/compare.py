@@ -33,6 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import stats
+from .files import FileDamaged, read_json
 from .plots import (
     Curves,
     draw,
@@ -83,7 +84,13 @@ def _kind(folder: Path) -> tuple[bool, str]:
     config = folder / "config.json"
     if not config.is_file():
         return False, "no config.json"
-    job = json.loads(config.read_text()).get("job_type", "train")
+    try:  # a damaged file skips its folder, said with the file's name
+        job = read_json(config).get("job_type", "train")
+        if (folder / "summary.json").is_file():
+            read_json(folder / "summary.json")
+    except FileDamaged as e:
+        print(f"warning: skipped {folder}: {e}", file=sys.stderr)
+        return False, "a damaged file"
     return (True, "") if job in TRAINING else (False, f"job type {job}")
 
 
@@ -118,8 +125,8 @@ def load(run: Path) -> dict:
     summary = run / "summary.json"
     steps, metrics = read_curves(run)
     return {
-        "config": json.loads((run / "config.json").read_text()),
-        "summary": json.loads(summary.read_text()) if summary.is_file() else {},
+        "config": read_json(run / "config.json"),
+        "summary": read_json(summary) if summary.is_file() else {},
         "metrics": metrics,
         "steps": steps,
     }
