@@ -431,6 +431,7 @@ def test_study_records_its_settings_and_its_trials_where_to_find_them(tiny_data,
     assert set(attrs) == (set(result_fields()) - set(space)) | {
         "objectives",
         "trial_seeds",
+        "min_val_acc",
         "data",
     }
     assert attrs["use_test"] is False and attrs["objectives"] == ["val_acc"]
