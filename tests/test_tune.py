@@ -88,7 +88,8 @@ def test_study_on_real_images_prunes_and_writes_its_trials_table(real_subset, tm
             "--wandb_mode=disabled",
             "--no_progress",
             "--no_analysis",
-        )
+        ),
+        timeout=1200,  # 6 trials on real images: 133 s idle, past 300 s on a loaded machine
     )
     table = pd.read_csv(tmp_path / "tune" / "oc_24ep_trials.csv")
     assert len(table) == 6
