@@ -113,3 +113,13 @@ def test_reaching_a_target_is_one_sided_and_says_how_many_seeds_show_it():
     # one-sample power: d = 0.5 std needs 34 seeds two-sided (Cohen's table), 27 one-sided
     assert stats.seeds_needed(0.5, 1, samples=1) == 34
     assert stats.seeds_needed(0.5, 1, samples=1, sides=1) == 27
+
+
+def test_the_mean_interval_and_upper_bound_on_a_known_case():
+    from resnetf.stats import mean_interval, upper_bound
+
+    # mean 0.91, sd 0.01 over 3: t(0.975, 2) = 4.3027, t(0.95, 2) = 2.9200
+    low, high = mean_interval([0.90, 0.91, 0.92])
+    assert (low, high) == pytest.approx((0.91 - 0.024842, 0.91 + 0.024842), abs=1e-6)
+    assert upper_bound([0.90, 0.91, 0.92]) == pytest.approx(0.91 + 0.016859, abs=1e-6)
+    assert upper_bound([0.9]) == float("inf")
