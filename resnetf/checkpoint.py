@@ -144,21 +144,30 @@ def saved_config(run_dir: Path) -> Config:
     path = run_dir / "config.json"
     if not path.is_file():
         raise ValueError(f"resume: {run_dir} is not a resnetf run folder (no config.json)")
-    from .config import check_value
     from .files import read_json
 
     try:
         saved = read_json(path)
     except ValueError as e:
         raise ValueError(f"resume: {e}") from None
+    try:
+        return config_of(saved)
+    except ConfigError as e:
+        raise ValueError(f"resume: {path}: {e}") from None
+
+
+def config_of(saved: dict) -> Config:
+    """The Config a run wrote down (config.json, model.pt's config): each known field checked
+    against its type and choices (a ConfigError naming the first that does not fit); fields a
+    later version dropped are ignored, fields it added take their defaults. Not validated as a
+    new command line is: a run recorded by an earlier version still loads."""
+    from .config import check_value
+
     names = {f.name for f in dataclasses.fields(Config)}
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in names}
     for name, value in fields.items():
         if not isinstance(value, tuple):
-            try:
-                check_value(name, value)
-            except ConfigError as e:
-                raise ValueError(f"resume: {path}: {e}") from None
+            check_value(name, value)
     return Config(**fields)
 
 
@@ -216,4 +225,20 @@ def read_model_file(path: Path) -> dict:
             f"{path} is not a resnetf model file (no {MODEL_FORMAT!r} format mark; "
             f"a bare state_dict, a checkpoint or another program's file?)"
         )
+    shapes = {"state_dict": dict, "config": dict, "classes": list}
+    for key, kind in shapes.items():
+        if not isinstance(saved.get(key), kind):
+            found = "no" if key not in saved else f"a {type(saved[key]).__name__} as its"
+            raise ValueError(
+                f"{path} is marked as a resnetf model file but has {found} {key!r} (a "
+                f"{kind.__name__} in the files resnetf writes): damaged or hand-made"
+            )
+    if not all(isinstance(v, torch.Tensor) for v in saved["state_dict"].values()):
+        raise ValueError(f"{path}: its 'state_dict' holds values that are not tensors")
+    if not all(isinstance(c, str) for c in saved["classes"]):
+        raise ValueError(f"{path}: its 'classes' are not all names (strings)")
+    try:
+        saved["config"] = config_of(saved["config"])
+    except ConfigError as e:
+        raise ValueError(f"{path}: its config cannot rebuild the net: {e}") from None
     return saved

@@ -5,8 +5,10 @@ artifact, and ask it about images.
                               [--gradcam FILE] [--device cpu]
 
 SOURCE: a run folder, its model.pt, or a W&B artifact (ENTITY/PROJECT/model-RUNID:best, online).
-Images: PNG/JPEG files or folders of them; any size (resized to 32x32, said once), grayscale and
-RGBA converted to RGB. The net sees them as its run saw test images: the run's normalisation
+Images: PNG/JPEG files or folders of them; any size (resized to 32x32, said once), in any mode
+PIL reads as 8-bit colour or can be brought there (`as_rgb`): grayscale, CMYK and palettes as
+PIL converts them, 16-bit grayscale scaled to 8 bits, transparency laid over the training set's
+mean colour. The net sees them as its run saw test images: the run's normalisation
 and, unless --tta says otherwise, its test-time augmentation. A file that cannot be read is one
 line naming it; the others are still predicted and the exit code says that some were skipped.
 """
@@ -41,15 +43,11 @@ def load(source, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, C
         saved = checkpoint.read_model_file(path)
     except ValueError as e:
         raise LoadError(str(e)) from None
-    names = {f for f in Config.__dataclass_fields__}
-    cfg = Config(
-        **{
-            k: tuple(v) if isinstance(v, list) else v
-            for k, v in saved["config"].items()
-            if k in names
-        }
-    )
-    net = models.build(cfg)
+    cfg = saved["config"]  # checked against Config's types by read_model_file
+    try:
+        net = models.build(cfg)
+    except (ValueError, TypeError) as e:
+        raise LoadError(f"{path}: its config cannot rebuild the net ({e})") from None
     state = saved["state_dict"]
     # a half-precision run saved fp16 weights: the net takes them in their own precision
     if any(v.dtype == torch.float16 for v in state.values()):
@@ -130,7 +128,7 @@ def read_images(paths) -> tuple[np.ndarray, list[Path], list[str]]:
     for path in paths:
         try:
             with Image.open(path) as image:
-                image = image.convert("RGB")
+                image = as_rgb(image)
                 if image.size != (32, 32):
                     resized += 1
                     image = image.resize((32, 32), Image.Resampling.BILINEAR)
@@ -145,6 +143,33 @@ def read_images(paths) -> tuple[np.ndarray, list[Path], list[str]]:
             file=sys.stderr,
         )
     return np.stack(images) if images else np.zeros((0, 32, 32, 3), np.uint8), read, problems
+
+
+SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def as_rgb(image):
+    """An opened PIL image as 8-bit RGB in the colours it shows. PIL's own `convert("RGB")`
+    clips 16-bit grayscale (a 16-bit PNG's 78 x 257 reads as white) and keeps whatever colour a
+    transparent pixel hides: 16-bit values are scaled to 8 bits (v / 257), and an image with
+    transparency (RGBA, LA, a palette's transparent index) is composited over the CIFAR-10 mean
+    colour, which the net's normalisation maps to 0 (no evidence either way). Modes whose values
+    have no fixed range (32-bit integer, float) are refused with a ValueError."""
+    from PIL import Image
+
+    from .data import CIFAR10_MEAN
+
+    if image.mode in SIXTEEN_BIT or (image.mode == "I" and image.format == "PNG"):
+        values = np.asarray(image).astype(np.float64)  # PNG's 16-bit grayscale: 0..65535
+        return Image.fromarray(np.round(values / 257).astype(np.uint8), "L").convert("RGB")
+    if image.mode in ("I", "F"):
+        kind = "32-bit integer" if image.mode == "I" else "floating-point"
+        raise ValueError(f"{kind} pixels (mode {image.mode}) have no range to map to 0..255")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        mean = tuple(round(255 * m) for m in CIFAR10_MEAN)
+        background = Image.new("RGBA", image.size, (*mean, 255))
+        return Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
+    return image.convert("RGB")
 
 
 @torch.no_grad()

@@ -95,3 +95,46 @@ def test_resume_with_another_nets_checkpoint_is_one_line(made, tmp_path, capsys)
     assert e.value.code == 1 and len(err.strip().splitlines()) == 1, err
     assert "another run's checkpoint" in err and "size mismatch" in err
     assert _sums(tmp_path) == before
+
+
+def _model_file(made, tmp_path, damage):
+    import torch
+
+    saved = torch.load(made[0] / "model.pt", weights_only=True)
+    damage(saved)
+    path = tmp_path / "model.pt"
+    torch.save(saved, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda s: s["config"].update(model="resnet99"), "model: 'resnet99' is not one of"),
+        (lambda s: s.pop("config"), "has no 'config'"),
+        (lambda s: s["config"].update(width="wide"), "width: 'wide' is not a number"),
+        (lambda s: s.update(config=[1, 2]), "has a list as its 'config'"),
+        (lambda s: s.update(classes=[0, 1]), "'classes' are not all names"),
+        (lambda s: s["state_dict"].update(extra="text"), "values that are not tensors"),
+    ],
+)
+def test_predict_with_a_damaged_model_file_is_one_line(damage, message, made, tmp_path):
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    path = _model_file(made, tmp_path, damage)
+    Image.new("RGB", (32, 32)).save(tmp_path / "cat.png")
+    before = _sums(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "resnetf.predict", str(path), str(tmp_path / "cat.png")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and message in lines[0], proc.stderr
+    assert str(path) in lines[0]
+    assert _sums(tmp_path) == before

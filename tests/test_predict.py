@@ -289,3 +289,29 @@ def test_bad_predict_options_are_one_line_before_any_prediction(
     assert code != 0 and len(err.strip().splitlines()) == 1
     assert message.format(tmp=tmp_path) in err
     assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_images_in_every_mode_are_read_in_the_colours_they_show(tmp_path):
+    from resnetf.data import CIFAR10_MEAN
+    from resnetf.predict import read_images
+
+    gray16 = tmp_path / "gray16.png"  # a 16-bit PNG holding 78 (x 257): PIL's convert gives 255
+    Image.fromarray(np.full((32, 32), 78 * 257, dtype=np.uint16)).save(gray16)
+    palette = Image.new("P", (32, 32), 0)
+    palette.putpalette([0, 200, 0, 200, 10, 10] + [0] * 762)  # index 0: a hidden green
+    palette.paste(1, (0, 0, 16, 32))  # the left half red, the right half transparent
+    palette.save(tmp_path / "palette.png", transparency=0)
+    Image.new("CMYK", (32, 32), (0, 255, 255, 0)).save(tmp_path / "cmyk.jpg")  # red
+    Image.new("F", (32, 32), 0.5).save(tmp_path / "float.tif")
+    names = ["gray16.png", "palette.png", "cmyk.jpg", "float.tif"]
+    images, read, problems = read_images([tmp_path / n for n in names])
+    assert [p.name for p in read] == names[:3]
+    assert problems == [
+        f"skipped {tmp_path / 'float.tif'}: ValueError: floating-point pixels (mode F) have no "
+        f"range to map to 0..255"
+    ]
+    gray, pal, cmyk = images.astype(int)
+    assert (gray == 78).all()
+    assert (pal[:, :16] == (200, 10, 10)).all()
+    assert (pal[:, 16:] == [round(255 * m) for m in CIFAR10_MEAN]).all()  # not the hidden green
+    assert (abs(cmyk - (255, 0, 0)) <= 2).all()
