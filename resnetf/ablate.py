@@ -56,7 +56,8 @@ def variants(base: Config, items: list[str]) -> list[tuple[str, Config]]:
     for item in items:
         changes = parse_variant(item, base)
         try:
-            variant = base.replace(**changes).validate()
+            # what a change switches off (Muon's fields under optimizer=sgd) is dropped
+            variant = base.switched(**changes).validate()
         except ConfigError as e:
             raise ConfigError(f"vary {item}: {e}") from None
         same = next((label for label, c in configs if config_hash(c) == config_hash(variant)), None)

@@ -36,8 +36,66 @@ class Group:
     def __init__(self, name: str, description: str):
         self.name, self.description = name, description
 
-    def __call__(self, default, *, result: bool = True):
-        return dataclasses.field(default=default, metadata={"group": self.name, "result": result})
+    def __call__(self, default, *, result: bool = True, acts: Where | None = None):
+        metadata = {"group": self.name, "result": result, "acts": acts}
+        return dataclasses.field(default=default, metadata=metadata)
+
+
+class Not:
+    """A condition of `Where`: any value but this one."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+class Where:
+    """Where a field acts, declared with it (`muon_lr: float = OPTIMISATION(0.24, acts=ON_MUON)`):
+    every named field within its condition (a value, a tuple of values, or Not(value)). One rule
+    reads it (Config.idle): set away from its default where it does nothing, a field is refused;
+    left idle by a switch (--optimizer sgd on a Muon recipe), it goes back to its default."""
+
+    def __init__(self, **conditions):
+        self.conditions = conditions
+
+    def holds(self, cfg) -> bool:
+        return all(_meets(getattr(cfg, f), c) for f, c in self.conditions.items())
+
+    def __str__(self) -> str:
+        return " and ".join(_words(f, c) for f, c in self.conditions.items())
+
+    def here(self, cfg) -> str:
+        """The named fields as `cfg` has them."""
+        return ", ".join(f"--{f}={getattr(cfg, f)}" for f in self.conditions)
+
+
+def _meets(value, condition) -> bool:
+    if isinstance(condition, Not):
+        return value != condition.value
+    return value in condition if isinstance(condition, tuple) else value == condition
+
+
+def _words(field: str, condition) -> str:
+    if isinstance(condition, Not):
+        return f"--{field} other than {condition.value}"
+    if condition is True:
+        return f"--{field}"
+    values = condition if isinstance(condition, tuple) else (condition,)
+    return f"--{field} " + " or ".join(map(str, values))
+
+
+# where the fields of one net, optimizer, schedule or mode act
+ON_RESNETF = Where(model="resnetf")
+ON_WHITENED = Where(model="whitened_convnet")
+ON_MUON = Where(optimizer="muon")
+ON_MUON_RESCALE = Where(optimizer="muon", muon_rescale=True)
+ON_ONE_CYCLE = Where(schedule="one_cycle")
+ON_LOOKAHEAD = Where(lookahead=Not(0.0))
+ON_PADDING = Where(pad=Not(0))
+ON_GPU_FLIP = Where(backend="gpu", flip=True)
+ON_TTA = Where(tta=Not("none"))
+ON_TTA_SUBSET = Where(tta=Not("none"), tta_fraction=Not(1.0))
+ON_SIX_VIEWS = Where(tta="flip_translate")
+ON_HALF_NET = Where(amp=True, amp_dtype=("half", "auto_half"))
 
 
 RUN = Group("run", "what the command does, and how the run is kept")
@@ -107,11 +165,11 @@ class Config:
     # --- augmentation ------------------------------------------------------------------------
     pad: int = AUGMENTATION(4)
     """Pixels of padding before the random 32x32 crop; 0 turns pad+crop off."""
-    pad_mode: Literal["reflect", "constant"] = AUGMENTATION("reflect")
+    pad_mode: Literal["reflect", "constant"] = AUGMENTATION("reflect", acts=ON_PADDING)
     """How the padding is filled: mirrored pixels (reflect) or black (constant)."""
     flip: bool = AUGMENTATION(True)
     """Random horizontal flip with p=0.5."""
-    alternating_flip: bool = AUGMENTATION(False)
+    alternating_flip: bool = AUGMENTATION(False, acts=ON_GPU_FLIP)
     """With flip, the alternating flip (gpu backend): each image gets a random flip in epoch 0,
     then all images flip together every odd epoch, so every image is seen both ways in turn."""
     cutout: int = AUGMENTATION(8)
@@ -133,28 +191,28 @@ class Config:
     """Channel multiplier (1.0: 64-128-256-512); small values make CPU runs cheap."""
     dropout: float = MODEL(0.1)
     """Dropout after the third layer (the course project used 0.1)."""
-    softmax_head: bool = MODEL(False)
+    softmax_head: bool = MODEL(False, acts=ON_RESNETF)
     """End the net with softmax, as the course project did (a defect: the loss expects logits)."""
     bn_momentum: float | None = MODEL(None)
     """BatchNorm's running-statistics momentum in torch's sense (the weight of the new batch);
     None: the net's own (whitened_convnet 0.4, which airbench writes as 0.6; the others 0.1)."""
-    head_init_std: float | None = MODEL(None)
+    head_init_std: float | None = MODEL(None, acts=ON_WHITENED)
     """whitened_convnet: start the head's weights at this std (airbench94_muon: 1); None: torch's
     default init."""
-    logit_scale: float | None = MODEL(None)
+    logit_scale: float | None = MODEL(None, acts=ON_WHITENED)
     """whitened_convnet: multiply the logits by this (airbench94: 1/9; airbench94_muon: 1/256,
     one over the feature width); None: 1/9."""
-    stem_bias_init: Literal["zero", "torch"] = MODEL("zero")
+    stem_bias_init: Literal["zero", "torch"] = MODEL("zero", acts=ON_WHITENED)
     """whitened_convnet: the whitening stem's bias at the start: zero (airbench94: the whitened
     patches as they are) or torch (nn.Conv2d's default U(+-1/sqrt(12)), as airbench94_muon)."""
-    stem_bias_epochs: float = MODEL(3)
+    stem_bias_epochs: float = MODEL(3, acts=ON_WHITENED)
     """whitened_convnet: epochs during which the whitening stem's bias trains, then it is frozen
     like the stem's weights; a fraction counts ceil(stem_bias_epochs x steps per epoch) steps
     (the speedrun's 0.2 of 32: 7 steps), after which its lr is 0 until the epoch ends."""
-    whiten_images: int = MODEL(5000)
+    whiten_images: int = MODEL(5000, acts=ON_WHITENED)
     """whitened_convnet: the first N training images whose 2x2 patches set the whitening stem
     (airbench: 5000; the speedrun: 960)."""
-    activation: Literal["gelu", "silu", "relu"] | None = MODEL(None)
+    activation: Literal["gelu", "silu", "relu"] | None = MODEL(None, acts=ON_WHITENED)
     """whitened_convnet: the activation of its conv groups (the stem keeps GELU); None: GELU, as
     airbench (the speedrun: silu)."""
 
@@ -166,29 +224,29 @@ class Config:
     optimizer: Literal["sgd", "muon"] = OPTIMISATION("sgd")
     """sgd: Nesterov SGD for every trained parameter; muon: Muon for the conv filters (4-D
     weights), SGD for the rest (head at max_lr, biases at bn_bias_lr times it)."""
-    muon_lr: float = OPTIMISATION(0.24)
+    muon_lr: float = OPTIMISATION(0.24, acts=ON_MUON)
     """Muon's peak lr (the step of an orthogonalised update; no units of a loss)."""
-    muon_momentum: float = OPTIMISATION(0.6)
+    muon_momentum: float = OPTIMISATION(0.6, acts=ON_MUON)
     """Muon's momentum (Nesterov when --nesterov)."""
-    muon_ns_steps: int = OPTIMISATION(3)
+    muon_ns_steps: int = OPTIMISATION(3, acts=ON_MUON)
     """Newton-Schulz iterations that orthogonalise Muon's update (airbench94_muon: 3; torch: 5)."""
-    muon_rescale: bool = OPTIMISATION(True)
+    muon_rescale: bool = OPTIMISATION(True, acts=ON_MUON)
     """Before a Muon step, rescale each filter bank to Frobenius norm sqrt(out channels): every
     step, or as muon_rescale_interval and muon_rescale_growth space them."""
-    muon_rescale_interval: int = OPTIMISATION(1)
+    muon_rescale_interval: int = OPTIMISATION(1, acts=ON_MUON_RESCALE)
     """With muon_rescale: rescale on Muon step s (1-based) when s - (the last rescaled step, 0 at
     first) >= muon_rescale_interval + floor(muon_rescale_growth x s / total steps); 1 (with
     growth 0): every step (airbench94_muon); the speedrun: 2 and 15, 37 of its 245 steps."""
-    muon_rescale_growth: float = OPTIMISATION(0.0)
+    muon_rescale_growth: float = OPTIMISATION(0.0, acts=ON_MUON_RESCALE)
     """How much the gap between two rescaled Muon steps grows over the run (see
     muon_rescale_interval); 0: a fixed gap."""
-    muon_weight_decay: float = OPTIMISATION(0.0)
+    muon_weight_decay: float = OPTIMISATION(0.0, acts=ON_MUON)
     """After every Muon step, each filter bank times (1 - lr_t x muon_weight_decay), lr_t Muon's
     lr at that step (the speedrun: 1.6002e-3); 0: none (airbench94_muon)."""
-    muon_ns_coefficients: Literal["muon", "speedrun"] = OPTIMISATION("muon")
+    muon_ns_coefficients: Literal["muon", "speedrun"] = OPTIMISATION("muon", acts=ON_MUON)
     """The quintic Newton-Schulz coefficients (a, b, c): muon (3.4445, -4.7750, 2.0315), Muon's
     and torch's; speedrun (3.4576, -4.7391, 2.0843), the later CIFAR-10 speedrun's."""
-    muon_ns_dtype: Literal["bf16", "fp16", "fp32"] = OPTIMISATION("bf16")
+    muon_ns_dtype: Literal["bf16", "fp16", "fp32"] = OPTIMISATION("bf16", acts=ON_MUON)
     """The precision of the Newton-Schulz iterations (Muon's: bf16; the speedrun: fp16)."""
     momentum: float = OPTIMISATION(0.9)
     """SGD momentum, used as is when cycle_momentum is off."""
@@ -212,7 +270,7 @@ class Config:
     """Lookahead weight averaging (airbench94: 0.95): every lookahead_every steps the weights are
     pulled to a running average with decay lookahead**every * (step/total)**3 and copied back;
     at the end the weights become the average. 0 turns it off."""
-    lookahead_every: int = OPTIMISATION(5)
+    lookahead_every: int = OPTIMISATION(5, acts=ON_LOOKAHEAD)
     """Steps between two lookahead updates."""
 
     # --- schedule (stepped every batch) ----------------------------------------------------------
@@ -222,17 +280,17 @@ class Config:
     for its first epochs only (the whitening bias) down to 0 over those epochs."""
     max_lr: float = SCHEDULE(0.1552)
     """Peak learning rate (the course project's LR-finder pick)."""
-    pct_start: float = SCHEDULE(0.2)
+    pct_start: float = SCHEDULE(0.2, acts=ON_ONE_CYCLE)
     """Fraction of the steps spent raising the LR."""
-    div_factor: float = SCHEDULE(10.0)
+    div_factor: float = SCHEDULE(10.0, acts=ON_ONE_CYCLE)
     """Initial LR = max_lr / div_factor."""
-    final_div_factor: float = SCHEDULE(100.0)
+    final_div_factor: float = SCHEDULE(100.0, acts=ON_ONE_CYCLE)
     """Final LR = initial LR / final_div_factor."""
-    anneal_strategy: Literal["linear", "cos"] = SCHEDULE("linear")
+    anneal_strategy: Literal["linear", "cos"] = SCHEDULE("linear", acts=ON_ONE_CYCLE)
     """Shape of the LR ramps."""
-    three_phase: bool = SCHEDULE(False)
+    three_phase: bool = SCHEDULE(False, acts=ON_ONE_CYCLE)
     """Add a third phase that anneals to the final LR (OneCycleLR's three_phase)."""
-    cycle_momentum: bool = SCHEDULE(False)
+    cycle_momentum: bool = SCHEDULE(False, acts=ON_ONE_CYCLE)
     """Cycle momentum inversely to the LR between 0.85 and 0.95 (OneCycleLR's default)."""
 
     # --- evaluation --------------------------------------------------------------------------
@@ -240,13 +298,13 @@ class Config:
     """Test-time augmentation: none; flip (mean logits of each image and its mirror);
     flip_translate (half that, half the same for the image shifted by 1 px up-left and
     down-right, reflect-padded: 6 forward passes)."""
-    tta_fraction: float = EVALUATION(1.0)
+    tta_fraction: float = EVALUATION(1.0, acts=ON_TTA)
     """With --tta: the plain pass over every image, then the TTA views only for this fraction of
     the images the net is least sure of (lowest top probability), per tta_scope."""
-    tta_scope: Literal["batch", "split"] = EVALUATION("batch")
+    tta_scope: Literal["batch", "split"] = EVALUATION("batch", acts=ON_TTA_SUBSET)
     """Where --tta_fraction picks its least sure images: in each evaluation batch, or over the
     whole split (the speedrun: the 2,500 least sure of the 10,000 test images)."""
-    tta_weights: Literal["airbench", "uniform"] = EVALUATION("airbench")
+    tta_weights: Literal["airbench", "uniform"] = EVALUATION("airbench", acts=ON_SIX_VIEWS)
     """How flip_translate weighs its 6 views: airbench (1/4 the image and its mirror, 1/8 each
     translated view) or uniform (1/6 each, the speedrun)."""
     eval_every: int = EVALUATION(1)
@@ -369,7 +427,7 @@ class Config:
     type (on the CPU too, where torch supports it). half: airbench94's way, the net itself in
     fp16 (BatchNorm fp32), the batch's losses summed instead of a GradScaler; auto_half: half
     on CUDA (airbench94_muon's precision), none on the CPU, where fp16 convolutions are slow."""
-    half_batchnorm: bool = HARDWARE(False)
+    half_batchnorm: bool = HARDWARE(False, acts=ON_HALF_NET)
     """With --amp_dtype=half (or auto_half on CUDA): BatchNorm in fp16 too, its statistics and
     affine parameters included (the speedrun's whole-net .half()); off: BatchNorm fp32."""
     channels_last: bool = HARDWARE(True)
@@ -381,170 +439,80 @@ class Config:
     """torch.compile the model; compile time is reported apart from training time."""
 
     def validate(self) -> Config:
-        """Raise ConfigError naming the first field with a bad value; return self."""
+        """Raise ConfigError naming the first field with a bad value; return self. In order: a
+        value outside its field's choices, a field set where it does nothing (its `acts`
+        declaration), then each topic's ranges and combinations."""
         for name, choices in _choice_fields().items():
             if getattr(self, name) not in choices:
                 raise ConfigError(
                     f"{name}: must be one of {', '.join(map(str, choices))} "
                     f"(got {getattr(self, name)!r})"
                 )
-        for field, ok, rule in self._range_checks():
-            value = getattr(self, field)
-            # NaN compares false everywhere, so `ok` is already False for it
-            if not ok or (isinstance(value, float) and not math.isfinite(value)):
-                raise ConfigError(f"{field}: {rule} (got {value!r})")
-        for field, bad, why in self._combination_checks():
-            if bad:
-                raise ConfigError(f"{field}: {why}")
+        for name in self.idle():
+            where = acts_where()[name]
+            raise ConfigError(
+                f"{name}: acts only with {where} (here {where.here(self)}): set to "
+                f"{getattr(self, name)!r}, it would do nothing"
+            )
+        for topic in self._checks():
+            for field, bad, why in topic:
+                if bad:
+                    raise ConfigError(f"{field}: {why}")
         return self
 
-    def _range_checks(self):
+    def idle(self) -> list[str]:
+        """The fields set away from their defaults where their declaration says they do
+        nothing (Muon's on an SGD run, the whitening on ResNet-9)."""
+        defaults = field_defaults()
         return [
-            ("max_lr", self.max_lr > 0, "must be > 0"),
-            ("pct_start", 0 < self.pct_start < 1, "must be in (0, 1)"),
-            ("dropout", 0 <= self.dropout < 1, "must be in [0, 1)"),
-            ("epochs", self.epochs > 0, "must be > 0"),
-            ("batch_size", self.batch_size >= 1, "must be >= 1"),
-            ("div_factor", self.div_factor > 0, "must be > 0"),
-            ("final_div_factor", self.final_div_factor > 0, "must be > 0"),
-            ("momentum", 0 <= self.momentum < 1, "must be in [0, 1)"),
-            ("weight_decay", self.weight_decay >= 0, "must be >= 0"),
-            ("label_smoothing", 0 <= self.label_smoothing < 1, "must be in [0, 1)"),
-            ("width", self.width > 0, "must be > 0"),
-            ("pad", 0 <= self.pad <= 16, "must be in [0, 16]"),
-            ("cutout", 0 <= self.cutout <= 32, "must be in [0, 32]"),
-            ("val_size", 0 <= self.val_size < 50_000, "must be in [0, 50000)"),
-            ("ema", 0 <= self.ema < 1, "must be in [0, 1)"),
-            (
-                "ema",
-                self.ema == 0 or self.amp_dtype not in ("half", "auto_half"),
-                "with --amp_dtype=half the average would be an fp16 net, and an update of "
-                "(1 - ema) x (w - average) is below fp16's spacing for most weights: use "
-                "--amp_dtype=bf16 or fp16 (autocast over fp32 weights), or no --ema",
-            ),
-            ("lookahead", 0 <= self.lookahead < 1, "must be in [0, 1)"),
-            ("lookahead_every", self.lookahead_every >= 1, "must be >= 1"),
-            ("bn_bias_lr", self.bn_bias_lr > 0, "must be > 0"),
-            *self._recipe_checks(),
-            ("tta_fraction", 0 < self.tta_fraction <= 1, "must be in (0, 1]"),
-            (
-                "tta_fraction",
-                self.tta_fraction == 1.0 or self.tta != "none",
-                "picks the images that get the TTA views: it needs --tta flip or flip_translate",
-            ),
-            (
-                "bn_momentum",
-                self.bn_momentum is None or 0 <= self.bn_momentum <= 1,
-                "must be in [0, 1]",
-            ),
-            ("head_init_std", self.head_init_std is None or self.head_init_std > 0, "must be > 0"),
-            ("logit_scale", self.logit_scale is None or self.logit_scale > 0, "must be > 0"),
-            ("stem_bias_epochs", self.stem_bias_epochs >= 0, "must be >= 0"),
-            ("tune", self.tune >= 0, "must be >= 0"),
-            ("seeds", self.seeds >= 1, "must be >= 1"),
-            ("gradcam_images", 0 <= self.gradcam_images <= 16, "must be in [0, 16]"),
-            ("heartbeat", self.heartbeat >= 1, "must be >= 1 second"),
-            ("trial_seeds", self.trial_seeds >= 1, "must be >= 1"),
-            *self._objective_checks(),
-            ("eval_every", self.eval_every >= 0, "must be >= 0"),
-            ("workers", self.workers is None or self.workers >= 0, "must be >= 0"),
-            (
-                "device",
-                self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
-                "must be auto, cpu, cuda or cuda:N",
-            ),
+            name
+            for name, where in acts_where().items()
+            if getattr(self, name) != defaults[name] and not where.holds(self)
         ]
 
-    def _recipe_checks(self):
-        """Ranges of the fast recipes' own fields: Muon's, the whitening, the colour jitter."""
+    def settled(self, keep=()) -> Config:
+        """This config with its idle fields, but `keep`, back at their defaults (again until
+        none is left: a field reset may idle another)."""
+        cfg, defaults = self, field_defaults()
+        while reset := [n for n in cfg.idle() if n not in keep]:
+            cfg = cfg.replace(**{n: defaults[n] for n in reset})
+        return cfg
+
+    def switched(self, **changes) -> Config:
+        """This config with `changes`: fields they leave idle (Muon's under --optimizer sgd)
+        go back to their defaults; fields they set, and fields idle here before, stay for
+        validate() to refuse."""
+        return self.replace(**changes).settled(keep=set(changes) | set(self.idle()))
+
+    def _checks(self):
+        """Each topic's (field, bad, why) rows, in --help's group order."""
         return [
-            ("muon_lr", self.muon_lr > 0, "must be > 0"),
-            ("muon_momentum", 0 <= self.muon_momentum < 1, "must be in [0, 1)"),
-            ("muon_ns_steps", 1 <= self.muon_ns_steps <= 20, "must be in [1, 20]"),
-            ("muon_rescale_interval", self.muon_rescale_interval >= 1, "must be >= 1"),
-            ("muon_rescale_growth", self.muon_rescale_growth >= 0, "must be >= 0"),
-            ("muon_weight_decay", self.muon_weight_decay >= 0, "must be >= 0"),
-            ("whiten_images", self.whiten_images >= 1, "must be >= 1"),
-            ("brightness", 0 <= self.brightness <= 1, "must be in [0, 1]"),
-            ("contrast", 0 <= self.contrast < 1, "must be in [0, 1)"),
+            self._run_checks(),
+            self._data_checks(),
+            self._model_checks(),
+            self._optimisation_checks(),
+            self._muon_checks(),
+            self._schedule_checks(),
+            self._evaluation_checks(),
+            self._study_checks(),
+            self._objective_checks(),
+            self._pruner_checks(),
+            self._launch_checks(),
+            self._hardware_checks(),
         ]
 
-    def _objective_checks(self):
-        return [
-            (
-                "target_acc",
-                self.target_acc is None or 0 < self.target_acc <= 1,
-                "must be in (0, 1] (a fraction: 0.9 for 90%)",
-            ),
-            (
-                "objectives",
-                len(set(self.objective_list)) == len(self.objective_list),
-                "names "
-                + ", ".join(
-                    sorted({o for o in self.objective_list if self.objective_list.count(o) > 1})
-                )
-                + " twice",
-            ),
-            (
-                "objectives",
-                set(self.objective_list) <= set(OBJECTIVES)
-                and ("val_acc" in self.objective_list or self.min_val_acc is not None),
-                f"must be a comma-separated list of {', '.join(OBJECTIVES)} that includes val_acc "
-                f"(or one cost, pflop or train_seconds, with --min_val_acc)",
-            ),
-            (
-                "min_val_acc",
-                self.min_val_acc is None
-                or (
-                    0 < self.min_val_acc <= 1
-                    and self.objective_list in (["pflop"], ["train_seconds"])
-                ),
-                "a constrained study minimises one cost under the accuracy floor: a fraction in "
-                "(0, 1] with --objectives pflop (or train_seconds) alone",
-            ),
-            (
-                "min_val_acc",
-                self.min_val_acc is None or self.tune > 0,
-                "the accuracy floor of a study: it needs --tune N",
-            ),
-        ]
+    def _range(self, field: str, ok: bool, rule: str):
+        """A (field, bad, why) row of a range: NaN compares false everywhere, so `ok` is False
+        for it already; an infinity is refused here."""
+        value = getattr(self, field)
+        infinite = isinstance(value, float) and not math.isfinite(value)
+        return field, not ok or infinite, f"{rule} (got {value!r})"
 
-    def _combination_checks(self):
-        """(field, bad, why): settings that are each fine alone but mean nothing together."""
+    def _run_checks(self):
+        """What the command does: one run, N seeds, a study, an LR range test, a debug mode."""
         return [
-            (
-                "softmax_head",
-                self.softmax_head and self.model != "resnetf",
-                f"only the resnetf model has one (model={self.model})",
-            ),
-            (
-                "nesterov",
-                self.nesterov and self.momentum == 0 and not self.cycle_momentum,
-                "needs momentum > 0 (got momentum=0)",
-            ),
-            (
-                "decoupled",
-                self.decoupled and self.cycle_momentum,
-                "the decoupled form is defined for a fixed momentum (turn cycle_momentum off)",
-            ),
-            (
-                "optimizer",
-                self.optimizer == "muon" and self.cycle_momentum,
-                "Muon's momentum is fixed: turn cycle_momentum off",
-            ),
-            (
-                "head_init_std",
-                (self.head_init_std is not None or self.logit_scale is not None)
-                and self.model != "whitened_convnet",
-                f"head_init_std and logit_scale set the whitened_convnet's head (model="
-                f"{self.model})",
-            ),
-            *self._recipe_combination_checks(),
-            (
-                "alternating_flip",
-                self.alternating_flip and (self.backend != "gpu" or not self.flip),
-                "needs --backend=gpu and --flip (each image's flip is kept on the device)",
-            ),
+            self._range("seeds", self.seeds >= 1, "must be >= 1"),
+            self._range("tune", self.tune >= 0, "must be >= 0"),
             (
                 "seeds",
                 self.tune > 0 and self.seeds > 1 and not self.retrain_best,
@@ -565,32 +533,137 @@ class Config:
                 "a debug mode is a quick check of one run: not with --tune, --seeds, "
                 "--lr_range_test or --resume",
             ),
-            *self._tuning_checks(),
-            *self._launch_checks(),
         ]
 
-    def _recipe_combination_checks(self):
+    def _data_checks(self):
+        """The data, the loader and the augmentations."""
         return [
+            self._range("val_size", 0 <= self.val_size < 50_000, "must be in [0, 50000)"),
+            self._range("workers", self.workers is None or self.workers >= 0, "must be >= 0"),
+            self._range("pad", 0 <= self.pad <= 16, "must be in [0, 16]"),
+            self._range("cutout", 0 <= self.cutout <= 32, "must be in [0, 32]"),
+            self._range("brightness", 0 <= self.brightness <= 1, "must be in [0, 1]"),
+            self._range("contrast", 0 <= self.contrast < 1, "must be in [0, 1)"),
+        ]
+
+    def _model_checks(self):
+        return [
+            self._range("width", self.width > 0, "must be > 0"),
+            self._range("dropout", 0 <= self.dropout < 1, "must be in [0, 1)"),
+            self._range(
+                "bn_momentum",
+                self.bn_momentum is None or 0 <= self.bn_momentum <= 1,
+                "must be in [0, 1]",
+            ),
+            self._range(
+                "head_init_std", self.head_init_std is None or self.head_init_std > 0, "must be > 0"
+            ),
+            self._range(
+                "logit_scale", self.logit_scale is None or self.logit_scale > 0, "must be > 0"
+            ),
+            self._range("stem_bias_epochs", self.stem_bias_epochs >= 0, "must be >= 0"),
+            self._range("whiten_images", self.whiten_images >= 1, "must be >= 1"),
+        ]
+
+    def _optimisation_checks(self):
+        """The optimizer's and the loss's values, and weight averaging (EMA, lookahead)."""
+        return [
+            self._range("epochs", self.epochs > 0, "must be > 0"),
+            self._range("batch_size", self.batch_size >= 1, "must be >= 1"),
+            self._range("momentum", 0 <= self.momentum < 1, "must be in [0, 1)"),
+            self._range("weight_decay", self.weight_decay >= 0, "must be >= 0"),
+            self._range("label_smoothing", 0 <= self.label_smoothing < 1, "must be in [0, 1)"),
+            self._range("bn_bias_lr", self.bn_bias_lr > 0, "must be > 0"),
+            self._range("ema", 0 <= self.ema < 1, "must be in [0, 1)"),
             (
-                "activation",
-                self.activation is not None and self.model != "whitened_convnet",
-                f"sets the whitened_convnet's conv groups (model={self.model})",
+                "ema",
+                self.ema != 0 and self.amp_dtype in ("half", "auto_half"),
+                "with --amp_dtype=half the average would be an fp16 net, and an update of "
+                "(1 - ema) x (w - average) is below fp16's spacing for most weights: use "
+                "--amp_dtype=bf16 or fp16 (autocast over fp32 weights), or no --ema",
+            ),
+            self._range("lookahead", 0 <= self.lookahead < 1, "must be in [0, 1)"),
+            self._range("lookahead_every", self.lookahead_every >= 1, "must be >= 1"),
+            (
+                "nesterov",
+                self.nesterov and self.momentum == 0 and not self.cycle_momentum,
+                "needs momentum > 0 (got momentum=0)",
             ),
             (
-                "tta_weights",
-                self.tta_weights != "airbench" and self.tta != "flip_translate",
-                "weighs flip_translate's 6 views: it needs --tta flip_translate",
+                "decoupled",
+                self.decoupled and self.cycle_momentum,
+                "the decoupled form is defined for a fixed momentum (turn cycle_momentum off)",
             ),
+        ]
+
+    def _muon_checks(self):
+        return [
+            self._range("muon_lr", self.muon_lr > 0, "must be > 0"),
+            self._range("muon_momentum", 0 <= self.muon_momentum < 1, "must be in [0, 1)"),
+            self._range("muon_ns_steps", 1 <= self.muon_ns_steps <= 20, "must be in [1, 20]"),
+            self._range("muon_rescale_interval", self.muon_rescale_interval >= 1, "must be >= 1"),
+            self._range("muon_rescale_growth", self.muon_rescale_growth >= 0, "must be >= 0"),
+            self._range("muon_weight_decay", self.muon_weight_decay >= 0, "must be >= 0"),
             (
-                "tta_scope",
-                self.tta_scope != "batch" and self.tta_fraction == 1.0,
-                "says where --tta_fraction picks its images: it needs --tta_fraction < 1",
+                "optimizer",
+                self.optimizer == "muon" and self.cycle_momentum,
+                "Muon's momentum is fixed: turn cycle_momentum off",
             ),
-            (
-                "half_batchnorm",
-                self.half_batchnorm and self.amp_dtype not in ("half", "auto_half"),
-                "puts BatchNorm in fp16 beside a half-precision net: it needs --amp_dtype=half "
-                "or auto_half",
+        ]
+
+    def _schedule_checks(self):
+        return [
+            self._range("max_lr", self.max_lr > 0, "must be > 0"),
+            self._range("pct_start", 0 < self.pct_start < 1, "must be in (0, 1)"),
+            self._range("div_factor", self.div_factor > 0, "must be > 0"),
+            self._range("final_div_factor", self.final_div_factor > 0, "must be > 0"),
+        ]
+
+    def _evaluation_checks(self):
+        return [
+            self._range("tta_fraction", 0 < self.tta_fraction <= 1, "must be in (0, 1]"),
+            self._range("eval_every", self.eval_every >= 0, "must be >= 0"),
+            self._range("gradcam_images", 0 <= self.gradcam_images <= 16, "must be in [0, 16]"),
+        ]
+
+    def _hardware_checks(self):
+        return [
+            self._range(
+                "device",
+                self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+                "must be auto, cpu, cuda or cuda:N",
+            ),
+        ]
+
+    def _objective_checks(self):
+        """What a study optimises, its accuracy floor and the accuracy aimed at."""
+        objectives = self.objective_list
+        twice = sorted({o for o in objectives if objectives.count(o) > 1})
+        return [
+            self._range(
+                "target_acc",
+                self.target_acc is None or 0 < self.target_acc <= 1,
+                "must be in (0, 1] (a fraction: 0.9 for 90%)",
+            ),
+            self._range("objectives", not twice, f"names {', '.join(twice)} twice"),
+            self._range(
+                "objectives",
+                set(objectives) <= set(OBJECTIVES)
+                and ("val_acc" in objectives or self.min_val_acc is not None),
+                f"must be a comma-separated list of {', '.join(OBJECTIVES)} that includes val_acc "
+                f"(or one cost, pflop or train_seconds, with --min_val_acc)",
+            ),
+            self._range(
+                "min_val_acc",
+                self.min_val_acc is None
+                or (0 < self.min_val_acc <= 1 and objectives in (["pflop"], ["train_seconds"])),
+                "a constrained study minimises one cost under the accuracy floor: a fraction in "
+                "(0, 1] with --objectives pflop (or train_seconds) alone",
+            ),
+            self._range(
+                "min_val_acc",
+                self.min_val_acc is None or self.tune > 0,
+                "the accuracy floor of a study: it needs --tune N",
             ),
         ]
 
@@ -639,7 +712,8 @@ class Config:
             ),
         ]
 
-    def _tuning_checks(self):
+    def _study_checks(self):
+        """A study's settings: what needs --tune, and their ranges."""
         # sweep is not among them: an experiment names its search space whether it tunes or not
         idle_tuning = self.unused(
             "tuning",
@@ -648,6 +722,8 @@ class Config:
             + ("objectives", "min_val_acc", "tune"),
         )
         return [
+            self._range("heartbeat", self.heartbeat >= 1, "must be >= 1 second"),
+            self._range("trial_seeds", self.trial_seeds >= 1, "must be >= 1"),
             *(
                 [(idle_tuning, True, "is a study's setting, and does nothing without --tune N")]
                 if idle_tuning
@@ -679,7 +755,6 @@ class Config:
                 self.objectives != "val_acc" and self.tune == 0,
                 "what a study optimises: it needs --tune N",
             ),
-            *self._pruner_checks(),
         ]
 
     def _pruner_checks(self):
@@ -792,6 +867,13 @@ def declarations() -> dict:
     return out
 
 
+def acts_where() -> dict:
+    """Field -> where it acts (its `acts=` declaration), for the fields that declare one."""
+    return {
+        f.name: f.metadata["acts"] for f in dataclasses.fields(Config) if f.metadata.get("acts")
+    }
+
+
 def groups() -> dict:
     """--help's groups: name -> (description, fields in declaration order)."""
     grouped = {g.name: (g.description, []) for g in _GROUPS}
@@ -821,15 +903,16 @@ _GROUPS = (
 
 
 def config_hash(cfg: Config) -> str:
-    """A short hash of the fields that change what a run computes (result_fields()) and differ
-    from Config's defaults: equal for the seeds of one config, different for an ablation, and
-    unchanged when a later version adds a field whose default does what the code did before
-    (the runs an ablation finished are still found on its rerun)."""
+    """A short hash of the fields that change what a run computes (result_fields()), act on
+    this run (Config.idle) and differ from Config's defaults: equal for the seeds of one
+    config, different for an ablation, and unchanged when a later version adds a field whose
+    default does what the code did before (the runs an ablation finished are still found on
+    its rerun)."""
     import hashlib
     import json
 
-    values, defaults = cfg.to_dict(), field_defaults()
-    fields = {k: values[k] for k in result_fields() if values[k] != defaults[k]}
+    values, defaults, idle = cfg.to_dict(), field_defaults(), set(cfg.idle())
+    fields = {k: values[k] for k in result_fields() if values[k] != defaults[k] and k not in idle}
     return hashlib.blake2b(
         json.dumps(fields, sort_keys=True, default=str).encode(), digest_size=4
     ).hexdigest()
@@ -999,8 +1082,10 @@ def parse(defaults: Config, args: Sequence[str] | None = None, description: str 
         _cli_class(defaults), args=args, description=description or None, use_underscores=True
     )
     cfg = Config(**{k: v for group in groups() for k, v in vars(getattr(nested, group)).items()})
+    changed = {k: v for k, v in cfg.to_dict().items() if v != getattr(defaults, k)}
     try:
-        return cfg.validate()
+        # what the flags switch off goes back to its default; what they set must act
+        return defaults.switched(**changed).validate()
     except ConfigError as e:
         print(f"error: --{e}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -35,7 +35,14 @@ import sqlalchemy.exc
 from optuna.trial import TrialState
 
 from . import search_space, stats
-from .config import OBJECTIVES, Config, ConfigError, field_defaults, result_fields
+from .config import (
+    OBJECTIVES,
+    Config,
+    ConfigError,
+    acts_where,
+    field_defaults,
+    result_fields,
+)
 from .data import Cifar10, load_cifar10, split_val
 from .optim import check_schedule, n_epochs, total_steps
 from .tracking import Tracker
@@ -343,9 +350,13 @@ def choose_val_size(cfg: Config, n_train: int) -> Config:
 
 def check_space(cfg: Config, space: dict, n_train: int) -> None:
     """Every point of the search space must be a valid config whose One Cycle phases each get a
-    step: checked at every corner of the space (the checks are monotonic in each parameter)."""
+    step: checked at every corner of the space (the checks are monotonic in each parameter).
+    A parameter that acts at no corner (Muon's lr on an SGD recipe) is refused; one that acts
+    at some (muon_lr beside optimizer: [sgd, muon]) is dropped where it does not."""
+    check_every_parameter_acts(cfg, space)
     for values, corner in search_space.corners(cfg, space):
         where = ", ".join(f"{k}={v}" for k, v in values.items())
+        corner = corner.settled()
         try:
             corner.validate()
             steps = total_steps(corner, (n_train - corner.val_size) // corner.batch_size)
@@ -359,6 +370,18 @@ def check_space(cfg: Config, space: dict, n_train: int) -> None:
                 f"epochs) that leaves a One Cycle phase with no step; narrow the range or "
                 f"train longer"
             ) from None
+
+
+def check_every_parameter_acts(cfg: Config, space: dict) -> None:
+    idle = set(space)
+    for _, corner in search_space.corners(cfg, space):
+        idle &= set(corner.idle())
+    for name in (n for n in space if n in idle):
+        where = acts_where()[name]
+        raise ConfigError(
+            f"sweep: {cfg.sweep} searches {name}, which acts only with {where} (the experiment: "
+            f"{where.here(cfg)}): every trial would ignore it: drop it, or search what it needs too"
+        )
 
 
 def study_settings(cfg: Config, cifar: Cifar10, space: dict) -> dict:
@@ -416,15 +439,19 @@ def claim(study: optuna.Study, settings: dict) -> None:
 def trial_config(cfg: Config, trial: optuna.Trial, study_name: str, space: dict) -> Config:
     """A trial: the suggested point, blind to the test split, and only the work its objective
     needs (no analysis figures, no saved model)."""
-    return cfg.replace(
-        **search_space.suggest(trial, space),
-        wandb_group=study_name,
-        runs_dir=str(Path(cfg.runs_dir) / "tune" / study_name),
-        use_test=False,
-        save_model=False,
-        analysis=cfg.analysis and cfg.trial_analysis,
-        checkpoint=False,  # a trial is not resumed: a failed one is replaced
-    ).untuned()  # the study's settings, not a run's: its seeds are set per run
+    return (
+        cfg.replace(
+            **search_space.suggest(trial, space),
+            wandb_group=study_name,
+            runs_dir=str(Path(cfg.runs_dir) / "tune" / study_name),
+            use_test=False,
+            save_model=False,
+            analysis=cfg.analysis and cfg.trial_analysis,
+            checkpoint=False,  # a trial is not resumed: a failed one is replaced
+        )
+        .untuned()
+        .settled()
+    )  # the study's settings, not a run's; a point's idle fields dropped
 
 
 def objective(cfg: Config, study_name: str, cifar: Cifar10, space: dict):
@@ -838,8 +865,10 @@ def retrain_best(cfg: Config, study_name: str, best, cifar: Cifar10, space: dict
     --seeds N over N seeds (each claimed: a rerun trains none twice), and with --target_acc the
     one-sided test that their mean reaches it (the repo's record statement)."""
     fixed = {k: p.values[0] for k, p in space.items() if p.distribution == "constant"}
-    point = cfg.replace(**fixed, **best.params, val_size=0, wandb_group=study_name).untuned(
-        keep=("target_acc",)
+    point = (
+        cfg.replace(**fixed, **best.params, val_size=0, wandb_group=study_name)
+        .untuned(keep=("target_acc",))
+        .settled()
     )
     if cfg.seeds > 1:
         from .repeat import run_seeds
