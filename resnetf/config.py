@@ -3,8 +3,9 @@ file builds a `Config` with the values it changes; `parse()` lets the command li
 field (`--max_lr=0.3` or `--max_lr 0.3`), and `validate()` rejects bad values and combinations
 before any data is read. `--help` shows the fields in their groups. Each field declares, once,
 its group and whether it changes what a run computes (`= MODEL(default)`, `= RUN(default,
-result=False)`): `--help`, the config hash (the W&B group) and a study's identity read it from
-there.
+result=False)`) and, where it acts only on one net, optimizer or mode, where (`acts=ON_MUON`):
+`--help`, the config hash (the W&B group), a study's identity and the rule that refuses a field
+where it does nothing read it from there.
 """
 
 from __future__ import annotations
@@ -46,6 +47,12 @@ class Not:
 
     def __init__(self, value):
         self.value = value
+
+    def __eq__(self, other):
+        return isinstance(other, Not) and other.value == self.value
+
+    def __hash__(self):
+        return hash(("Not", self.value))
 
 
 class Where:
@@ -471,12 +478,11 @@ class Config:
         ]
 
     def settled(self, keep=()) -> Config:
-        """This config with its idle fields, but `keep`, back at their defaults (again until
-        none is left: a field reset may idle another)."""
-        cfg, defaults = self, field_defaults()
-        while reset := [n for n in cfg.idle() if n not in keep]:
-            cfg = cfg.replace(**{n: defaults[n] for n in reset})
-        return cfg
+        """This config with its idle fields, but `keep`, back at their defaults. One pass is
+        enough: a Where that reads a field with a Where of its own repeats that one's
+        conditions (tta_scope's names --tta too), so no reset can idle a field that acted."""
+        defaults = field_defaults()
+        return self.replace(**{n: defaults[n] for n in self.idle() if n not in keep})
 
     def switched(self, **changes) -> Config:
         """This config with `changes`: fields they leave idle (Muon's under --optimizer sgd)

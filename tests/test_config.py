@@ -353,3 +353,109 @@ def test_an_experiment_that_imports_its_neighbour_loads_under_every_entry_point(
         [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+# --- where a field acts: declared with it, one rule reads it ------------------------------------
+
+OC = REPO / "experiments" / "oc_24ep.py"
+MUON = REPO / "experiments" / "fast94_muon.py"
+SPEEDRUN = REPO / "experiments" / "fast94_speedrun.py"
+
+
+@pytest.mark.parametrize(
+    "experiment, flags, message",
+    [
+        (OC, ["--muon_lr=0.3"], "muon_lr: acts only with --optimizer muon (here --optimizer=sgd)"),
+        (OC, ["--model=resnet9", "--whiten_images=960"], "whiten_images: acts only with --model "),
+        (OC, ["--activation=silu"], "activation: acts only with --model whitened_convnet"),
+        (MUON, ["--pct_start=0.3"], "pct_start: acts only with --schedule one_cycle"),
+        (OC, ["--lookahead_every=3"], "lookahead_every: acts only with --lookahead other than 0"),
+        (OC, ["--pad=0", "--pad_mode=constant"], "pad_mode: acts only with --pad other than 0"),
+        (MUON, ["--optimizer=sgd", "--muon_lr=0.3"], "muon_lr: acts only with --optimizer muon"),
+    ],
+)
+def test_a_flag_where_it_does_nothing_is_one_line(experiment, flags, message, capsys):
+    from resnetf.config import load_experiment
+
+    with pytest.raises(SystemExit) as e:
+        parse(load_experiment(experiment), flags)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and message in err[0], err
+
+
+def test_a_switch_drops_what_it_switches_off_and_the_hash_counts_only_what_acts():
+    from resnetf.config import config_hash, field_defaults, load_experiment
+
+    recipe, defaults = load_experiment(SPEEDRUN), field_defaults()
+    sgd = parse(recipe, ["--optimizer=sgd"])
+    muon_fields = [n for n in defaults if n.startswith("muon_")]
+    assert any(getattr(recipe, n) != defaults[n] for n in muon_fields)  # the recipe sets some
+    assert all(getattr(sgd, n) == defaults[n] for n in muon_fields)  # dropped with the switch
+    assert sgd.idle() == [] and sgd.max_lr == recipe.max_lr  # the rest is the recipe's
+    # written by hand without the Muon fields, the same run: the same hash (W&B group)
+    by_hand = recipe.replace(optimizer="sgd", **{n: defaults[n] for n in muon_fields})
+    assert config_hash(sgd) == config_hash(by_hand)
+    # a field that does nothing on a config (built unvalidated in Python) moves no hash
+    assert config_hash(Config(muon_lr=0.5)) == config_hash(Config())
+    assert config_hash(Config(optimizer="muon", muon_lr=0.5)) != config_hash(
+        Config(optimizer="muon")
+    )
+    # one reset can idle the next: --tta none on the speedrun drops tta_fraction, then tta_scope
+    plain = parse(load_experiment(SPEEDRUN), ["--tta=none"])
+    assert (plain.tta_fraction, plain.tta_scope, plain.tta_weights) == (1.0, "batch", "airbench")
+
+
+def test_every_acts_declaration_names_real_fields_and_values_they_can_hold():
+    from resnetf.config import Not, acts_where, check_value
+
+    declared = acts_where()
+    assert {"muon_lr", "whiten_images", "activation", "pct_start", "tta_scope"} <= set(declared)
+    for name, where in declared.items():
+        for field, condition in where.conditions.items():
+            assert field != name and field in Config.__dataclass_fields__, (name, field)
+            values = (
+                (condition.value,)
+                if isinstance(condition, Not)
+                else condition
+                if isinstance(condition, tuple)
+                else (condition,)
+            )
+            for value in values:
+                check_value(field, value)
+            # a field it reads that acts only somewhere: its conditions are repeated here
+            # (Config.settled's one pass relies on it)
+            if field in declared:
+                assert declared[field].conditions.items() <= where.conditions.items(), name
+        assert Config().idle() == []
+
+
+def test_an_ablation_change_that_does_nothing_is_refused_and_a_switch_is_not():
+    from resnetf.ablate import variants
+    from resnetf.config import field_defaults, load_experiment
+
+    with pytest.raises(ConfigError, match="vary muon_lr=0.3: muon_lr: acts only with --optimizer"):
+        variants(load_experiment(OC), ["muon_lr=0.3"])
+    (_, base), (label, sgd) = variants(load_experiment(SPEEDRUN), ["optimizer=sgd"])
+    assert base.muon_weight_decay != field_defaults()["muon_weight_decay"]
+    assert (
+        label == "optimizer=sgd" and sgd.muon_weight_decay == field_defaults()["muon_weight_decay"]
+    )
+
+
+def test_a_sweep_parameter_that_acts_in_no_trial_is_refused(tmp_path):
+    from resnetf.config import load_experiment
+    from resnetf.search_space import read_space
+    from resnetf.tune import check_space
+
+    sweep = tmp_path / "muon.yaml"
+    sweep.write_text(
+        "parameters:\n  muon_lr: {min: 0.1, max: 0.5}\n  max_lr: {min: 0.1, max: 0.3}\n"
+    )
+    cfg = load_experiment(OC).replace(sweep=str(sweep))
+    with pytest.raises(ConfigError, match="searches muon_lr, which acts only with --optimizer"):
+        check_space(cfg, read_space(str(sweep)), 45_000)
+    # beside the switch it needs, it acts in some trials and is dropped in the others
+    sweep.write_text(
+        "parameters:\n  muon_lr: {min: 0.1, max: 0.5}\n  optimizer: {values: [sgd, muon]}\n"
+    )
+    check_space(cfg, read_space(str(sweep)), 45_000)
