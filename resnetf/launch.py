@@ -242,8 +242,30 @@ def read_record(folder: Path, work: str, name: str) -> dict:
             f"work {record.get('work')}), not of this one ({name}, work {work}): give another "
             f"--launch_dir"
         )
-    record["jobs"] = [j for j in record.get("jobs", []) if isinstance(j, dict)]
+    record["jobs"] = [j for j in map(_recorded_job, record.get("jobs", [])) if j is not None]
     return record
+
+
+# what a place needs to find a recorded job again (pool: who started it, too)
+JOB_KEYS = {"launcher": str, "job_id": (str, int), "result": str, "log": str, "err": str}
+
+
+def _recorded_job(entry) -> dict | None:
+    """A job entry of launch.json as the driver reads it: `runs` a list of run keys (none
+    known otherwise); an entry lacking what its place needs to find the job again (or holding
+    it in another type: a hand edit, a damaged file) loses its job id, so it is judged ended
+    (places.Lost), as a pending entry is: the claims keep its runs from running twice."""
+    if not isinstance(entry, dict):
+        return None
+    runs = entry.get("runs")
+    entry = {
+        **entry,
+        "runs": [r for r in runs if isinstance(r, str)] if isinstance(runs, list) else [],
+    }
+    found = all(isinstance(entry.get(k), kind) for k, kind in JOB_KEYS.items())
+    if not found or (entry["launcher"] == "pool" and not isinstance(entry.get("who"), dict)):
+        entry["job_id"] = None
+    return entry
 
 
 def _write_json(path: Path, value) -> None:

@@ -241,6 +241,27 @@ def test_another_works_record_is_refused_in_one_line(tiny_data, tmp_path, capsys
     assert (folder / "launch.json").read_text() == before  # never written over
 
 
+@pytest.mark.slow
+def test_a_launch_record_with_damaged_job_entries_is_read_as_ended_jobs(
+    tiny_data, tmp_path, capsys
+):
+    runs = tmp_path / "runs"
+    flags = _tiny(tiny_data, runs, "--launcher=pool", "--jobs=2")
+    ablate.main([*ABLATION, "--", *flags])
+    capsys.readouterr()
+    (path,) = runs.glob("launch/*/launch.json")
+    record = json.loads(path.read_text())
+    first, second = record["jobs"][:2]
+    del first["who"], first["log"]  # a pool job its place cannot look up any more
+    second["runs"], second["job_id"] = "not a list", ["12"]
+    record["jobs"] += [7, "text", {"launcher": "slurm"}]
+    path.write_text(json.dumps(record))
+    folders = {p: p.stat().st_mtime_ns for p in runs.glob("oc_24ep_s*/summary.json")}
+    ablate.main([*ABLATION, "--", *flags])  # no KeyError: the entries are ended jobs
+    assert "4 already done, 0 submitted" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in runs.glob("oc_24ep_s*/summary.json")} == folders
+
+
 def test_jobs_recorded_by_another_driver_are_judged_by_host_pid_and_start(tmp_path):
     from resnetf import claims, places
     from resnetf.config import Config
