@@ -159,8 +159,10 @@ def saved_config(run_dir: Path) -> Config:
 def config_of(saved: dict) -> Config:
     """The Config a run wrote down (config.json, model.pt's config): each known field checked
     against its type and choices (a ConfigError naming the first that does not fit); fields a
-    later version dropped are ignored, fields it added take their defaults. Not validated as a
-    new command line is: a run recorded by an earlier version still loads."""
+    later version dropped are ignored, fields it added take their defaults, and fields set where
+    they do nothing (an earlier version accepted Muon's on an SGD run) go back to theirs, which
+    computes the same. Not validated as a new command line is: a run recorded by an earlier
+    version still loads and resumes."""
     from .config import check_value
 
     names = {f.name for f in dataclasses.fields(Config)}
@@ -168,7 +170,7 @@ def config_of(saved: dict) -> Config:
     for name, value in fields.items():
         if not isinstance(value, tuple):
             check_value(name, value)
-    return Config(**fields)
+    return Config(**fields).settled()
 
 
 def resume_config(command_line: Config, defaults: Config) -> Config:

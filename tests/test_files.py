@@ -138,3 +138,13 @@ def test_predict_with_a_damaged_model_file_is_one_line(damage, message, made, tm
     assert proc.returncode == 1 and len(lines) == 1 and message in lines[0], proc.stderr
     assert str(path) in lines[0]
     assert _sums(tmp_path) == before
+
+
+def test_a_run_an_earlier_version_recorded_with_an_idle_field_still_resumes(made, tmp_path):
+    folder, _ = _copy(made, tmp_path)
+    (folder / "summary.json").unlink()  # stopped after its last checkpoint
+    config = json.loads((folder / "config.json").read_text())
+    # an earlier version took Muon's lr on an SGD run (it did nothing): the run is still its own
+    (folder / "config.json").write_text(json.dumps({**config, "muon_lr": 0.3}))
+    main(EXPERIMENT, [f"--resume={folder}"])
+    assert json.loads((folder / "summary.json").read_text())["status"] == "finished"
