@@ -54,7 +54,7 @@ def finished_summary(run_dir) -> dict | None:
 def as_sweep_run(cfg: Config, args: Sequence[str]) -> Config:
     """Under W&B's sweep agent a run is a trial of the sweep: it measures the validation split
     and never the test split (the retrained best does), unless --use_test is given."""
-    from .train import under_sweep_agent
+    from .config import under_sweep_agent
 
     if not under_sweep_agent() or any(a.split("=")[0] == "--use_test" for a in args):
         return cfg

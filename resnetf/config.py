@@ -1089,12 +1089,25 @@ def parse(defaults: Config, args: Sequence[str] | None = None, description: str 
     )
     cfg = Config(**{k: v for group in groups() for k, v in vars(getattr(nested, group)).items()})
     changed = {k: v for k, v in cfg.to_dict().items() if v != getattr(defaults, k)}
+    # what the flags switch off goes back to its default; what they set must act
+    cfg = defaults.switched(**changed)
+    if under_sweep_agent() and (dropped := [n for n in cfg.idle() if n in changed]):
+        # a W&B sweep has no conditional parameters: searching optimizer and muon_lr together
+        # sets muon_lr on its SGD runs too, where it does nothing; the run goes on without it
+        print(f"note: {', '.join(dropped)} left at default: idle on this run", file=sys.stderr)
+        cfg = cfg.settled(keep=set(defaults.idle()))
     try:
-        # what the flags switch off goes back to its default; what they set must act
-        return defaults.switched(**changed).validate()
+        return cfg.validate()
     except ConfigError as e:
         print(f"error: --{e}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def under_sweep_agent() -> bool:
+    """W&B's agent starts each sweep run with these two set."""
+    import os
+
+    return bool(os.environ.get("WANDB_SWEEP_ID") and os.environ.get("WANDB_RUN_ID"))
 
 
 def load_experiment(path) -> Config:

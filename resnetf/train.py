@@ -37,7 +37,7 @@ from tqdm import tqdm
 from . import analysis, augment, checkpoint, data, models
 from .batch_augment import BatchAugment
 from .checkpoint import Progress
-from .config import Config, ConfigError
+from .config import Config, ConfigError, under_sweep_agent
 from .optim import Precision, Stepper, n_epochs, precision, sync, total_steps
 from .tracking import Tracker, check_runs_dir, git_diff, new_run_dir, provenance
 
@@ -61,11 +61,6 @@ class RunStopped(Exception):
     def __init__(self, status: str, message: str = "", failed: bool = False):
         super().__init__(message or status)
         self.status, self.failed = status, failed
-
-
-def under_sweep_agent() -> bool:
-    """W&B's agent starts each sweep run with these two set."""
-    return bool(os.environ.get("WANDB_SWEEP_ID") and os.environ.get("WANDB_RUN_ID"))
 
 
 class StopOnSignal:

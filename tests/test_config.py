@@ -459,3 +459,14 @@ def test_a_sweep_parameter_that_acts_in_no_trial_is_refused(tmp_path):
         "parameters:\n  muon_lr: {min: 0.1, max: 0.5}\n  optimizer: {values: [sgd, muon]}\n"
     )
     check_space(cfg, read_space(str(sweep)), 45_000)
+
+
+def test_under_wandbs_agent_an_idle_swept_field_is_dropped_not_refused(monkeypatch, capsys):
+    from resnetf.config import field_defaults, load_experiment
+
+    # a W&B sweep over optimizer and muon_lr (no conditional parameters) sends both to SGD runs
+    monkeypatch.setenv("WANDB_SWEEP_ID", "abc")
+    monkeypatch.setenv("WANDB_RUN_ID", "r1")
+    cfg = parse(load_experiment(OC), ["--optimizer=sgd", "--muon_lr=0.3", "--max_lr=0.2"])
+    assert cfg.muon_lr == field_defaults()["muon_lr"] and cfg.max_lr == 0.2
+    assert "note: muon_lr left at default: idle on this run" in capsys.readouterr().err
