@@ -54,6 +54,35 @@ def one_study(experiment: str, flags: list[str], out: Path, name: str) -> dict:
     return {"study": study, "seconds": seconds, "runs": runs, "trials": trials}
 
 
+def game_study(args, common: list[str], out: Path, floor: float) -> dict:
+    """The speedrun game: the cheapest trial whose mean validation accuracy reaches `floor`,
+    retrained over --retrain_seeds seeds with the one-sided test against it."""
+    game = [
+        *common,
+        "--objectives=pflop",
+        f"--min_val_acc={floor}",
+        "--retrain_best",
+        f"--seeds={args.retrain_seeds}",
+        f"--target_acc={floor}",
+    ]
+    return one_study(args.experiment, game, out, "game")
+
+
+def print_game(args, common: list[str], out: Path, floor: float) -> None:
+    from .tune import cheapest_feasible
+
+    result = game_study(args, common, out, floor)
+    row = answer_row("game", result, cheapest_feasible(result["study"]))
+    pd.DataFrame([row]).to_csv(out / "bench_study_game.csv", index=False)
+    print(pd.DataFrame([row]).to_string(index=False, float_format="%.4f"))
+    first = result["trials"][0].user_attrs
+    print(
+        f"the game's floor {floor:.2%}: trial 0 (the experiment's config) "
+        f"{first.get('val_acc', float('nan')):.2%} at {first.get('pflop', float('nan')):.4g} "
+        f"PFLOP, the answer {row['best_val_acc']} at {row['best_pflop']} PFLOP"
+    )
+
+
 def answer_row(name: str, result: dict, best) -> dict:
     attrs = best.user_attrs if best is not None else {}
     return {
@@ -81,6 +110,11 @@ def arguments(argv):
     ap.add_argument("--floor_margin", type=float, default=0.01)
     ap.add_argument("--retrain_seeds", type=int, default=5)
     ap.add_argument("--out", default="runs/bench_study")
+    ap.add_argument(
+        "--only_game",
+        action="store_true",
+        help="run the game's study alone (it needs --floor); a rerun continues a stopped one",
+    )
     args, rest = ap.parse_known_args(argv)
     return args, [a for a in rest if a != "--"]
 
@@ -100,6 +134,10 @@ def main(argv=None) -> None:
         f"--runs_dir={out / 'runs'}",
         "--sampler=tpe",
     ]
+    if args.only_game:
+        if args.floor is None:
+            raise SystemExit("--only_game: give the accuracy floor (--floor)")
+        return print_game(args, common, out, args.floor)
     rows, results = [], {}
     for name, pruner in (("unpruned", "none"), ("pruned", "auto")):
         results[name] = one_study(args.experiment, [*common, f"--pruner={pruner}"], out, name)
@@ -111,15 +149,7 @@ def main(argv=None) -> None:
         raise SystemExit("the experiment's config is not a point of the space: --widths, --epochs")
     start = first.user_attrs["val_acc"]
     floor = args.floor if args.floor is not None else round(start - args.floor_margin, 4)
-    game = [
-        *common,
-        "--objectives=pflop",
-        f"--min_val_acc={floor}",
-        "--retrain_best",
-        f"--seeds={args.retrain_seeds}",
-        f"--target_acc={floor}",
-    ]
-    results["game"] = one_study(args.experiment, game, out, "game")
+    results["game"] = game_study(args, common, out, floor)
     from .tune import cheapest_feasible
 
     rows.append(answer_row("game", results["game"], cheapest_feasible(results["game"]["study"])))

@@ -290,3 +290,16 @@ def test_the_study_benchmark_runs_its_three_studies(tiny_data, tmp_path, capsys)
     assert "pruning over seeds trained" in out and "the game's floor" in out
     table = pd.read_csv(tmp_path / "bench_study.csv")
     assert list(table["study"]) == ["unpruned", "pruned", "game"]
+    # the game alone, at a floor given
+    game = [*argv, "--retrain_seeds=2", f"--out={tmp_path / 'game'}", "--only_game"]
+    bench_study.main([*game, "--floor=0.05", "--", *flags])
+    assert "the game's floor 5.00%" in capsys.readouterr().out
+    assert list(pd.read_csv(tmp_path / "game" / "bench_study_game.csv")["study"]) == ["game"]
+
+
+def test_the_damage_benchmark_counts_its_cases(tmp_path, capsys):
+    from resnetf import bench_damage
+
+    rows = bench_damage.main(["--out", str(tmp_path), "--only", "5"])
+    assert [(r["class"], r["got"]) for r in rows] == [(5, "works")]
+    assert "class 5 (an experiment that imports its neighbour): 1 of 1" in capsys.readouterr().out
