@@ -74,12 +74,12 @@ def print_game(args, common: list[str], out: Path, floor: float) -> None:
     result = game_study(args, common, out, floor)
     row = answer_row("game", result, cheapest_feasible(result["study"]))
     pd.DataFrame([row]).to_csv(out / "bench_study_game.csv", index=False)
-    print(pd.DataFrame([row]).to_string(index=False, float_format="%.4f"))
-    first = result["trials"][0].user_attrs
+    print(pd.DataFrame([row]).to_string(index=False, float_format="%.4g"))
+    first, nan = result["trials"][0].user_attrs, float("nan")
     print(
         f"the game's floor {floor:.2%}: trial 0 (the experiment's config) "
-        f"{first.get('val_acc', float('nan')):.2%} at {first.get('pflop', float('nan')):.4g} "
-        f"PFLOP, the answer {row['best_val_acc']} at {row['best_pflop']} PFLOP"
+        f"{first.get('val_acc', nan):.2%} at {first.get('pflop', nan):.4g} PFLOP, the answer "
+        f"{row['best_val_acc'] or nan:.2%} at {row['best_pflop'] or nan:.4g} PFLOP"
     )
 
 
