@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .data import write_random_layout
+
 CLASSES = {
     1: "a data set runs code",
     2: "a damaged file ends in a traceback",
@@ -50,31 +52,12 @@ class Hostile:
         return os.system, (self.command,)
 
 
-def write_data(root: Path, n_train: int = 200, n_test: int = 50) -> Path:
-    """Random CIFAR-10 batches in the standard layout (as the test suite's fixture writes)."""
-    rng, folder = np.random.default_rng(0), root / "cifar-10-batches-py"
-    folder.mkdir(parents=True, exist_ok=True)
-
-    def batch(n):
-        labels = np.arange(n) % 10
-        images = rng.integers(0, 100, (n, 3, 32, 32)) + labels[:, None, None, None] * 15
-        return {"data": images.reshape(n, -1).astype(np.uint8), "labels": labels.tolist()}
-
-    for i in range(1, 6):
-        (folder / f"data_batch_{i}").write_bytes(pickle.dumps(batch(n_train // 5)))
-    (folder / "test_batch").write_bytes(pickle.dumps(batch(n_test)))
-    (folder / "batches.meta").write_bytes(
-        pickle.dumps({"label_names": [f"class{k}" for k in range(10)]})
-    )
-    return root
-
-
 class Context:
     """The folders and the finished runs the cases damage copies of."""
 
     def __init__(self, out: Path):
         self.out, self.n = out, 0
-        self.data = write_data(out / "data")
+        self.data = write_random_layout(out / "data", n_train=200)
         self.marker = out / "MARKER"
 
     def tiny(self, runs: Path, epochs: int = 1) -> list[str]:
@@ -177,13 +160,13 @@ def model_file(damage):
     return make
 
 
-def sweep(text: str, *flags: str):
+def sweep(text: str):
     def make(ctx):
         folder = ctx.fresh("sweep")
         (folder / "sweep.yaml").write_text(text)
         runs = folder / "runs"
         argv = [sys.executable, OC, *ctx.tiny(runs, epochs=3), "--tune=1"]
-        return [*argv, f"--sweep={folder / 'sweep.yaml'}", *flags], None
+        return [*argv, f"--sweep={folder / 'sweep.yaml'}"], None
 
     return make
 

@@ -348,3 +348,26 @@ class DeviceLoader:
                 flip = self.flipped[idx] ^ (self.epoch % 2 == 1)
                 x = torch.where(flip[:, None, None, None], x.flip(3), x)
             yield x, self.labels[idx]
+
+
+def write_random_layout(root, n_train: int = 100, n_test: int = 50, seed: int = 0):
+    """Random images in ROOT/cifar-10-batches-py/, pickled as the original archive is; class k's
+    images are brighter with k, so a model can learn something from them (the tests' and the
+    benchmarks' data set, where the real one is not at hand). Returns ROOT."""
+    import pickle
+
+    root = Path(root)
+    rng, folder = np.random.default_rng(seed), root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def batch(n):
+        labels = np.arange(n) % 10
+        images = rng.integers(0, 100, (n, 3, 32, 32)) + labels[:, None, None, None] * 15
+        return {"data": images.reshape(n, -1).astype(np.uint8), "labels": labels.tolist()}
+
+    for i in range(1, 6):
+        (folder / f"data_batch_{i}").write_bytes(pickle.dumps(batch(n_train // 5)))
+    (folder / "test_batch").write_bytes(pickle.dumps(batch(n_test)))
+    meta = {"label_names": [f"class{k}" for k in range(10)]}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta))
+    return root

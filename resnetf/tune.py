@@ -376,8 +376,8 @@ def check_every_parameter_acts(cfg: Config, space: dict) -> None:
     idle = set(space)
     for _, corner in search_space.corners(cfg, space):
         idle &= set(corner.idle())
-    for name in (n for n in space if n in idle):
-        where = acts_where()[name]
+    if idle := [n for n in space if n in idle]:
+        name, where = idle[0], acts_where()[idle[0]]
         raise ConfigError(
             f"sweep: {cfg.sweep} searches {name}, which acts only with {where} (the experiment: "
             f"{where.here(cfg)}): every trial would ignore it: drop it, or search what it needs too"

@@ -4,14 +4,12 @@
 from __future__ import annotations
 
 import json
-import pickle
 import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from resnetf import Config
@@ -21,26 +19,10 @@ SHARED = REPO.parent / "shared"
 
 
 def write_standard_layout(root: Path, n_train: int = 100, n_test: int = 50, seed: int = 0) -> Path:
-    """Random images in ROOT/cifar-10-batches-py/, pickled as the original archive is; class k's
-    images are brighter with k, so a model can learn something from them."""
-    rng = np.random.default_rng(seed)
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True, exist_ok=True)
+    """Random images in ROOT/cifar-10-batches-py/ (resnetf.data.write_random_layout)."""
+    from resnetf.data import write_random_layout
 
-    def batch(n):
-        labels = np.arange(n) % 10
-        images = rng.integers(0, 100, (n, 3, 32, 32)) + labels[:, None, None, None] * 15
-        return {"data": images.reshape(n, -1).astype(np.uint8), "labels": labels.tolist()}
-
-    per = n_train // 5
-    for i in range(1, 6):
-        with open(folder / f"data_batch_{i}", "wb") as f:
-            pickle.dump(batch(per), f)
-    with open(folder / "test_batch", "wb") as f:
-        pickle.dump(batch(n_test), f)
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": [f"class{k}" for k in range(10)]}, f)
-    return root
+    return write_random_layout(root, n_train, n_test, seed)
 
 
 @pytest.fixture(scope="session")

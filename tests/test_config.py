@@ -426,7 +426,7 @@ def test_every_acts_declaration_names_real_fields_and_values_they_can_hold():
             # (Config.settled's one pass relies on it)
             if field in declared:
                 assert declared[field].conditions.items() <= where.conditions.items(), name
-        assert Config().idle() == []
+    assert Config().idle() == []
 
 
 def test_an_ablation_change_that_does_nothing_is_refused_and_a_switch_is_not():
@@ -470,3 +470,23 @@ def test_under_wandbs_agent_an_idle_swept_field_is_dropped_not_refused(monkeypat
     cfg = parse(load_experiment(OC), ["--optimizer=sgd", "--muon_lr=0.3", "--max_lr=0.2"])
     assert cfg.muon_lr == field_defaults()["muon_lr"] and cfg.max_lr == 0.2
     assert "note: muon_lr left at default: idle on this run" in capsys.readouterr().err
+
+
+def test_a_study_point_that_switches_a_part_off_trains_without_its_idle_fields():
+    import optuna
+
+    from resnetf import search_space
+    from resnetf.config import field_defaults, load_experiment
+    from resnetf.tune import trial_config
+
+    # optimizer and muon_lr searched together: the SGD points carry a muon_lr that does nothing
+    cfg = load_experiment(OC)
+    point = optuna.trial.FixedTrial({"optimizer": "sgd", "muon_lr": 0.3})
+    params = {"optimizer": {"values": ["sgd", "muon"]}, "muon_lr": {"min": 0.1, "max": 0.5}}
+    space = {k: search_space.parse_param(k, v) for k, v in params.items()}
+    trial = trial_config(cfg, point, "s", space)
+    assert trial.validate().muon_lr == field_defaults()["muon_lr"]  # the run trains, as SGD
+    muon = trial_config(
+        cfg, optuna.trial.FixedTrial({"optimizer": "muon", "muon_lr": 0.3}), "s", space
+    )
+    assert muon.validate().muon_lr == 0.3
